@@ -1,0 +1,474 @@
+// The forward pass of DeepSeek-V3.2-style models (MLA + lightning indexer + MoE), composed from the native ops.
+// It computes what HF transformers' DeepseekV32ForCausalLM computes, in fp32 with weights dequantised on the fly:
+//   h = embed(ids)
+//   per layer:  x = rms(h);  q = q_b(rms(q_a(x))) | q_proj(x);  [c_kv | k_pe] = kv_a(x), c_kv = rms(c_kv)
+//               rope (interleaved) on q_pe, k_pe;  cache[pos] = [c_kv | k_pe]
+//               indexer (v32, sparse mode): top-k cache positions per query
+//               o = MQA attention of absorbed q over the selected latent rows;  h += o_proj(W_UV · o)
+//               h += MLP(rms(h))  (dense SwiGLU, or routed experts + shared expert)
+//   logits = lm_head(rms(h))
+// Prompts are processed in chunks of PREFILL_CHUNK tokens so that activations and the indexer's
+// [chunk, context] score matrix stay bounded at any context length; causality makes this exact.
+
+import type { NativeAddon, NativeWeight } from '../native/contract';
+import { loadNative } from '../native/index';
+import { readConfig } from './config';
+import { GlanceError } from './errors';
+import type { ModelConfig, WeightStore } from './types';
+import { openWeights } from './weights';
+
+export type AttentionMode = 'sparse' | 'dense';
+
+export interface ModelOptions {
+  /** sparse: DSA top-k selection where the model has an indexer; dense: attend to every cached position. */
+  attention: AttentionMode;
+  onProgress?: (done: number, total: number, what: string) => void;
+  native?: NativeAddon;
+}
+
+export interface Sequence {
+  /** tokens held in the KV cache */
+  readonly length: number;
+  /** Runs `ids` after the cached tokens. Returns logits [n, vocab] for every new position when allLogits,
+   *  else only for the last one ([1, vocab]). */
+  forward(ids: Int32Array, allLogits: boolean): Float32Array;
+  /** Drops cached tokens from `length` on (prefix reuse). */
+  truncate(length: number): void;
+}
+
+export interface Model {
+  readonly config: ModelConfig;
+  readonly weights: WeightStore;
+  readonly dir: string;
+  readonly attention: AttentionMode;
+  readonly native: NativeAddon;
+  createSequence(maxTokens?: number): Sequence;
+}
+
+const PREFILL_CHUNK = 256;
+/** eps of the latent RMSNorms (q_a_layernorm, kv_a_layernorm): HF constructs them without config eps. */
+const LATENT_NORM_EPS = 1e-6;
+const INDEXER_NORM_EPS = 1e-6;
+
+interface Mlp {
+  gate: NativeWeight;
+  up: NativeWeight;
+  down: NativeWeight;
+}
+
+interface MoeLayer {
+  router: NativeWeight;
+  bias: Float32Array | null;
+  experts: Mlp[];
+  shared: Mlp | null;
+}
+
+interface IndexerLayer {
+  wqB: NativeWeight;
+  wk: NativeWeight;
+  kNormWeight: Float32Array;
+  kNormBias: Float32Array;
+  weightsProj: NativeWeight;
+}
+
+interface Layer {
+  inputNorm: Float32Array;
+  postAttentionNorm: Float32Array;
+  qProj: NativeWeight | null;
+  qA: NativeWeight | null;
+  qANorm: Float32Array | null;
+  qB: NativeWeight | null;
+  kvA: NativeWeight;
+  kvANorm: Float32Array;
+  kvB: NativeWeight;
+  oProj: NativeWeight;
+  indexer: IndexerLayer | null;
+  dense: Mlp | null;
+  moe: MoeLayer | null;
+}
+
+export async function loadModel(dir: string, opts: ModelOptions): Promise<Model> {
+  const native = opts.native ?? loadNative();
+  const config = readConfig(dir);
+  const weights = openWeights(dir, config, native);
+  const progress = opts.onProgress ?? (() => {});
+  const layers: Layer[] = [];
+  for (let l = 0; l < config.numLayers; l++) {
+    progress(l, config.numLayers, 'layers');
+    layers.push(bindLayer(config, weights, l));
+    // Let a caller's event loop breathe during long loads (progress reporting, cancellation).
+    if (l % 8 === 7) await new Promise((r) => setImmediate(r));
+  }
+  progress(config.numLayers, config.numLayers, 'layers');
+  const embed = weights.matrix('model.embed_tokens.weight');
+  const lmHead = weights.has('lm_head.weight') ? weights.matrix('lm_head.weight') : embed;
+  const finalNorm = weights.vector('model.norm.weight');
+  const attention: AttentionMode = config.indexer ? opts.attention : 'dense';
+  const forward = new ForwardPass(native, config, layers, embed, lmHead, finalNorm, attention);
+  return {
+    config,
+    weights,
+    dir,
+    attention,
+    native,
+    createSequence: (maxTokens?: number) => new KvSequence(forward, maxTokens ?? config.maxPositionEmbeddings),
+  };
+}
+
+function bindMlp(w: WeightStore, prefix: string): Mlp {
+  return {
+    gate: w.matrix(`${prefix}.gate_proj.weight`),
+    up: w.matrix(`${prefix}.up_proj.weight`),
+    down: w.matrix(`${prefix}.down_proj.weight`),
+  };
+}
+
+function bindLayer(config: ModelConfig, w: WeightStore, l: number): Layer {
+  const p = `model.layers.${l}`;
+  const a = `${p}.self_attn`;
+  const hasQLora = config.qLoraRank !== null;
+  let indexer: IndexerLayer | null = null;
+  if (config.indexer) {
+    indexer = {
+      wqB: w.matrix(`${a}.indexer.wq_b.weight`),
+      wk: w.matrix(`${a}.indexer.wk.weight`),
+      kNormWeight: w.vector(`${a}.indexer.k_norm.weight`),
+      kNormBias: w.vector(`${a}.indexer.k_norm.bias`),
+      weightsProj: w.matrix(`${a}.indexer.weights_proj.weight`),
+    };
+  }
+  let dense: Mlp | null = null;
+  let moe: MoeLayer | null = null;
+  if (config.mlpLayerTypes[l] === 'sparse') {
+    const experts: Mlp[] = [];
+    for (let e = 0; e < config.nRoutedExperts; e++) experts.push(bindMlp(w, `${p}.mlp.experts.${e}`));
+    const biasName = `${p}.mlp.gate.e_score_correction_bias`;
+    moe = {
+      router: w.matrix(`${p}.mlp.gate.weight`),
+      bias: config.topkMethod === 'noaux_tc' && w.has(biasName) ? w.vector(biasName) : null,
+      experts,
+      shared: config.nSharedExperts > 0 ? bindMlp(w, `${p}.mlp.shared_experts`) : null,
+    };
+  } else {
+    dense = bindMlp(w, `${p}.mlp`);
+  }
+  return {
+    inputNorm: w.vector(`${p}.input_layernorm.weight`),
+    postAttentionNorm: w.vector(`${p}.post_attention_layernorm.weight`),
+    qProj: hasQLora ? null : w.matrix(`${a}.q_proj.weight`),
+    qA: hasQLora ? w.matrix(`${a}.q_a_proj.weight`) : null,
+    qANorm: hasQLora ? w.vector(`${a}.q_a_layernorm.weight`) : null,
+    qB: hasQLora ? w.matrix(`${a}.q_b_proj.weight`) : null,
+    kvA: w.matrix(`${a}.kv_a_proj_with_mqa.weight`),
+    kvANorm: w.vector(`${a}.kv_a_layernorm.weight`),
+    kvB: w.matrix(`${a}.kv_b_proj.weight`),
+    oProj: w.matrix(`${a}.o_proj.weight`),
+    indexer,
+    dense,
+    moe,
+  };
+}
+
+/** Per-layer caches of one sequence: the MLA latent rows [c_kv | k_pe] and the indexer keys. */
+interface LayerCache {
+  kv: Float32Array;
+  indexKeys: Float32Array | null;
+}
+
+class ForwardPass {
+  readonly latentDim: number;
+  readonly qHeadDim: number;
+
+  constructor(
+    readonly native: NativeAddon,
+    readonly config: ModelConfig,
+    readonly layers: Layer[],
+    readonly embed: NativeWeight,
+    readonly lmHead: NativeWeight,
+    readonly finalNorm: Float32Array,
+    readonly attention: AttentionMode,
+  ) {
+    this.latentDim = config.kvLoraRank + config.qkRopeHeadDim;
+    this.qHeadDim = config.qkNopeHeadDim + config.qkRopeHeadDim;
+  }
+
+  newCaches(capacity: number): LayerCache[] {
+    const useIndexer = this.attention === 'sparse' && this.config.indexer !== null;
+    return this.layers.map(() => ({
+      kv: new Float32Array(capacity * this.latentDim),
+      indexKeys: useIndexer ? new Float32Array(capacity * this.config.indexer!.headDim) : null,
+    }));
+  }
+
+  /** Runs T tokens at positions start..start+T−1 (the caches hold the first `start`). Returns final hidden states [T, D]. */
+  run(caches: LayerCache[], ids: Int32Array, start: number): Float32Array {
+    const { native, config } = this;
+    const T = ids.length;
+    const D = config.hiddenSize;
+    const positions = new Int32Array(T);
+    for (let t = 0; t < T; t++) positions[t] = start + t;
+    const h = new Float32Array(T * D);
+    native.embedding(h, ids, this.embed);
+    const x = new Float32Array(T * D);
+    for (let l = 0; l < this.layers.length; l++) {
+      const layer = this.layers[l];
+      native.rmsNorm(x, h, T, D, layer.inputNorm, config.rmsNormEps);
+      const attnOut = this.attentionBlock(layer, caches[l], x, T, positions);
+      addInPlace(h, attnOut);
+      native.rmsNorm(x, h, T, D, layer.postAttentionNorm, config.rmsNormEps);
+      const mlpOut = layer.moe ? this.moeBlock(layer.moe, x, T) : this.mlp(layer.dense!, x, T);
+      addInPlace(h, mlpOut);
+    }
+    native.rmsNorm(h, h, T, D, this.finalNorm, config.rmsNormEps);
+    return h;
+  }
+
+  logits(hidden: Float32Array, T: number): Float32Array {
+    const out = new Float32Array(T * this.config.vocabSize);
+    this.native.matmul(out, hidden, T, this.lmHead);
+    return out;
+  }
+
+  private attentionBlock(layer: Layer, cache: LayerCache, x: Float32Array, T: number, positions: Int32Array): Float32Array {
+    const { native, config } = this;
+    const H = config.numHeads;
+    const nope = config.qkNopeHeadDim;
+    const rope = config.qkRopeHeadDim;
+    const kvLora = config.kvLoraRank;
+    const latent = this.latentDim;
+    const qHead = this.qHeadDim;
+    const start = positions[0];
+    const S = start + T; // context length after this chunk
+
+    // Query: [T, H, nope + rope]; qr (the normalised q latent) also feeds the indexer.
+    let q: Float32Array;
+    let qr: Float32Array | null = null;
+    if (layer.qA) {
+      const qLora = config.qLoraRank!;
+      qr = new Float32Array(T * qLora);
+      native.matmul(qr, x, T, layer.qA);
+      native.rmsNorm(qr, qr, T, qLora, layer.qANorm!, LATENT_NORM_EPS);
+      q = new Float32Array(T * H * qHead);
+      native.matmul(q, qr, T, layer.qB!);
+    } else {
+      q = new Float32Array(T * H * qHead);
+      native.matmul(q, x, T, layer.qProj!);
+    }
+    native.rope(q, T, H, qHead, nope, rope, positions, config.rope.invFreq, config.rope.attentionFactor, true);
+
+    // Latent KV row of each new token, written straight into the cache: [c_kv (normalised) | k_pe (roped)].
+    const kvRows = cache.kv.subarray(start * latent, S * latent);
+    native.matmul(kvRows, x, T, layer.kvA);
+    rmsNormStrided(native, kvRows, T, latent, kvLora, layer.kvANorm, LATENT_NORM_EPS);
+    native.rope(kvRows, T, 1, latent, kvLora, rope, positions, config.rope.invFreq, config.rope.attentionFactor, true);
+
+    // Absorbed query [T, H, kvLora + rope]: q_nope · W_UK per head, then the roped part as is.
+    const qAbs = new Float32Array(T * H * latent);
+    native.mlaAbsorbQuery(qAbs, latent, q, qHead, T, H, nope, config.vHeadDim, layer.kvB);
+    for (let t = 0; t < T; t++) {
+      for (let hh = 0; hh < H; hh++) {
+        const src = (t * H + hh) * qHead + nope;
+        qAbs.set(q.subarray(src, src + rope), (t * H + hh) * latent + kvLora);
+      }
+    }
+
+    let indices: Int32Array | null = null;
+    let k = 0;
+    if (layer.indexer && cache.indexKeys) {
+      k = config.indexer!.topk;
+      indices = this.indexerSelect(layer.indexer, cache.indexKeys, x, qr!, T, positions, k);
+    }
+    const o = new Float32Array(T * H * kvLora);
+    native.mlaAttention(o, qAbs, cache.kv, S, T, H, kvLora, rope, config.softmaxScale, indices, k, positions);
+    const ov = new Float32Array(T * H * config.vHeadDim);
+    native.mlaExpandValue(ov, o, T, H, nope, config.vHeadDim, layer.kvB);
+    const out = new Float32Array(T * config.hiddenSize);
+    native.matmul(out, ov, T, layer.oProj);
+    return out;
+  }
+
+  /** Lightning indexer: scores every cached position for each query and keeps the top k (−1 padded). */
+  private indexerSelect(
+    ix: IndexerLayer, keys: Float32Array, x: Float32Array, qr: Float32Array, T: number, positions: Int32Array, k: number,
+  ): Int32Array {
+    const { native, config } = this;
+    const { nHeads: Hi, headDim: Di } = config.indexer!;
+    const rope = config.qkRopeHeadDim;
+    const start = positions[0];
+    const S = start + T;
+    const qi = new Float32Array(T * Hi * Di);
+    native.matmul(qi, qr, T, ix.wqB);
+    // Indexer RoPE is the half-split ("NeoX") kind on the first `rope` dims: layout [rope | nope].
+    native.rope(qi, T, Hi, Di, 0, rope, positions, config.rope.invFreq, config.rope.attentionFactor, false);
+    const newKeys = keys.subarray(start * Di, S * Di);
+    native.matmul(newKeys, x, T, ix.wk);
+    native.layerNorm(newKeys, newKeys, T, Di, ix.kNormWeight, ix.kNormBias, INDEXER_NORM_EPS);
+    native.rope(newKeys, T, 1, Di, 0, rope, positions, config.rope.invFreq, config.rope.attentionFactor, false);
+    // Head weights with the softmax scale and the 1/sqrt(heads) factor folded in (ReLU commutes with a positive scale).
+    const w = new Float32Array(T * Hi);
+    native.matmul(w, x, T, ix.weightsProj);
+    const fold = Math.pow(Hi, -0.5) * Math.pow(Di, -0.5);
+    for (let i = 0; i < w.length; i++) w[i] *= fold;
+    const scores = new Float32Array(T * S);
+    native.indexerScores(scores, qi, w, keys, T, S, Hi, Di, positions);
+    const idx = new Int32Array(T * k);
+    native.topk(idx, scores, T, S, k);
+    return idx;
+  }
+
+  private mlp(m: Mlp, x: Float32Array, T: number): Float32Array {
+    const { native } = this;
+    const inter = m.gate.rows;
+    const g = new Float32Array(T * inter);
+    const u = new Float32Array(T * inter);
+    native.matmul(g, x, T, m.gate);
+    native.matmul(u, x, T, m.up);
+    native.siluMul(g, g, u, T * inter);
+    const out = new Float32Array(T * this.config.hiddenSize);
+    native.matmul(out, g, T, m.down);
+    return out;
+  }
+
+  private moeBlock(moe: MoeLayer, x: Float32Array, T: number): Float32Array {
+    const { native, config } = this;
+    const D = config.hiddenSize;
+    const E = config.nRoutedExperts;
+    const K = config.numExpertsPerTok;
+    const logits = new Float32Array(T * E);
+    native.matmul(logits, x, T, moe.router);
+    const ids = new Int32Array(T * K);
+    const wts = new Float32Array(T * K);
+    native.moeRoute(ids, wts, logits, T, E, K, {
+      scoring: config.scoringFunc,
+      method: config.topkMethod,
+      nGroup: config.nGroup,
+      topkGroup: config.topkGroup,
+      bias: moe.bias,
+      normTopk: config.normTopkProb,
+      scale: config.routedScalingFactor,
+    });
+    const out = moe.shared ? this.mlp(moe.shared, x, T) : new Float32Array(T * D);
+    // Group tokens by expert so each expert's weights stream once for all of its tokens.
+    const tokensOf: number[][] = Array.from({ length: E }, () => []);
+    const slotOf: number[][] = Array.from({ length: E }, () => []);
+    for (let t = 0; t < T; t++) {
+      for (let j = 0; j < K; j++) {
+        const e = ids[t * K + j];
+        tokensOf[e].push(t);
+        slotOf[e].push(t * K + j);
+      }
+    }
+    for (let e = 0; e < E; e++) {
+      const toks = tokensOf[e];
+      const n = toks.length;
+      if (n === 0) continue;
+      const xe = n === T && T === 1 ? x : gatherRows(x, toks, D);
+      const ye = this.mlp(moe.experts[e], xe, n);
+      for (let i = 0; i < n; i++) {
+        const wgt = wts[slotOf[e][i]];
+        const o = toks[i] * D;
+        for (let d = 0; d < D; d++) out[o + d] += wgt * ye[i * D + d];
+      }
+    }
+    return out;
+  }
+}
+
+class KvSequence implements Sequence {
+  private caches: LayerCache[];
+  private capacity: number;
+  private used = 0;
+
+  constructor(private readonly pass: ForwardPass, private readonly maxTokens: number) {
+    this.capacity = Math.min(maxTokens, 1024);
+    this.caches = pass.newCaches(this.capacity);
+  }
+
+  get length(): number {
+    return this.used;
+  }
+
+  forward(ids: Int32Array, allLogits: boolean): Float32Array {
+    const cfg = this.pass.config;
+    if (ids.length === 0) throw new GlanceError('bad_input', 'no input ids to run');
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!(id >= 0 && id < cfg.vocabSize)) {
+        throw new GlanceError('bad_input', `token id ${id} at position ${i} is outside the vocabulary (0..${cfg.vocabSize - 1})`);
+      }
+    }
+    const needed = this.used + ids.length;
+    if (needed > this.maxTokens) {
+      throw new GlanceError(
+        'context_overflow',
+        `${needed} tokens do not fit in the context window of ${this.maxTokens} tokens (${this.used} cached + ${ids.length} new)`,
+      );
+    }
+    this.reserve(needed);
+    const V = cfg.vocabSize;
+    const out = new Float32Array((allLogits ? ids.length : 1) * V);
+    for (let c = 0; c < ids.length; c += PREFILL_CHUNK) {
+      const chunk = ids.subarray(c, Math.min(ids.length, c + PREFILL_CHUNK));
+      const hidden = this.pass.run(this.caches, chunk, this.used);
+      this.used += chunk.length;
+      const T = chunk.length;
+      if (allLogits) {
+        out.set(this.pass.logits(hidden, T), c * V);
+      } else if (c + T === ids.length) {
+        out.set(this.pass.logits(hidden.subarray((T - 1) * cfg.hiddenSize), 1));
+      }
+    }
+    return out;
+  }
+
+  truncate(length: number): void {
+    if (!(Number.isInteger(length) && length >= 0 && length <= this.used)) {
+      throw new GlanceError('bad_input', `cannot truncate a sequence of ${this.used} tokens to ${length}`);
+    }
+    this.used = length;
+  }
+
+  /** Grows the caches geometrically (copying the used rows) so long contexts cost amortised O(1) per token. */
+  private reserve(tokens: number): void {
+    if (tokens <= this.capacity) return;
+    let cap = this.capacity;
+    while (cap < tokens) cap *= 2;
+    cap = Math.min(cap, this.maxTokens);
+    const next = this.pass.newCaches(cap);
+    const latent = this.pass.latentDim;
+    for (let l = 0; l < next.length; l++) {
+      next[l].kv.set(this.caches[l].kv.subarray(0, this.used * latent));
+      const keys = this.caches[l].indexKeys;
+      if (keys && next[l].indexKeys) {
+        const Di = this.pass.config.indexer!.headDim;
+        next[l].indexKeys!.set(keys.subarray(0, this.used * Di));
+      }
+    }
+    this.caches = next;
+    this.capacity = cap;
+  }
+}
+
+function addInPlace(a: Float32Array, b: Float32Array): void {
+  for (let i = 0; i < a.length; i++) a[i] += b[i];
+}
+
+function gatherRows(x: Float32Array, rows: number[], D: number): Float32Array {
+  const out = new Float32Array(rows.length * D);
+  for (let i = 0; i < rows.length; i++) out.set(x.subarray(rows[i] * D, rows[i] * D + D), i * D);
+  return out;
+}
+
+/** RMSNorm of the first `dim` entries of each row of stride `stride`, in place. */
+function rmsNormStrided(
+  native: NativeAddon, rows: Float32Array, T: number, stride: number, dim: number, weight: Float32Array, eps: number,
+): void {
+  if (stride === dim) {
+    native.rmsNorm(rows, rows, T, dim, weight, eps);
+    return;
+  }
+  for (let t = 0; t < T; t++) {
+    const row = rows.subarray(t * stride, t * stride + dim);
+    native.rmsNorm(row, row, 1, dim, weight, eps);
+  }
+}

@@ -1,0 +1,129 @@
+// The contract of the native addon (kernels/): every op the engine calls, with its exact semantics.
+// A CPU version (kernels/cpu) implements each op; a CUDA version with the same contract sits beside it
+// later (kernels/cuda). Conventions for every op:
+//   - tensors are dense row-major Float32Array / Int32Array views, shapes given in the doc comment;
+//   - ops are synchronous and multithreaded inside (a persistent pool over all cores);
+//   - a shape or length that does not fit throws a TypeError/RangeError naming the argument, never
+//     reads or writes out of bounds;
+//   - accumulation is fp32; weights are dequantised on the fly (never expanded in memory).
+
+/** Storage dtypes of weights, as safetensors names them (F8_E4M3 = DeepSeek FP8 with 128×128 block scales). */
+export type WeightDType = 'F32' | 'BF16' | 'F16' | 'F8_E4M3';
+
+/** A 2-D weight [rows, cols] (row-major, as nn.Linear stores [out, in]) registered with the addon. */
+export interface NativeWeight {
+  readonly rows: number;
+  readonly cols: number;
+  readonly dtype: WeightDType;
+}
+
+export interface BackendInfo {
+  cpu: { threads: number; simd: string };
+  cuda: { built: boolean; devices: number; error?: string };
+}
+
+export type RouterScoring = 'sigmoid' | 'softmax';
+/** greedy: plain top-k; group_limited_greedy (deepseek_v2): group score = max in group;
+ *  noaux_tc (deepseek_v3/v32): group score = sum of the top 2 of (score + bias) in group. */
+export type RouterMethod = 'greedy' | 'group_limited_greedy' | 'noaux_tc';
+
+export interface RouterOptions {
+  scoring: RouterScoring;
+  method: RouterMethod;
+  nGroup: number;
+  topkGroup: number;
+  /** e_score_correction_bias [E]: added to the scores for selection only (never to the weights). */
+  bias: Float32Array | null;
+  /** Renormalise the K selected weights to sum to 1 (denominator + 1e-20), as HF does. */
+  normTopk: boolean;
+  /** routed_scaling_factor, multiplied into the final weights. */
+  scale: number;
+}
+
+export interface NativeAddon {
+  readonly version: string;
+  backends(): BackendInfo;
+  /** Sets the CPU pool size (1..256). Default: all hardware threads. */
+  setThreads(n: number): void;
+
+  /** Measures sustained read bandwidth in GB/s with every pool thread streaming a private buffer of
+   *  `megabytes` (well above the last-level cache). For roofline figures in benchmarks. */
+  measureReadBandwidth(megabytes: number): number;
+
+  /** Maps a file read-only (mmap). The returned ArrayBuffer is backed by the mapping, is never copied into
+   *  the JS heap, and is unmapped when collected. Throws an Error naming the path on failure. */
+  mapFile(path: string): ArrayBuffer;
+
+  /** Registers a weight over `data` (a view into a mapped file; the addon keeps the buffer alive).
+   *  data.byteLength must equal rows·cols·sizeof(dtype). For F8_E4M3, scaleInv is weight_scale_inv,
+   *  [ceil(rows/128), ceil(cols/128)] fp32, and w[r][c] = e4m3(data[r·cols+c]) · scaleInv[r/128][c/128]. */
+  createWeight(data: Uint8Array, dtype: WeightDType, rows: number, cols: number, scaleInv?: Float32Array): NativeWeight;
+
+  /** Whole weight dequantised to fp32 (for small tensors: norms, biases, router weights). */
+  toFloat32(w: NativeWeight): Float32Array;
+
+  /** out[T, rows] = x[T, cols] · Wᵀ. */
+  matmul(out: Float32Array, x: Float32Array, T: number, w: NativeWeight): void;
+
+  /** out[i, :] = W[ids[i], :] for i < ids.length (out: [ids.length, cols]); ids out of range throw. */
+  embedding(out: Float32Array, ids: Int32Array, w: NativeWeight): void;
+
+  /** out[t] = x[t] · rsqrt(mean(x[t]²) + eps) · weight, over rows of `dim` (x: [T, dim]). out may be x. */
+  rmsNorm(out: Float32Array, x: Float32Array, T: number, dim: number, weight: Float32Array, eps: number): void;
+
+  /** out[t] = (x[t] − mean) · rsqrt(var + eps) · weight + bias (biased variance), rows of `dim`. out may be x. */
+  layerNorm(
+    out: Float32Array, x: Float32Array, T: number, dim: number,
+    weight: Float32Array, bias: Float32Array, eps: number,
+  ): void;
+
+  /** In place. x is [T, nHeads, headStride]; for each head rotates dims [offset, offset + ropeDim) by the angle
+   *  positions[t] · invFreq[i] (i < ropeDim/2), with cos and sin multiplied by `attentionFactor` (YaRN mscale).
+   *  interleaved = true: pairs (2i, 2i+1) (MLA); false: pairs (i, i + ropeDim/2) (indexer, "NeoX" half split). */
+  rope(
+    x: Float32Array, T: number, nHeads: number, headStride: number, offset: number, ropeDim: number,
+    positions: Int32Array, invFreq: Float32Array, attentionFactor: number, interleaved: boolean,
+  ): void;
+
+  /** MLA query absorption. kvB = kv_b_proj.weight [H·(nope+v), kvLora]; W_UK[h] = its rows
+   *  [h(nope+v), h(nope+v)+nope). out[t,h,c] = Σ_d q[t,h,d] · W_UK[h][d][c] for c < kvLora, d < nope.
+   *  q: [T, H, qStride] (reads the first `nope` of each head); out: [T, H, outStride] (writes the first kvLora). */
+  mlaAbsorbQuery(
+    out: Float32Array, outStride: number, q: Float32Array, qStride: number,
+    T: number, H: number, nope: number, v: number, kvB: NativeWeight,
+  ): void;
+
+  /** MLA value expansion. W_UV[h] = kv_b rows [h(nope+v)+nope, (h+1)(nope+v)) : [v, kvLora].
+   *  out[t, h·v + j] = Σ_c o[t,h,c] · W_UV[h][j][c]. o: [T, H, kvLora]; out: [T, H·v]. */
+  mlaExpandValue(out: Float32Array, o: Float32Array, T: number, H: number, nope: number, v: number, kvB: NativeWeight): void;
+
+  /** MQA attention over latent rows (absorbed MLA). kv: cache [S, kvLora + rope] (c_kv then k_pe);
+   *  q: [T, H, kvLora + rope]; out: [T, H, kvLora].
+   *  p[t,h,s] = softmax_s(scale · q[t,h]·kv[s]); out[t,h] = Σ_s p[t,h,s] · kv[s][0:kvLora].
+   *  indices = Int32Array [T, k]: s ranges over indices[t, 0..k) skipping −1 (sparse, DSA);
+   *  indices = null: s ranges over [0, positions[t]] (dense causal). Positions/indices ≥ S throw. */
+  mlaAttention(
+    out: Float32Array, q: Float32Array, kv: Float32Array, S: number,
+    T: number, H: number, kvLora: number, rope: number, scale: number,
+    indices: Int32Array | null, k: number, positions: Int32Array,
+  ): void;
+
+  /** Lightning-indexer scores (fp32 reference). q: [T, Hi, D]; weights: [T, Hi] (every scale folded in);
+   *  keys: [S, D]. out[t, s] = Σ_h weights[t,h] · max(0, q[t,h]·keys[s]) for s ≤ positions[t], −Infinity for
+   *  s > positions[t] (and for s ≥ S). out: [T, S]. */
+  indexerScores(
+    out: Float32Array, q: Float32Array, weights: Float32Array, keys: Float32Array,
+    T: number, S: number, Hi: number, D: number, positions: Int32Array,
+  ): void;
+
+  /** Exact top-k per row. scores: [T, S]; idx: [T, k]. Row t gets the column indices of its k largest finite
+   *  values (−Infinity is never selected); rows with fewer than k finite values are padded with −1.
+   *  Ties at the threshold keep the lower column index. Order within a row: descending score. */
+  topk(idx: Int32Array, scores: Float32Array, T: number, S: number, k: number): void;
+
+  /** MoE routing. logits: router logits [T, E] (fp32, x·W_gateᵀ); ids/weights: [T, K]. */
+  moeRoute(ids: Int32Array, weights: Float32Array, logits: Float32Array, T: number, E: number, K: number, opts: RouterOptions): void;
+
+  /** out[i] = silu(gate[i]) · up[i] for i < n. */
+  siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void;
+}

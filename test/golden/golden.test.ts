@@ -1,0 +1,115 @@
+// Golden tests: our engine against HF transformers on small random checkpoints.
+// The fixtures (test/fixtures/golden/<name>/) were made by training/golden/make_golden.py on a GPU host
+// with transformers 5.x; each holds the checkpoint, the input ids, HF's logits for every position and
+// HF's greedy continuation.
+
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import test from 'node:test';
+
+import { loadModel, type Model } from '../../sidecar/src/engine/model';
+import { fixturesDir, relativeError } from '../helpers/golden';
+
+interface Expected {
+  ids: number[];
+  logits_f32_b64: string;
+  greedy: { prompt_ids: number[]; new_ids: number[] };
+  dtype: string;
+  tolerance: number;
+}
+
+const root = path.join(fixturesDir(), 'golden');
+const names = fs.existsSync(root)
+  ? fs.readdirSync(root).filter((n) => fs.existsSync(path.join(root, n, 'expected.json'))).sort()
+  : [];
+
+test('golden fixtures are present', () => {
+  assert.ok(names.length >= 5, `expected ≥ 5 golden fixtures under ${root}, found ${names.length}`);
+});
+
+function readExpected(name: string): Expected {
+  return JSON.parse(fs.readFileSync(path.join(root, name, 'expected.json'), 'utf8')) as Expected;
+}
+
+function decodeF32(b64: string): Float32Array {
+  const buf = Buffer.from(b64, 'base64');
+  const copy = new Uint8Array(buf.byteLength);
+  copy.set(buf);
+  return new Float32Array(copy.buffer);
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+function greedyContinue(model: Model, prompt: number[], n: number): number[] {
+  const seq = model.createSequence();
+  let logits = seq.forward(Int32Array.from(prompt), false);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const next = argmax(logits);
+    out.push(next);
+    if (i + 1 < n) logits = seq.forward(Int32Array.of(next), false);
+  }
+  return out;
+}
+
+for (const name of names) {
+  const expected = readExpected(name);
+  const dir = path.join(root, name);
+
+  test(`${name}: logits of every position match HF transformers (${expected.dtype}, tol ${expected.tolerance})`, async () => {
+    const model = await loadModel(dir, { attention: 'sparse' });
+    const ref = decodeF32(expected.logits_f32_b64);
+    const ours = model.createSequence().forward(Int32Array.from(expected.ids), true);
+    assert.equal(ours.length, ref.length, 'logits size');
+    const err = relativeError(ours, ref);
+    assert.ok(err <= expected.tolerance, `relative error ${err.toExponential(3)} > ${expected.tolerance}`);
+  });
+
+  test(`${name}: greedy continuation equals HF generate`, async () => {
+    const model = await loadModel(dir, { attention: 'sparse' });
+    const got = greedyContinue(model, expected.greedy.prompt_ids, expected.greedy.new_ids.length);
+    assert.deepEqual(got, expected.greedy.new_ids);
+  });
+
+  test(`${name}: incremental decode equals a full re-prefill`, async () => {
+    const model = await loadModel(dir, { attention: 'sparse' });
+    const V = model.config.vocabSize;
+    const ids = Int32Array.from(expected.ids);
+    const full = model.createSequence().forward(ids, true);
+    const seq = model.createSequence();
+    const split = Math.min(5, ids.length - 1);
+    const parts: Float32Array[] = [seq.forward(ids.subarray(0, split), true)];
+    for (let i = split; i < ids.length; i++) parts.push(seq.forward(ids.subarray(i, i + 1), true));
+    const stepwise = new Float32Array(ids.length * V);
+    let off = 0;
+    for (const p of parts) {
+      stepwise.set(p, off);
+      off += p.length;
+    }
+    const err = relativeError(stepwise, full);
+    assert.ok(err <= 1e-5, `decode vs prefill relative error ${err.toExponential(3)}`);
+  });
+
+  if (name.startsWith('v32')) {
+    test(`${name}: the sparse path really selects (dense attention gives other logits)`, async () => {
+      const sparse = await loadModel(dir, { attention: 'sparse' });
+      const dense = await loadModel(dir, { attention: 'dense' });
+      const topk = sparse.config.indexer!.topk;
+      assert.ok(expected.ids.length > topk + 1, `fixture must be longer than index_topk (${topk})`);
+      const ids = Int32Array.from(expected.ids);
+      const a = sparse.createSequence().forward(ids, true);
+      const b = dense.createSequence().forward(ids, true);
+      const V = sparse.config.vocabSize;
+      // Up to index_topk tokens DSA equals dense attention; past it they must differ.
+      const head = relativeError(a.subarray(0, topk * V), b.subarray(0, topk * V));
+      assert.ok(head <= 1e-5, `positions < index_topk should agree, error ${head}`);
+      const tail = relativeError(a.subarray((topk + 1) * V), b.subarray((topk + 1) * V));
+      assert.ok(tail > 10 * expected.tolerance, `sparse and dense logits past index_topk are too close (${tail})`);
+    });
+  }
+}
