@@ -14,9 +14,15 @@ import { fixturesDir, relativeError } from '../helpers/golden';
 interface Expected {
   ids: number[];
   logits_f32_b64: string;
-  greedy: { prompt_ids: number[]; new_ids: number[] };
+  /** bf16 fixtures: HF's logits with fp32 math on the same bf16-valued weights */
+  logits_f32math_b64?: string;
+  greedy: { prompt_ids: number[]; new_ids: number[]; compare_first_n?: number };
   dtype: string;
-  tolerance: number;
+}
+
+/** The issue's bounds on ‖ours − ref‖/‖ref‖: fp32 math (fp32 and FP8-dequantised weights) 1e-4; HF running in bf16 1e-2. */
+function toleranceFor(e: Expected): number {
+  return e.dtype === 'bfloat16' ? 1e-2 : 1e-4;
 }
 
 const root = path.join(fixturesDir(), 'golden');
@@ -61,19 +67,36 @@ for (const name of names) {
   const expected = readExpected(name);
   const dir = path.join(root, name);
 
-  test(`${name}: logits of every position match HF transformers (${expected.dtype}, tol ${expected.tolerance})`, async () => {
+  const tolerance = toleranceFor(expected);
+
+  test(`${name}: logits of every position match HF transformers (${expected.dtype.split(' ')[0]}, rel. tol ${tolerance})`, async () => {
     const model = await loadModel(dir, { attention: 'sparse' });
     const ref = decodeF32(expected.logits_f32_b64);
     const ours = model.createSequence().forward(Int32Array.from(expected.ids), true);
     assert.equal(ours.length, ref.length, 'logits size');
     const err = relativeError(ours, ref);
-    assert.ok(err <= expected.tolerance, `relative error ${err.toExponential(3)} > ${expected.tolerance}`);
+    if (expected.logits_f32math_b64) {
+      // bf16: our fp32 math on the bf16 weights must equal HF's fp32 math on them; against HF running in bf16
+      // we can be no closer than HF's own bf16 rounding (its distance from fp32 math), which can exceed 1e-2.
+      const f32math = decodeF32(expected.logits_f32math_b64);
+      const exact = relativeError(ours, f32math);
+      assert.ok(exact <= 1e-4, `relative error vs fp32 math on the same weights ${exact.toExponential(3)} > 1e-4`);
+      const hfOwn = relativeError(f32math, ref);
+      const bound = Math.max(tolerance, 1.1 * hfOwn);
+      assert.ok(err <= bound, `relative error vs HF bf16 ${err.toExponential(3)} > ${bound.toExponential(3)} (HF's own bf16 rounding: ${hfOwn.toExponential(3)})`);
+    } else {
+      assert.ok(err <= tolerance, `relative error ${err.toExponential(3)} > ${tolerance}`);
+    }
   });
 
   test(`${name}: greedy continuation equals HF generate`, async () => {
     const model = await loadModel(dir, { attention: 'sparse' });
-    const got = greedyContinue(model, expected.greedy.prompt_ids, expected.greedy.new_ids.length);
-    assert.deepEqual(got, expected.greedy.new_ids);
+    // For bf16 only the leading tokens that fp32 math on the same weights reproduces are comparable
+    // (the generator recorded how many); for fp32 fixtures that is all of them.
+    const n = expected.greedy.compare_first_n ?? expected.greedy.new_ids.length;
+    assert.ok(n >= 8, `fixture compares only ${n} greedy tokens`);
+    const got = greedyContinue(model, expected.greedy.prompt_ids, n);
+    assert.deepEqual(got, expected.greedy.new_ids.slice(0, n));
   });
 
   test(`${name}: incremental decode equals a full re-prefill`, async () => {
@@ -109,7 +132,7 @@ for (const name of names) {
       const head = relativeError(a.subarray(0, topk * V), b.subarray(0, topk * V));
       assert.ok(head <= 1e-5, `positions < index_topk should agree, error ${head}`);
       const tail = relativeError(a.subarray((topk + 1) * V), b.subarray((topk + 1) * V));
-      assert.ok(tail > 10 * expected.tolerance, `sparse and dense logits past index_topk are too close (${tail})`);
+      assert.ok(tail > 1e-2, `sparse and dense logits past index_topk are too close (${tail})`);
     });
   }
 }

@@ -1,0 +1,160 @@
+// CPU benchmark: prefill and decode tokens/s and peak memory of the ~50M deepseek_v32 config at several
+// context lengths, sparse (DSA) beside dense attention, with the machine's measured memory bandwidth and the
+// decode roofline (bytes that must be read per token / bandwidth) printed beside our figures.
+//
+//   npm run bench:cpu [-- --contexts 1024,8192,32768 --decode 16 --attention sparse,dense]
+//
+// Each (context, attention) case runs in its own child process so that its peak RSS is its own.
+
+import { spawnSync } from 'node:child_process';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { loadModel, type AttentionMode } from '../sidecar/src/engine/model';
+import type { ModelConfig } from '../sidecar/src/engine/types';
+import { loadNative } from '../sidecar/src/native/index';
+import { ensureRandomModel } from './random-model';
+
+interface CaseResult {
+  context: number;
+  attention: AttentionMode;
+  prefillTokensPerSecond: number;
+  decodeMsPerToken: number;
+  decodeTokensPerSecond: number;
+  peakRssMiB: number;
+  cacheMiB: number;
+}
+
+const modelDir = path.resolve(__dirname, '..', '..', 'bench', 'out', 'ds32-50m');
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** Bytes a decode step must read: active weights plus the caches attention touches. */
+function decodeBytes(cfg: ModelConfig, bytesPerParam: number, context: number, attention: AttentionMode): number {
+  const D = cfg.hiddenSize;
+  const H = cfg.numHeads;
+  const qHead = cfg.qkNopeHeadDim + cfg.qkRopeHeadDim;
+  const latent = cfg.kvLoraRank + cfg.qkRopeHeadDim;
+  let params = D /* embedding row */ + cfg.vocabSize * D /* lm head */;
+  let cacheBytes = 0;
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const q = cfg.qLoraRank ? cfg.qLoraRank * D + H * qHead * cfg.qLoraRank : H * qHead * D;
+    params += q + latent * D + H * (cfg.qkNopeHeadDim + cfg.vHeadDim) * cfg.kvLoraRank + D * H * cfg.vHeadDim;
+    const useIndexer = attention === 'sparse' && cfg.indexer !== null;
+    if (useIndexer) {
+      const ix = cfg.indexer!;
+      params += ix.nHeads * ix.headDim * (cfg.qLoraRank ?? 0) + ix.headDim * D + ix.nHeads * D;
+      cacheBytes += context * ix.headDim * 4 + Math.min(context, ix.topk) * latent * 4;
+    } else {
+      cacheBytes += context * latent * 4;
+    }
+    if (cfg.mlpLayerTypes[l] === 'dense') params += 3 * D * cfg.intermediateSize;
+    else {
+      params += cfg.nRoutedExperts * D;
+      params += 3 * D * cfg.moeIntermediateSize * (cfg.numExpertsPerTok + cfg.nSharedExperts);
+    }
+  }
+  return params * bytesPerParam + cacheBytes;
+}
+
+async function runCase(context: number, attention: AttentionMode, decodeTokens: number): Promise<CaseResult> {
+  const model = await loadModel(modelDir, { attention });
+  const cfg = model.config;
+  const seq = model.createSequence(context + decodeTokens + 1);
+  const ids = new Int32Array(context);
+  for (let i = 0; i < context; i++) ids[i] = 2 + ((i * 7919) % (cfg.vocabSize - 2));
+  const t0 = process.hrtime.bigint();
+  let logits = seq.forward(ids, false);
+  const t1 = process.hrtime.bigint();
+  const steps: number[] = [];
+  for (let i = 0; i < decodeTokens; i++) {
+    let next = 0;
+    for (let v = 1; v < logits.length; v++) if (logits[v] > logits[next]) next = v;
+    const s = process.hrtime.bigint();
+    logits = seq.forward(Int32Array.of(next), false);
+    steps.push(Number(process.hrtime.bigint() - s) / 1e6);
+  }
+  const latent = cfg.kvLoraRank + cfg.qkRopeHeadDim;
+  const keyDim = attention === 'sparse' && cfg.indexer ? cfg.indexer.headDim : 0;
+  const ms = median(steps);
+  return {
+    context,
+    attention,
+    prefillTokensPerSecond: context / (Number(t1 - t0) / 1e9),
+    decodeMsPerToken: ms,
+    decodeTokensPerSecond: 1000 / ms,
+    peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    cacheMiB: (seq.length * (latent + keyDim) * 4 * cfg.numLayers) / 2 ** 20,
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      contexts: { type: 'string', default: '1024,8192,32768' },
+      attention: { type: 'string', default: 'sparse,dense' },
+      decode: { type: 'string', default: '16' },
+      child: { type: 'string' },
+    },
+  });
+  const decodeTokens = Number(values.decode);
+  if (values.child) {
+    const [ctx, att] = values.child.split(':');
+    const r = await runCase(Number(ctx), att as AttentionMode, decodeTokens);
+    process.stdout.write(JSON.stringify(r) + '\n');
+    return;
+  }
+  ensureRandomModel(modelDir);
+  const native = loadNative();
+  const bandwidth = native.measureReadBandwidth(256);
+  const model = await loadModel(modelDir, { attention: 'sparse' });
+  const cfg = model.config;
+  const info = native.backends();
+  console.log(`# Glance CPU benchmark — ${new Date().toISOString().slice(0, 10)}`);
+  console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} threads, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; addon: ${info.cpu.simd}, ${info.cpu.threads} threads`);
+  console.log(`model: random deepseek_v32, ${(model.weights.totalParams / 1e6).toFixed(1)}M params, bf16 weights (${bench50mDescription(cfg)})`);
+  console.log(`measured read bandwidth: ${bandwidth.toFixed(1)} GB/s (reference for the roofline)`);
+  console.log('');
+  console.log('| context | attention | prefill tok/s | decode tok/s | decode ms/tok | roofline tok/s | % of roofline | peak RSS MiB | KV+index cache MiB |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  const results: CaseResult[] = [];
+  for (const ctx of values.contexts!.split(',').map(Number)) {
+    for (const att of values.attention!.split(',') as AttentionMode[]) {
+      const child = spawnSync(process.execPath, [__filename, '--child', `${ctx}:${att}`, '--decode', String(decodeTokens)], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+        maxBuffer: 1 << 20,
+      });
+      if (child.status !== 0) throw new Error(`benchmark case ${ctx}:${att} failed (exit ${child.status})`);
+      const r = JSON.parse(child.stdout.trim().split('\n').pop()!) as CaseResult;
+      results.push(r);
+      const roof = (bandwidth * 1e9) / decodeBytes(cfg, 2, ctx, att);
+      console.log(
+        `| ${ctx} | ${att} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ` +
+          `${roof.toFixed(1)} | ${((100 * r.decodeTokensPerSecond) / roof).toFixed(0)}% | ${r.peakRssMiB.toFixed(0)} | ${r.cacheMiB.toFixed(0)} |`,
+      );
+    }
+  }
+  const at = (ctx: number, att: AttentionMode) => results.find((r) => r.context === ctx && r.attention === att);
+  const maxCtx = Math.max(...results.map((r) => r.context));
+  const minCtx = Math.min(...results.map((r) => r.context));
+  const sparseHi = at(maxCtx, 'sparse');
+  const denseHi = at(maxCtx, 'dense');
+  const sparseLo = at(minCtx, 'sparse');
+  console.log('');
+  if (sparseHi && denseHi) console.log(`sparse vs dense decode at ${maxCtx}: ${(sparseHi.decodeTokensPerSecond / denseHi.decodeTokensPerSecond).toFixed(2)}× (target ≥ 2×)`);
+  if (sparseHi && sparseLo) console.log(`sparse decode at ${maxCtx} vs ${minCtx}: ${(sparseHi.decodeTokensPerSecond / sparseLo.decodeTokensPerSecond).toFixed(2)} of its speed (target ≥ 0.5)`);
+}
+
+function bench50mDescription(c: ModelConfig): string {
+  return `${c.numLayers} layers, hidden ${c.hiddenSize}, ${c.numHeads} heads, kv_lora ${c.kvLoraRank}, ${c.nRoutedExperts} experts (${c.numExpertsPerTok} active) + ${c.nSharedExperts} shared, indexer ${c.indexer?.nHeads}×${c.indexer?.headDim} top-${c.indexer?.topk}`;
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.stack : e);
+  process.exitCode = 1;
+});

@@ -1,0 +1,81 @@
+# The native addon (node-gyp; built by `npm install`): build/Release/glance_native.node.
+#
+# CPU kernels are compiled for generic x86-64 (no -mavx2 on the command line: the addon must load on any
+# x86-64); the AVX2/FMA/F16C kernels are per-function target attributes selected at run time (kernels/cpu/simd.h).
+#
+# CUDA (later): set `with_cuda` to 1 when nvcc is found (e.g. from a `<!(...)` probe of $CUDA_HOME/bin/nvcc),
+# add kernels/cuda/*.cu to `cuda_sources`, and the `conditions` block below compiles them with an nvcc rule
+# and links the static CUDA runtime (see /work/shared/reference/toolchain.md, "node-gyp with a .cu rule").
+{
+  "variables": {
+    "glance_version": "<!(node -p \"require('./package.json').version\")",
+    "cuda_home%": "<!(node -p \"process.env.CUDA_HOME || '/usr/local/cuda'\")",
+    "with_cuda%": "0",
+    "cuda_sources": [],
+  },
+  "targets": [
+    {
+      "target_name": "glance_native",
+      "sources": [
+        "kernels/binding/addon.cc",
+        "kernels/binding/args.cc",
+        "kernels/binding/weight.cc",
+        "kernels/cpu/bandwidth.cc",
+        "kernels/cpu/dequant.cc",
+        "kernels/cpu/elementwise.cc",
+        "kernels/cpu/indexer.cc",
+        "kernels/cpu/mapped_file.cc",
+        "kernels/cpu/matmul.cc",
+        "kernels/cpu/microkernel.cc",
+        "kernels/cpu/mla.cc",
+        "kernels/cpu/moe.cc",
+        "kernels/cpu/norm.cc",
+        "kernels/cpu/rope.cc",
+        "kernels/cpu/simd.cc",
+        "kernels/cpu/thread_pool.cc",
+        "kernels/cpu/topk.cc",
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_CPP_EXCEPTIONS",
+        "GLANCE_VERSION=\"<(glance_version)\"",
+      ],
+      # node-gyp's common.gypi adds -fno-exceptions and -std=gnu++17; argument errors are C++ exceptions that
+      # node-addon-api turns into JS exceptions.
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags": ["-O3", "-Wall", "-Wextra", "-fvisibility=hidden"],
+      "cflags_cc": ["-std=c++17", "-fexceptions"],
+      "ldflags": ["-pthread"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+        "OTHER_CFLAGS": ["-O3", "-Wall", "-Wextra"],
+      },
+      "conditions": [
+        ["with_cuda==1", {
+          "sources": ["<@(cuda_sources)"],
+          "defines": ["GLANCE_WITH_CUDA=1"],
+          "include_dirs": ["<(cuda_home)/include"],
+          "libraries": ["-L<(cuda_home)/lib64", "-lcudart_static", "-ldl", "-lrt", "-lpthread"],
+          "rules": [{
+            "rule_name": "nvcc",
+            "extension": "cu",
+            "inputs": ["<(RULE_INPUT_PATH)"],
+            "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).cu.o"],
+            "action": ["<(cuda_home)/bin/nvcc", "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
+                       "-gencode", "arch=compute_80,code=sm_80",
+                       "-gencode", "arch=compute_90a,code=sm_90a",
+                       "-gencode", "arch=compute_90,code=compute_90",
+                       "<@(_inputs)", "-o", "<@(_outputs)"],
+            "message": "NVCC <(RULE_INPUT_PATH)",
+            "process_outputs_as_sources": 1,
+          }],
+        }],
+      ],
+    },
+  ],
+}

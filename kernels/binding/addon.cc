@@ -1,0 +1,444 @@
+// The N-API surface of the native addon (sidecar/src/native/contract.ts, interface NativeAddon): argument
+// checking and calls into the CPU kernels (kernels/cpu). Nothing here computes.
+#include <napi.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "../cpu/kernels.h"
+#include "../cpu/mapped_file.h"
+#include "../cpu/simd.h"
+#include "../cpu/thread_pool.h"
+#include "addon_data.h"
+#include "args.h"
+#include "weight.h"
+
+#ifndef GLANCE_VERSION
+#define GLANCE_VERSION "0.0.0"
+#endif
+
+namespace glance {
+namespace binding {
+
+namespace {
+
+constexpr int64_t kMaxDim = INT32_MAX;
+
+// ---- runtime ---------------------------------------------------------------------------------------------
+
+Napi::Value Backends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object cpu = Napi::Object::New(env);
+  cpu.Set("threads", Napi::Number::New(env, pool_threads()));
+  cpu.Set("simd", Napi::String::New(env, simd_name()));
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("built", Napi::Boolean::New(env, false));
+  cuda.Set("devices", Napi::Number::New(env, 0));
+  cuda.Set("error", Napi::String::New(env, "this build of the addon has no CUDA support"));
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("cpu", cpu);
+  r.Set("cuda", cuda);
+  return r;
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Args a(info, "setThreads", 1);
+  pool_set_threads(static_cast<int>(a.integer(0, "n", 1, 256)));
+  return info.Env().Undefined();
+}
+
+Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
+  Args a(info, "measureReadBandwidth", 1);
+  const double mb = a.number(0, "megabytes");
+  if (mb <= 0 || mb > 16384) a.range_error("megabytes must be in (0, 16384], got " + std::to_string(mb));
+  const double gbs = measure_read_bandwidth(static_cast<int64_t>(mb * 1048576.0));
+  if (gbs <= 0) throw Napi::Error::New(info.Env(), "measureReadBandwidth: could not allocate the buffers");
+  return Napi::Number::New(info.Env(), gbs);
+}
+
+// ---- files and weights -----------------------------------------------------------------------------------
+
+Napi::Value MapFile(const Napi::CallbackInfo& info) {
+  Args a(info, "mapFile", 1);
+  const std::string path = a.string(0, "path");
+  MappedFile m = map_file(path);
+  Napi::Env env = info.Env();
+  if (m.error != 0) {
+    const char* code = errno_name(m.error);
+    std::string msg = "mapFile: cannot map '" + path + "': " + std::strerror(m.error);
+    if (*code) msg += std::string(" (") + code + ", " + m.what + ")";
+    Napi::Error e = Napi::Error::New(env, msg);
+    if (*code) e.Set("code", Napi::String::New(env, code));
+    e.Set("path", Napi::String::New(env, path));
+    throw e;
+  }
+  if (m.size == 0) return Napi::ArrayBuffer::New(env, 0);
+  return Napi::ArrayBuffer::New(
+      env, m.data, m.size, [](Napi::Env, void* data, size_t* size) {
+        unmap_file(data, *size);
+        delete size;
+      },
+      new size_t(m.size));
+}
+
+Napi::Value CreateWeight(const Napi::CallbackInfo& info) {
+  AddonData* d = info.Env().GetInstanceData<AddonData>();
+  std::vector<napi_value> argv;
+  for (size_t i = 0; i < info.Length(); i++) argv.push_back(info[i]);
+  return d->weight_ctor.New(argv);
+}
+
+Napi::Value ToFloat32(const Napi::CallbackInfo& info) {
+  Args a(info, "toFloat32", 1);
+  const Weight& w = NativeWeight::From(a, 0, "w");
+  const int64_t n = a.product({w.rows, w.cols}, "rows*cols");
+  Napi::Float32Array out = Napi::Float32Array::New(info.Env(), static_cast<size_t>(n));
+  to_float32(out.Data(), w);
+  return out;
+}
+
+// ---- linear algebra --------------------------------------------------------------------------------------
+
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Args a(info, "matmul", 4);
+  auto out = a.f32(0, "out");
+  auto x = a.f32(1, "x");
+  const int64_t T = a.integer(2, "T", 0, kMaxDim);
+  const Weight& w = NativeWeight::From(a, 3, "w");
+  a.expect_length(x, a.product({T, w.cols}, "T*cols"), shape_str("T*cols", {T, w.cols}));
+  a.expect_length(out, a.product({T, w.rows}, "T*rows"), shape_str("T*rows", {T, w.rows}));
+  a.expect_disjoint(out, x);
+  matmul(out.data, x.data, T, w);
+  return info.Env().Undefined();
+}
+
+Napi::Value Embedding(const Napi::CallbackInfo& info) {
+  Args a(info, "embedding", 3);
+  auto out = a.f32(0, "out");
+  auto ids = a.i32(1, "ids");
+  const Weight& w = NativeWeight::From(a, 2, "w");
+  a.expect_length(out, a.product({ids.length, w.cols}, "ids.length*cols"), shape_str("ids.length*cols", {ids.length, w.cols}));
+  for (int64_t i = 0; i < ids.length; i++)
+    if (ids.data[i] < 0 || ids.data[i] >= w.rows)
+      a.range_error("ids[" + std::to_string(i) + "] = " + std::to_string(ids.data[i]) + " is out of range [0, " +
+                    std::to_string(w.rows) + ")");
+  embedding(out.data, ids.data, ids.length, w);
+  return info.Env().Undefined();
+}
+
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  Args a(info, "rmsNorm", 6);
+  auto out = a.f32(0, "out");
+  auto x = a.f32(1, "x");
+  const int64_t T = a.integer(2, "T", 0, kMaxDim);
+  const int64_t dim = a.integer(3, "dim", 0, kMaxDim);
+  auto weight = a.f32(4, "weight");
+  const double eps = a.number(5, "eps");
+  const int64_t n = a.product({T, dim}, "T*dim");
+  a.expect_length(x, n, shape_str("T*dim", {T, dim}));
+  a.expect_length(out, n, shape_str("T*dim", {T, dim}));
+  a.expect_length(weight, dim, shape_str("dim", {dim}));
+  a.expect_disjoint(out, x, true);
+  a.expect_disjoint(out, weight);
+  rms_norm(out.data, x.data, T, dim, weight.data, static_cast<float>(eps));
+  return info.Env().Undefined();
+}
+
+Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  Args a(info, "layerNorm", 7);
+  auto out = a.f32(0, "out");
+  auto x = a.f32(1, "x");
+  const int64_t T = a.integer(2, "T", 0, kMaxDim);
+  const int64_t dim = a.integer(3, "dim", 0, kMaxDim);
+  auto weight = a.f32(4, "weight");
+  auto bias = a.f32(5, "bias");
+  const double eps = a.number(6, "eps");
+  const int64_t n = a.product({T, dim}, "T*dim");
+  a.expect_length(x, n, shape_str("T*dim", {T, dim}));
+  a.expect_length(out, n, shape_str("T*dim", {T, dim}));
+  a.expect_length(weight, dim, shape_str("dim", {dim}));
+  a.expect_length(bias, dim, shape_str("dim", {dim}));
+  a.expect_disjoint(out, x, true);
+  a.expect_disjoint(out, weight);
+  a.expect_disjoint(out, bias);
+  layer_norm(out.data, x.data, T, dim, weight.data, bias.data, static_cast<float>(eps));
+  return info.Env().Undefined();
+}
+
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  Args a(info, "rope", 10);
+  auto x = a.f32(0, "x");
+  const int64_t T = a.integer(1, "T", 0, kMaxDim);
+  const int64_t nHeads = a.integer(2, "nHeads", 0, kMaxDim);
+  const int64_t headStride = a.integer(3, "headStride", 0, kMaxDim);
+  const int64_t offset = a.integer(4, "offset", 0, kMaxDim);
+  const int64_t ropeDim = a.integer(5, "ropeDim", 0, kMaxDim);
+  auto positions = a.i32(6, "positions");
+  auto invFreq = a.f32(7, "invFreq");
+  const double af = a.number(8, "attentionFactor");
+  const bool interleaved = a.boolean(9, "interleaved");
+  if (ropeDim % 2 != 0) a.range_error("ropeDim must be even, got " + std::to_string(ropeDim));
+  if (offset + ropeDim > headStride)
+    a.range_error("offset + ropeDim = " + std::to_string(offset + ropeDim) + " exceeds headStride = " +
+                  std::to_string(headStride));
+  a.expect_length(x, a.product({T, nHeads, headStride}, "T*nHeads*headStride"),
+                  shape_str("T*nHeads*headStride", {T, nHeads, headStride}));
+  a.expect_length(positions, T, shape_str("T", {T}));
+  a.expect_length(invFreq, ropeDim / 2, shape_str("ropeDim/2", {ropeDim / 2}));
+  a.expect_disjoint(x, invFreq);
+  rope(x.data, T, nHeads, headStride, offset, ropeDim, positions.data, invFreq.data, static_cast<float>(af), interleaved);
+  return info.Env().Undefined();
+}
+
+// ---- MLA -------------------------------------------------------------------------------------------------
+
+void expect_kvb(const Args& a, const Weight& w, int64_t H, int64_t nope, int64_t v) {
+  const int64_t rows = a.product({H, nope + v}, "H*(nope+v)");
+  if (w.rows != rows)
+    a.range_error("kvB has " + std::to_string(w.rows) + " rows, expected H*(nope+v) = " + std::to_string(H) + "*" +
+                  std::to_string(nope + v) + " = " + std::to_string(rows));
+}
+
+Napi::Value MlaAbsorbQuery(const Napi::CallbackInfo& info) {
+  Args a(info, "mlaAbsorbQuery", 9);
+  auto out = a.f32(0, "out");
+  const int64_t outStride = a.integer(1, "outStride", 0, kMaxDim);
+  auto q = a.f32(2, "q");
+  const int64_t qStride = a.integer(3, "qStride", 0, kMaxDim);
+  const int64_t T = a.integer(4, "T", 0, kMaxDim);
+  const int64_t H = a.integer(5, "H", 0, kMaxDim);
+  const int64_t nope = a.integer(6, "nope", 0, kMaxDim);
+  const int64_t v = a.integer(7, "v", 0, kMaxDim);
+  const Weight& w = NativeWeight::From(a, 8, "kvB");
+  expect_kvb(a, w, H, nope, v);
+  if (qStride < nope) a.range_error("qStride = " + std::to_string(qStride) + " is less than nope = " + std::to_string(nope));
+  if (outStride < w.cols)
+    a.range_error("outStride = " + std::to_string(outStride) + " is less than kvLora = kvB.cols = " + std::to_string(w.cols));
+  a.expect_length(q, a.product({T, H, qStride}, "T*H*qStride"), shape_str("T*H*qStride", {T, H, qStride}));
+  a.expect_length(out, a.product({T, H, outStride}, "T*H*outStride"), shape_str("T*H*outStride", {T, H, outStride}));
+  a.expect_disjoint(out, q);
+  mla_absorb_query(out.data, outStride, q.data, qStride, T, H, nope, v, w);
+  return info.Env().Undefined();
+}
+
+Napi::Value MlaExpandValue(const Napi::CallbackInfo& info) {
+  Args a(info, "mlaExpandValue", 7);
+  auto out = a.f32(0, "out");
+  auto o = a.f32(1, "o");
+  const int64_t T = a.integer(2, "T", 0, kMaxDim);
+  const int64_t H = a.integer(3, "H", 0, kMaxDim);
+  const int64_t nope = a.integer(4, "nope", 0, kMaxDim);
+  const int64_t v = a.integer(5, "v", 0, kMaxDim);
+  const Weight& w = NativeWeight::From(a, 6, "kvB");
+  expect_kvb(a, w, H, nope, v);
+  a.expect_length(o, a.product({T, H, w.cols}, "T*H*kvLora"), shape_str("T*H*kvLora", {T, H, w.cols}));
+  a.expect_length(out, a.product({T, H, v}, "T*H*v"), shape_str("T*H*v", {T, H, v}));
+  a.expect_disjoint(out, o);
+  mla_expand_value(out.data, o.data, T, H, nope, v, w);
+  return info.Env().Undefined();
+}
+
+Napi::Value MlaAttention(const Napi::CallbackInfo& info) {
+  Args a(info, "mlaAttention", 12);
+  auto out = a.f32(0, "out");
+  auto q = a.f32(1, "q");
+  auto kv = a.f32(2, "kv");
+  const int64_t S = a.integer(3, "S", 0, kMaxDim);
+  const int64_t T = a.integer(4, "T", 0, kMaxDim);
+  const int64_t H = a.integer(5, "H", 0, kMaxDim);
+  const int64_t L = a.integer(6, "kvLora", 0, kMaxDim);
+  const int64_t R = a.integer(7, "rope", 0, kMaxDim);
+  const double scale = a.number(8, "scale");
+  const bool sparse = !a.is_null(9);
+  ArrayArg<int32_t> indices;
+  if (sparse) indices = a.i32(9, "indices");
+  const int64_t k = a.integer(10, "k", 0, kMaxDim);
+  auto positions = a.i32(11, "positions");
+  const int64_t D = L + R;
+  a.expect_length(q, a.product({T, H, D}, "T*H*(kvLora+rope)"), shape_str("T*H*(kvLora+rope)", {T, H, D}));
+  a.expect_min_length(kv, a.product({S, D}, "S*(kvLora+rope)"), shape_str("S*(kvLora+rope)", {S, D}));
+  a.expect_length(out, a.product({T, H, L}, "T*H*kvLora"), shape_str("T*H*kvLora", {T, H, L}));
+  a.expect_length(positions, T, shape_str("T", {T}));
+  for (int64_t t = 0; t < T; t++)
+    if (positions.data[t] < 0 || positions.data[t] >= S)
+      a.range_error("positions[" + std::to_string(t) + "] = " + std::to_string(positions.data[t]) +
+                    " is out of range [0, S = " + std::to_string(S) + ")");
+  if (sparse) {
+    a.expect_length(indices, a.product({T, k}, "T*k"), shape_str("T*k", {T, k}));
+    for (int64_t i = 0; i < indices.length; i++)
+      if (indices.data[i] < -1 || indices.data[i] >= S)
+        a.range_error("indices[" + std::to_string(i) + "] = " + std::to_string(indices.data[i]) +
+                      " is out of range [-1, S = " + std::to_string(S) + ")");
+  }
+  a.expect_disjoint(out, q);
+  a.expect_disjoint(out, kv);
+  mla_attention(out.data, q.data, kv.data, S, T, H, L, R, static_cast<float>(scale), sparse ? indices.data : nullptr,
+                k, positions.data);
+  return info.Env().Undefined();
+}
+
+// ---- DSA indexer and top-k -------------------------------------------------------------------------------
+
+Napi::Value IndexerScores(const Napi::CallbackInfo& info) {
+  Args a(info, "indexerScores", 9);
+  auto out = a.f32(0, "out");
+  auto q = a.f32(1, "q");
+  auto weights = a.f32(2, "weights");
+  auto keys = a.f32(3, "keys");
+  const int64_t T = a.integer(4, "T", 0, kMaxDim);
+  const int64_t S = a.integer(5, "S", 0, kMaxDim);
+  const int64_t Hi = a.integer(6, "Hi", 0, kMaxDim);
+  const int64_t D = a.integer(7, "D", 0, kMaxDim);
+  auto positions = a.i32(8, "positions");
+  a.expect_length(q, a.product({T, Hi, D}, "T*Hi*D"), shape_str("T*Hi*D", {T, Hi, D}));
+  a.expect_length(weights, a.product({T, Hi}, "T*Hi"), shape_str("T*Hi", {T, Hi}));
+  a.expect_min_length(keys, a.product({S, D}, "S*D"), shape_str("S*D", {S, D}));
+  a.expect_length(out, a.product({T, S}, "T*S"), shape_str("T*S", {T, S}));
+  a.expect_length(positions, T, shape_str("T", {T}));
+  a.expect_disjoint(out, q);
+  a.expect_disjoint(out, weights);
+  a.expect_disjoint(out, keys);
+  indexer_scores(out.data, q.data, weights.data, keys.data, T, S, Hi, D, positions.data);
+  return info.Env().Undefined();
+}
+
+Napi::Value TopK(const Napi::CallbackInfo& info) {
+  Args a(info, "topk", 5);
+  auto idx = a.i32(0, "idx");
+  auto scores = a.f32(1, "scores");
+  const int64_t T = a.integer(2, "T", 0, kMaxDim);
+  const int64_t S = a.integer(3, "S", 0, kMaxDim);
+  const int64_t k = a.integer(4, "k", 0, kMaxDim);
+  a.expect_length(scores, a.product({T, S}, "T*S"), shape_str("T*S", {T, S}));
+  a.expect_length(idx, a.product({T, k}, "T*k"), shape_str("T*k", {T, k}));
+  a.expect_disjoint(idx, scores);
+  topk(idx.data, scores.data, T, S, k);
+  return info.Env().Undefined();
+}
+
+// ---- MoE and elementwise ---------------------------------------------------------------------------------
+
+Napi::Value MoeRoute(const Napi::CallbackInfo& info) {
+  Args a(info, "moeRoute", 7);
+  auto ids = a.i32(0, "ids");
+  auto weights = a.f32(1, "weights");
+  auto logits = a.f32(2, "logits");
+  const int64_t T = a.integer(3, "T", 0, kMaxDim);
+  const int64_t E = a.integer(4, "E", 1, kMaxDim);
+  const int64_t K = a.integer(5, "K", 1, kMaxDim);
+  if (!info[6].IsObject()) a.type_error("opts must be an object");
+  Napi::Object o = info[6].As<Napi::Object>();
+  RouterParams p;
+  const Napi::Value scoring = o.Get("scoring"), method = o.Get("method");
+  const std::string sc = scoring.IsString() ? scoring.As<Napi::String>().Utf8Value() : "";
+  if (sc == "sigmoid") p.scoring = RouterScoring::Sigmoid;
+  else if (sc == "softmax") p.scoring = RouterScoring::Softmax;
+  else a.type_error("opts.scoring must be 'sigmoid' or 'softmax'");
+  const std::string me = method.IsString() ? method.As<Napi::String>().Utf8Value() : "";
+  if (me == "greedy") p.method = RouterMethod::Greedy;
+  else if (me == "group_limited_greedy") p.method = RouterMethod::GroupLimitedGreedy;
+  else if (me == "noaux_tc") p.method = RouterMethod::NoAuxTc;
+  else a.type_error("opts.method must be 'greedy', 'group_limited_greedy' or 'noaux_tc'");
+  auto int_opt = [&](const char* key, const char* name, int64_t lo, int64_t hi) -> int64_t {
+    const Napi::Value v = o.Get(key);
+    if (!v.IsNumber()) a.type_error(std::string(name) + " must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d) || std::floor(d) != d) a.type_error(std::string(name) + " must be an integer");
+    if (d < static_cast<double>(lo) || d > static_cast<double>(hi))
+      a.range_error(std::string(name) + " = " + std::to_string(static_cast<long long>(d)) + " is out of range [" +
+                    std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return static_cast<int64_t>(d);
+  };
+  p.n_group = int_opt("nGroup", "opts.nGroup", 1, E);
+  p.topk_group = int_opt("topkGroup", "opts.topkGroup", 1, p.n_group);
+  if (E % p.n_group != 0)
+    a.range_error("E = " + std::to_string(E) + " is not a multiple of opts.nGroup = " + std::to_string(p.n_group));
+  const Napi::Value bias = o.Get("bias");
+  if (!bias.IsNull() && !bias.IsUndefined()) {
+    if (!bias.IsTypedArray() || bias.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      a.type_error("opts.bias must be a Float32Array or null");
+    Napi::Float32Array b = bias.As<Napi::Float32Array>();
+    if (static_cast<int64_t>(b.ElementLength()) != E)
+      a.range_error("opts.bias has length " + std::to_string(b.ElementLength()) + ", expected " + std::to_string(E) + " (E)");
+    p.bias = b.Data();
+  }
+  const Napi::Value norm = o.Get("normTopk");
+  if (!norm.IsBoolean()) a.type_error("opts.normTopk must be a boolean");
+  p.norm_topk = norm.As<Napi::Boolean>().Value();
+  const Napi::Value scale = o.Get("scale");
+  if (!scale.IsNumber() || !std::isfinite(scale.As<Napi::Number>().DoubleValue()))
+    a.type_error("opts.scale must be a finite number");
+  p.scale = static_cast<float>(scale.As<Napi::Number>().DoubleValue());
+  if (K > E) a.range_error("K = " + std::to_string(K) + " exceeds E = " + std::to_string(E));
+  a.expect_length(logits, a.product({T, E}, "T*E"), shape_str("T*E", {T, E}));
+  a.expect_length(ids, a.product({T, K}, "T*K"), shape_str("T*K", {T, K}));
+  a.expect_length(weights, a.product({T, K}, "T*K"), shape_str("T*K", {T, K}));
+  a.expect_disjoint(weights, logits);
+  a.expect_disjoint(ids, logits);
+  a.expect_disjoint(ids, weights);
+  moe_route(ids.data, weights.data, logits.data, T, E, K, p);
+  return info.Env().Undefined();
+}
+
+Napi::Value SiluMul(const Napi::CallbackInfo& info) {
+  Args a(info, "siluMul", 4);
+  auto out = a.f32(0, "out");
+  auto gate = a.f32(1, "gate");
+  auto up = a.f32(2, "up");
+  const int64_t n = a.integer(3, "n", 0, int64_t(1) << 53);
+  a.expect_min_length(out, n, shape_str("n", {n}));
+  a.expect_min_length(gate, n, shape_str("n", {n}));
+  a.expect_min_length(up, n, shape_str("n", {n}));
+  ArrayArg<float> o1 = out, g1 = gate, u1 = up;
+  o1.length = g1.length = u1.length = n;
+  a.expect_disjoint(o1, g1, true);
+  a.expect_disjoint(o1, u1, true);
+  silu_mul(out.data, gate.data, up.data, n);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  AddonData* data = new AddonData();
+  data->weight_ctor = Napi::Persistent(NativeWeight::Define(env));
+  env.SetInstanceData<AddonData>(data);
+
+  const auto ro = static_cast<napi_property_attributes>(napi_enumerable);
+  exports.DefineProperty(Napi::PropertyDescriptor::Value("version", Napi::String::New(env, GLANCE_VERSION), ro));
+  struct Fn {
+    const char* name;
+    Napi::Value (*fn)(const Napi::CallbackInfo&);
+  };
+  const Fn fns[] = {
+      {"backends", Backends},
+      {"setThreads", SetThreads},
+      {"measureReadBandwidth", MeasureReadBandwidth},
+      {"mapFile", MapFile},
+      {"createWeight", CreateWeight},
+      {"toFloat32", ToFloat32},
+      {"matmul", Matmul},
+      {"embedding", Embedding},
+      {"rmsNorm", RmsNorm},
+      {"layerNorm", LayerNorm},
+      {"rope", Rope},
+      {"mlaAbsorbQuery", MlaAbsorbQuery},
+      {"mlaExpandValue", MlaExpandValue},
+      {"mlaAttention", MlaAttention},
+      {"indexerScores", IndexerScores},
+      {"topk", TopK},
+      {"moeRoute", MoeRoute},
+      {"siluMul", SiluMul},
+  };
+  for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
+  return exports;
+}
+
+}  // namespace binding
+}  // namespace glance
+
+static Napi::Object InitGlanceNative(Napi::Env env, Napi::Object exports) { return glance::binding::Init(env, exports); }
+
+NODE_API_MODULE(glance_native, InitGlanceNative)

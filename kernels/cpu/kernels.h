@@ -1,0 +1,121 @@
+// The CPU kernels of the native addon: plain functions over raw pointers and sizes, one op per function, with
+// the same contracts as sidecar/src/native/contract.ts. They do no argument checking (the N-API layer in
+// kernels/binding checks every shape and index before calling them), never throw, and parallelise
+// internally over the process-wide thread pool (thread_pool.h). A CUDA version of an op has the same
+// signature with device pointers and sits beside it in kernels/cuda.
+//
+// Conventions: tensors are dense row-major fp32 (int32 for indices); "[A, B]" gives a shape; accumulation is
+// fp32; weights (Weight, dtype.h) are dequantised on the fly.
+#pragma once
+
+#include <cstdint>
+
+#include "dtype.h"
+
+namespace glance {
+
+// ---- matmul.cc ------------------------------------------------------------------------------------------
+
+// out[T, rows] = x[T, cols] . W^T   (W = w, [rows, cols], nn.Linear layout).
+// T <= 8: GEMV, every weight row is streamed once for all T rows of x, rows split across threads.
+// T > 8:  blocked GEMM, panels of W dequantised to fp32 once per thread and reused over all of x.
+void matmul(float* out, const float* x, int64_t T, const Weight& w);
+
+// Serial building block of matmul over a slice of W's rows and strided x / out:
+// out[t*ldo + (r - r0)] = sum_c x[t*ldx + c] * W[r][c]  for t < T, r0 <= r < r1.
+void matmul_rows(float* out, int64_t ldo, const float* x, int64_t ldx, int64_t T, const Weight& w, int64_t r0,
+                 int64_t r1);
+
+// out[i, :] = W[ids[i], :] for i < n  (out: [n, cols]); every id must be in [0, rows).
+void embedding(float* out, const int32_t* ids, int64_t n, const Weight& w);
+
+// out[rows, cols] = W dequantised.
+void to_float32(float* out, const Weight& w);
+
+// ---- norm.cc --------------------------------------------------------------------------------------------
+
+// out[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * weight   (x, out: [T, dim]; weight: [dim]; out may equal x).
+void rms_norm(float* out, const float* x, int64_t T, int64_t dim, const float* weight, float eps);
+
+// out[t] = (x[t] - mean) * rsqrt(var + eps) * weight + bias, biased variance (out may equal x).
+void layer_norm(float* out, const float* x, int64_t T, int64_t dim, const float* weight, const float* bias,
+                float eps);
+
+// ---- rope.cc --------------------------------------------------------------------------------------------
+
+// In place on x [T, nHeads, headStride]: for each head rotates dims [offset, offset + ropeDim) by the angle
+// theta = fp32(positions[t] * invFreq[i]) (i < ropeDim/2), with cos and sin multiplied by attentionFactor.
+// interleaved: pairs (2i, 2i+1); otherwise pairs (i, i + ropeDim/2). For a pair (a, b):
+//   a' = a cos - b sin,  b' = a sin + b cos.
+void rope(float* x, int64_t T, int64_t nHeads, int64_t headStride, int64_t offset, int64_t ropeDim,
+          const int32_t* positions, const float* invFreq, float attentionFactor, bool interleaved);
+
+// ---- mla.cc ---------------------------------------------------------------------------------------------
+
+// MLA query absorption. kvB = kv_b_proj.weight [H*(nope+v), kvLora]; W_UK[h] = rows [h(nope+v), h(nope+v)+nope).
+// out[t,h,c] = sum_{d<nope} q[t,h,d] * W_UK[h][d][c]   (c < kvLora).
+// q: [T, H, qStride] (first nope of each head read); out: [T, H, outStride] (first kvLora of each head written).
+void mla_absorb_query(float* out, int64_t outStride, const float* q, int64_t qStride, int64_t T, int64_t H,
+                      int64_t nope, int64_t v, const Weight& kvB);
+
+// MLA value expansion. W_UV[h] = kvB rows [h(nope+v)+nope, (h+1)(nope+v)) : [v, kvLora].
+// out[t, h*v + j] = sum_c o[t,h,c] * W_UV[h][j][c].   o: [T, H, kvLora]; out: [T, H*v].
+void mla_expand_value(float* out, const float* o, int64_t T, int64_t H, int64_t nope, int64_t v, const Weight& kvB);
+
+// Absorbed-MLA (MQA) attention over the latent cache.
+// kv: [S, kvLora + rope] (c_kv | k_pe); q: [T, H, kvLora + rope]; out: [T, H, kvLora].
+//   p[t,h,s] = softmax_s(scale * q[t,h] . kv[s]);  out[t,h] = sum_s p[t,h,s] * kv[s][0:kvLora]
+// indices != null: [T, k], s ranges over indices[t, 0..k) skipping -1 (sparse, DSA);
+// indices == null: s ranges over [0, positions[t]] (dense, causal).
+// Every index / position must be in [0, S) (index -1 = skip). A row with no s at all gets out = 0.
+// Online softmax in fp32; split-KV with a log-sum-exp combine when there are fewer (t, head-group) pairs than
+// threads.
+void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64_t T, int64_t H, int64_t kvLora,
+                   int64_t rope, float scale, const int32_t* indices, int64_t k, const int32_t* positions);
+
+// ---- indexer.cc -----------------------------------------------------------------------------------------
+
+// Lightning-indexer scores. q: [T, Hi, D]; weights: [T, Hi]; keys: [S, D]; out: [T, S].
+// out[t,s] = sum_h weights[t,h] * max(0, q[t,h] . keys[s])  for s <= positions[t],  -inf for s > positions[t].
+void indexer_scores(float* out, const float* q, const float* weights, const float* keys, int64_t T, int64_t S,
+                    int64_t Hi, int64_t D, const int32_t* positions);
+
+// ---- topk.cc --------------------------------------------------------------------------------------------
+
+// Exact top-k per row. scores: [T, S]; idx: [T, k]. Row t gets the indices of its k largest finite values in
+// descending order of value, ties broken by lower index (also at the selection threshold); non-finite values
+// (-inf, +inf, NaN) are never selected; rows with fewer than k finite values are padded with -1.
+// -0 and +0 compare equal. O(S) radix select per row, then a sort of the k selected; rows in parallel.
+void topk(int32_t* idx, const float* scores, int64_t T, int64_t S, int64_t k);
+
+// ---- moe.cc ---------------------------------------------------------------------------------------------
+
+enum class RouterScoring { Sigmoid, Softmax };
+enum class RouterMethod { Greedy, GroupLimitedGreedy, NoAuxTc };
+
+struct RouterParams {
+  RouterScoring scoring = RouterScoring::Sigmoid;
+  RouterMethod method = RouterMethod::Greedy;
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  const float* bias = nullptr;  // [E] or null
+  bool norm_topk = false;
+  float scale = 1.0f;
+};
+
+// MoE routing. logits: [T, E]; ids, weights: [T, K]. See moe.cc for the exact HF semantics.
+void moe_route(int32_t* ids, float* weights, const float* logits, int64_t T, int64_t E, int64_t K,
+               const RouterParams& p);
+
+// ---- elementwise.cc -------------------------------------------------------------------------------------
+
+// out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + exp(-gate[i])) * up[i]   for i < n (out may alias).
+void silu_mul(float* out, const float* gate, const float* up, int64_t n);
+
+// ---- bandwidth.cc ---------------------------------------------------------------------------------------
+
+// Sustained read bandwidth in GB/s (1e9 B/s): every pool thread sums a private buffer of bytes_per_thread,
+// all at once, several times; the best repetition counts.
+double measure_read_bandwidth(int64_t bytes_per_thread);
+
+}  // namespace glance

@@ -1,0 +1,404 @@
+// Multi-head Latent Attention in its absorbed (MQA) form: query absorption, latent attention, value expansion.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels.h"
+#include "microkernel.h"
+#include "simd.h"
+#include "thread_pool.h"
+#include "vec_math.h"
+
+namespace glance {
+
+namespace {
+
+float* scratch(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+constexpr int64_t kAbsorbCols = 64;  // kvLora columns per absorption work item (divides the FP8 block of 128)
+
+}  // namespace
+
+// ---- mla_absorb_query -----------------------------------------------------------------------------------
+// out[t,h,c] = sum_{d<nope} q[t,h,d] * kvB[h(nope+v) + d][c].
+// Work items are (head, 64-column slice of kvLora). An item dequantises its [nope, 64] slice of W_UK[h] once
+// into a thread-local fp32 buffer and multiplies all T query rows by it with the 6x16 micro-kernel, so each
+// weight byte is read once per call whatever T is.
+void mla_absorb_query(float* out, int64_t outStride, const float* q, int64_t qStride, int64_t T, int64_t H,
+                      int64_t nope, int64_t v, const Weight& kvB) {
+  const int64_t L = kvB.cols;
+  if (T <= 0 || H <= 0 || L <= 0) return;
+  const int64_t CW = kAbsorbCols;
+  const int64_t chunks = (L + CW - 1) / CW;
+  const int64_t ldq = H * qStride, ldo = H * outStride;
+  parallel_for(
+      H * chunks,
+      [&](int64_t b, int64_t e) {
+        static thread_local std::vector<float> wbuf;
+        float* buf = scratch(wbuf, static_cast<size_t>(std::max<int64_t>(nope, 1) * CW));
+        for (int64_t it = b; it < e; it++) {
+          const int64_t h = it / chunks, c0 = (it % chunks) * CW;
+          const int64_t cw = std::min(CW, L - c0);
+          for (int64_t d = 0; d < nope; d++) {
+            float* dst = buf + d * CW;
+            dequant_row(kvB, h * (nope + v) + d, c0, cw, dst);
+            for (int64_t c = cw; c < CW; c++) dst[c] = 0.0f;
+          }
+          const float* qh = q + h * qStride;
+          float* oh = out + h * outStride + c0;
+#if GLANCE_X86
+          if (use_avx2()) {
+            for (int64_t s = 0; s * kNR < cw; s++) {
+              const int nvalid = static_cast<int>(std::min<int64_t>(kNR, cw - s * kNR));
+              for (int64_t t = 0; t < T; t += kMR) {
+                const int mr = static_cast<int>(std::min<int64_t>(kMR, T - t));
+                ukernel_avx2(mr, nope, qh + t * ldq, ldq, buf + s * kNR, CW, oh + t * ldo + s * kNR, ldo, nvalid,
+                             false);
+              }
+            }
+            continue;
+          }
+#endif
+          for (int64_t t = 0; t < T; t++) {
+            float* o = oh + t * ldo;
+            for (int64_t c = 0; c < cw; c++) o[c] = 0.0f;
+            for (int64_t d = 0; d < nope; d++) {
+              const float qd = qh[t * ldq + d];
+              const float* wr = buf + d * CW;
+              for (int64_t c = 0; c < cw; c++) o[c] += qd * wr[c];
+            }
+          }
+        }
+      },
+      threads_for(T * H * nope * L, 1 << 16));
+}
+
+// ---- mla_expand_value -----------------------------------------------------------------------------------
+// out[t, h*v + j] = o[t,h,:] . kvB[h(nope+v) + nope + j][:] : per head a matmul over a slice of kvB's rows.
+// Work items are (head, 64-row slice of W_UV[h]); each is one matmul_rows call (GEMV for T <= 8, GEMM above).
+void mla_expand_value(float* out, const float* o, int64_t T, int64_t H, int64_t nope, int64_t v, const Weight& kvB) {
+  const int64_t L = kvB.cols;
+  if (T <= 0 || H <= 0 || v <= 0) return;
+  const int64_t RC = 64;
+  const int64_t slices = (v + RC - 1) / RC;
+  parallel_for(
+      H * slices,
+      [&](int64_t b, int64_t e) {
+        for (int64_t it = b; it < e; it++) {
+          const int64_t h = it / slices, j0 = (it % slices) * RC;
+          const int64_t j1 = std::min(v, j0 + RC);
+          const int64_t rbase = h * (nope + v) + nope;
+          matmul_rows(out + h * v + j0, H * v, o + h * L, H * L, T, kvB, rbase + j0, rbase + j1);
+        }
+      },
+      threads_for(T * H * v * std::max<int64_t>(L, 1), 1 << 16));
+}
+
+// ---- mla_attention --------------------------------------------------------------------------------------
+//
+// Work item = (t, group of up to kGroup heads, split of the selected rows). The item walks its rows in blocks
+// of kBlock: it computes the kGroup x kBlock logits, updates each head's running max / sum (online softmax),
+// rescales the head's accumulator once per block and adds the block's probability-weighted latent rows. A
+// latent row is thus loaded once per block for all heads of the group (MQA: every head shares it).
+// With fewer (t, group) pairs than threads (decode with few heads), the rows are split into several ranges
+// whose partial (acc, max, sum) are combined afterwards with the log-sum-exp rule (split-KV).
+
+namespace {
+
+constexpr int kGroup = 16;
+constexpr int kBlock = 16;  // rows per online-softmax step (a multiple of 8; 16 rows of 576 floats stay in L1)
+constexpr int64_t kSplitTarget = 16;  // split the rows when there are fewer (t, head-group) items than this
+
+struct AttnArgs {
+  const float* q;
+  const float* kv;
+  int64_t H, L, D;  // D = L + rope
+  float scale;
+};
+
+// Running state of one head: acc[L] (unnormalised), m (max logit), l (sum of exp).
+struct HeadState {
+  float* acc;
+  float m;
+  float l;
+};
+
+// logits[g*kBlock + j] = scale * q_g . rows[j]; then the online-softmax update of each head's state, leaving
+// p (exp(logit - new max)) in logits and the rescale factor in alpha.
+inline void softmax_update(float* logits, int G, int nb, HeadState* st, float* alpha) {
+  for (int g = 0; g < G; g++) {
+    float* lg = logits + g * kBlock;
+    float bm = -std::numeric_limits<float>::infinity();
+    for (int j = 0; j < nb; j++) bm = std::max(bm, lg[j]);
+    const float mnew = std::max(st[g].m, bm);
+    const float a = st[g].m == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(st[g].m - mnew);
+    float sum = 0.0f;
+    for (int j = 0; j < nb; j++) {
+      lg[j] = std::exp(lg[j] - mnew);
+      sum += lg[j];
+    }
+    st[g].l = st[g].l * a + sum;
+    st[g].m = mnew;
+    alpha[g] = a;
+  }
+}
+
+void attend_block_scalar(const AttnArgs& A, const float* const* qg, int G, const float* const* rows, int nb,
+                         HeadState* st) {
+  float logits[kGroup * kBlock];
+  float alpha[kGroup];
+  for (int g = 0; g < G; g++)
+    for (int j = 0; j < nb; j++) {
+      const float* a = qg[g];
+      const float* r = rows[j];
+      float s[4] = {0, 0, 0, 0};
+      int64_t d = 0;
+      for (; d + 4 <= A.D; d += 4)
+        for (int u = 0; u < 4; u++) s[u] += a[d + u] * r[d + u];
+      float dot = (s[0] + s[2]) + (s[1] + s[3]);
+      for (; d < A.D; d++) dot += a[d] * r[d];
+      logits[g * kBlock + j] = A.scale * dot;
+    }
+  softmax_update(logits, G, nb, st, alpha);
+  for (int g = 0; g < G; g++) {
+    float* acc = st[g].acc;
+    const float a = alpha[g];
+    for (int64_t c = 0; c < A.L; c++) {
+      float v = acc[c] * a;
+      for (int j = 0; j < nb; j++) v += logits[g * kBlock + j] * rows[j][c];
+      acc[c] = v;
+    }
+  }
+}
+
+#if GLANCE_X86
+GLANCE_AVX2 inline float hmax256(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+// The same block update as attend_block_scalar, vectorised:
+//  - logits in register blocks of 2 heads x 4 rows (8 accumulators reduced together by hsum8x8), so that each
+//    loaded row vector feeds two FMAs and each query vector four;
+//  - the softmax over the block's rows with exp256, 8 rows per vector;
+//  - the accumulation 2 heads x 32 columns at a time (8 accumulators, each row vector feeding two heads).
+GLANCE_AVX2 void attend_block_avx2(const AttnArgs& A, const float* const* qg, int G, const float* const* rows,
+                                   int nb, HeadState* st) {
+  alignas(32) float logits[kGroup * kBlock];
+  float alpha[kGroup];
+  const int64_t D = A.D, D8 = D / 8 * 8, L = A.L;
+  const __m256i dmask = first_lanes(D - D8);
+  const __m256 vscale = _mm256_set1_ps(A.scale);
+  for (int g = 0; g < G; g += 2) {
+    const bool two = g + 1 < G;
+    const float* q0 = qg[g];
+    const float* q1 = two ? qg[g + 1] : q0;
+    for (int j = 0; j < nb; j += 4) {
+      const float* r[4];
+      for (int i = 0; i < 4; i++) r[i] = rows[j + i < nb ? j + i : nb - 1];
+      __m256 acc[8];
+      for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+      int64_t d = 0;
+      for (; d < D8; d += 8) {
+        const __m256 a0 = _mm256_loadu_ps(q0 + d), a1 = _mm256_loadu_ps(q1 + d);
+        for (int i = 0; i < 4; i++) {
+          const __m256 rv = _mm256_loadu_ps(r[i] + d);
+          acc[i] = _mm256_fmadd_ps(a0, rv, acc[i]);
+          acc[4 + i] = _mm256_fmadd_ps(a1, rv, acc[4 + i]);
+        }
+      }
+      if (d < D) {
+        const __m256 a0 = _mm256_maskload_ps(q0 + d, dmask), a1 = _mm256_maskload_ps(q1 + d, dmask);
+        for (int i = 0; i < 4; i++) {
+          const __m256 rv = _mm256_maskload_ps(r[i] + d, dmask);
+          acc[i] = _mm256_fmadd_ps(a0, rv, acc[i]);
+          acc[4 + i] = _mm256_fmadd_ps(a1, rv, acc[4 + i]);
+        }
+      }
+      const __m256 sums = _mm256_mul_ps(hsum8x8(acc), vscale);  // q0 . r0..r3, q1 . r0..r3
+      _mm_storeu_ps(logits + g * kBlock + j, _mm256_castps256_ps128(sums));
+      if (two) _mm_storeu_ps(logits + (g + 1) * kBlock + j, _mm256_extractf128_ps(sums, 1));
+    }
+  }
+  const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int g = 0; g < G; g++) {
+    float* lg = logits + g * kBlock;
+    __m256 v[kBlock / 8];
+    __m256i m[kBlock / 8];
+    __m256 mx = ninf;
+    for (int u = 0; u < kBlock / 8; u++) {
+      m[u] = first_lanes(nb - 8 * u);
+      v[u] = _mm256_blendv_ps(ninf, _mm256_loadu_ps(lg + 8 * u), _mm256_castsi256_ps(m[u]));
+      mx = _mm256_max_ps(mx, v[u]);
+    }
+    const float mnew = std::max(st[g].m, hmax256(mx));
+    const float a = st[g].m == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(st[g].m - mnew);
+    const __m256 vm = _mm256_set1_ps(mnew);
+    __m256 sum = _mm256_setzero_ps();
+    for (int u = 0; u < kBlock / 8; u++) {
+      const __m256 p = _mm256_and_ps(exp256(_mm256_sub_ps(v[u], vm)), _mm256_castsi256_ps(m[u]));
+      _mm256_store_ps(lg + 8 * u, p);
+      sum = _mm256_add_ps(sum, p);
+    }
+    st[g].l = st[g].l * a + hsum256(sum);
+    st[g].m = mnew;
+    alpha[g] = a;
+  }
+  for (int g = 0; g < G; g += 2) {
+    const bool two = g + 1 < G;
+    const int g1 = two ? g + 1 : g;
+    float* acc0 = st[g].acc;
+    float* acc1 = st[g1].acc;
+    const float* p0 = logits + g * kBlock;
+    const float* p1 = logits + g1 * kBlock;
+    const __m256 va0 = _mm256_set1_ps(alpha[g]), va1 = _mm256_set1_ps(alpha[g1]);
+    int64_t c = 0;
+    for (; c + 32 <= L; c += 32) {
+      __m256 x0[4], x1[4];
+      for (int u = 0; u < 4; u++) {
+        x0[u] = _mm256_mul_ps(_mm256_loadu_ps(acc0 + c + 8 * u), va0);
+        x1[u] = _mm256_mul_ps(_mm256_loadu_ps(acc1 + c + 8 * u), va1);
+      }
+      for (int j = 0; j < nb; j++) {
+        const __m256 b0 = _mm256_broadcast_ss(p0 + j), b1 = _mm256_broadcast_ss(p1 + j);
+        const float* r = rows[j] + c;
+        for (int u = 0; u < 4; u++) {
+          const __m256 rv = _mm256_loadu_ps(r + 8 * u);
+          x0[u] = _mm256_fmadd_ps(b0, rv, x0[u]);
+          x1[u] = _mm256_fmadd_ps(b1, rv, x1[u]);
+        }
+      }
+      for (int u = 0; u < 4; u++) {
+        if (two) _mm256_storeu_ps(acc1 + c + 8 * u, x1[u]);
+        _mm256_storeu_ps(acc0 + c + 8 * u, x0[u]);
+      }
+    }
+    for (; c < L; c += 8) {
+      const __m256i cm = first_lanes(L - c);
+      __m256 x0 = _mm256_mul_ps(_mm256_maskload_ps(acc0 + c, cm), va0);
+      __m256 x1 = _mm256_mul_ps(_mm256_maskload_ps(acc1 + c, cm), va1);
+      for (int j = 0; j < nb; j++) {
+        const __m256 rv = _mm256_maskload_ps(rows[j] + c, cm);
+        x0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + j), rv, x0);
+        x1 = _mm256_fmadd_ps(_mm256_broadcast_ss(p1 + j), rv, x1);
+      }
+      if (two) _mm256_maskstore_ps(acc1 + c, cm, x1);
+      _mm256_maskstore_ps(acc0 + c, cm, x0);
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64_t T, int64_t H, int64_t kvLora,
+                   int64_t rope, float scale, const int32_t* indices, int64_t k, const int32_t* positions) {
+  (void)S;
+  if (T <= 0 || H <= 0) return;
+  const int64_t L = kvLora, D = kvLora + rope;
+  const AttnArgs A{q, kv, H, L, D, scale};
+  const int64_t G = std::min<int64_t>(H, kGroup);
+  const int64_t groups = (H + G - 1) / G;
+  auto count = [&](int64_t t) -> int64_t { return indices ? k : static_cast<int64_t>(positions[t]) + 1; };
+  int64_t maxRows = 0, totalRows = 0;
+  for (int64_t t = 0; t < T; t++) {
+    maxRows = std::max(maxRows, count(t));
+    totalRows += count(t);
+  }
+  // Split-KV: the number of splits depends on the shapes only, never on the thread count, so that results are
+  // the same on every machine.
+  const int64_t base = T * groups;
+  int64_t splits = 1;
+  if (base < kSplitTarget && maxRows >= 512)
+    splits = std::max<int64_t>(1, std::min((kSplitTarget + base - 1) / base, maxRows / 256));
+  std::vector<float> part;  // [T, H, splits, L + 2]: acc, then m and l
+  const int64_t PS = L + 2;
+  if (splits > 1) part.resize(static_cast<size_t>(T * H * splits * PS));
+  const bool avx2 = use_avx2();
+
+  parallel_for(
+      base * splits,
+      [&](int64_t b, int64_t e) {
+        for (int64_t it = b; it < e; it++) {
+          const int64_t sp = it % splits, tg = it / splits;
+          const int64_t t = tg / groups, h0 = (tg % groups) * G;
+          const int nG = static_cast<int>(std::min<int64_t>(G, H - h0));
+          const int64_t n = count(t);
+          const int64_t j0 = n * sp / splits, j1 = n * (sp + 1) / splits;
+          HeadState st[kGroup];
+          const float* qg[kGroup];
+          for (int g = 0; g < nG; g++) {
+            const int64_t h = h0 + g;
+            st[g].acc = splits > 1 ? part.data() + ((t * H + h) * splits + sp) * PS : out + (t * H + h) * L;
+            st[g].m = -std::numeric_limits<float>::infinity();
+            st[g].l = 0.0f;
+            std::fill(st[g].acc, st[g].acc + L, 0.0f);
+            qg[g] = q + (t * H + h) * D;
+          }
+          const int32_t* idx = indices ? indices + t * k : nullptr;
+          const float* rows[kBlock];
+          int64_t j = j0;
+          while (j < j1) {
+            int nb = 0;
+            for (; j < j1 && nb < kBlock; j++) {
+              const int64_t s = idx ? idx[j] : j;
+              if (s >= 0) rows[nb++] = kv + s * D;
+            }
+            if (nb == 0) continue;
+#if GLANCE_X86
+            if (avx2) {
+              attend_block_avx2(A, qg, nG, rows, nb, st);
+              continue;
+            }
+#endif
+            attend_block_scalar(A, qg, nG, rows, nb, st);
+          }
+          for (int g = 0; g < nG; g++) {
+            if (splits > 1) {
+              st[g].acc[L] = st[g].m;
+              st[g].acc[L + 1] = st[g].l;
+            } else {
+              const float inv = st[g].l > 0.0f ? 1.0f / st[g].l : 0.0f;
+              for (int64_t c = 0; c < L; c++) st[g].acc[c] *= inv;
+            }
+          }
+        }
+      },
+      threads_for(totalRows * H * D, 1 << 15));
+  (void)avx2;
+
+  if (splits > 1) {
+    parallel_for(
+        T * H,
+        [&](int64_t b, int64_t e) {
+          for (int64_t th = b; th < e; th++) {
+            const float* pp = part.data() + th * splits * PS;
+            float M = -std::numeric_limits<float>::infinity();
+            for (int64_t s = 0; s < splits; s++) M = std::max(M, pp[s * PS + L]);
+            float* o = out + th * L;
+            std::fill(o, o + L, 0.0f);
+            if (M == -std::numeric_limits<float>::infinity()) continue;  // no row at all
+            float den = 0.0f;
+            for (int64_t s = 0; s < splits; s++) {
+              const float m = pp[s * PS + L];
+              if (m == -std::numeric_limits<float>::infinity()) continue;
+              const float wgt = std::exp(m - M);
+              den += wgt * pp[s * PS + L + 1];
+              const float* acc = pp + s * PS;
+              for (int64_t c = 0; c < L; c++) o[c] += wgt * acc[c];
+            }
+            const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+            for (int64_t c = 0; c < L; c++) o[c] *= inv;
+          }
+        },
+        threads_for(T * H * L * splits, 1 << 14));
+  }
+}
+
+}  // namespace glance

@@ -1,0 +1,27 @@
+#include "simd.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace glance {
+
+static SimdLevel detect() {
+  const char* env = std::getenv("GLANCE_SIMD");
+  if (env != nullptr && std::strcmp(env, "scalar") == 0) return SimdLevel::Scalar;
+#if GLANCE_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    return SimdLevel::Avx2;
+  }
+#endif
+  return SimdLevel::Scalar;
+}
+
+SimdLevel simd_level() {
+  static const SimdLevel level = detect();
+  return level;
+}
+
+const char* simd_name() { return simd_level() == SimdLevel::Avx2 ? "avx2+fma+f16c" : "scalar"; }
+
+}  // namespace glance

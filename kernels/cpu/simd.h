@@ -1,0 +1,47 @@
+// Run-time SIMD selection for the CPU kernels.
+//
+// The addon is compiled for generic x86-64 (no -mavx2 anywhere on the command line) so that it loads on any
+// x86-64 CPU. Hot kernels have a second body marked GLANCE_AVX2 (GCC/Clang per-function target attribute)
+// that is only called when the CPU reports AVX2 + FMA + F16C at run time. Every such kernel also keeps a
+// portable scalar body, which is what non-x86 builds compile.
+//
+// GLANCE_SIMD=scalar in the environment (read once, when the addon loads) forces the scalar bodies; the tests
+// use it to check the fallback against the same references.
+#pragma once
+
+#if defined(__x86_64__) || defined(__i386__)
+#define GLANCE_X86 1
+#include <immintrin.h>
+#define GLANCE_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define GLANCE_X86 0
+#define GLANCE_AVX2
+#endif
+
+namespace glance {
+
+enum class SimdLevel { Scalar = 0, Avx2 = 1 };
+
+// The level every kernel dispatches on. Fixed for the life of the process.
+SimdLevel simd_level();
+
+// "avx2+fma+f16c" or "scalar".
+const char* simd_name();
+
+inline bool use_avx2() { return GLANCE_X86 && simd_level() == SimdLevel::Avx2; }
+
+#if GLANCE_X86
+// Horizontal sum of the 8 lanes.
+GLANCE_AVX2 inline float hsum256(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 sh = _mm_movehdup_ps(lo);
+  lo = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, lo);
+  lo = _mm_add_ss(lo, sh);
+  return _mm_cvtss_f32(lo);
+}
+#endif
+
+}  // namespace glance
