@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { loadModel, type AttentionMode } from '../sidecar/src/engine/model';
+import { loadModel, type AttentionMode, type IndexerPrecision } from '../sidecar/src/engine/model';
 import type { ModelConfig } from '../sidecar/src/engine/types';
 import { loadNative } from '../sidecar/src/native/index';
 import { ensureRandomModel } from './random-model';
@@ -34,7 +34,7 @@ function median(xs: number[]): number {
 }
 
 /** Bytes a decode step must read: active weights plus the caches attention touches. */
-function decodeBytes(cfg: ModelConfig, bytesPerParam: number, context: number, attention: AttentionMode): number {
+function decodeBytes(cfg: ModelConfig, bytesPerParam: number, context: number, attention: AttentionMode, indexer: IndexerPrecision): number {
   const D = cfg.hiddenSize;
   const H = cfg.numHeads;
   const qHead = cfg.qkNopeHeadDim + cfg.qkRopeHeadDim;
@@ -48,7 +48,8 @@ function decodeBytes(cfg: ModelConfig, bytesPerParam: number, context: number, a
     if (useIndexer) {
       const ix = cfg.indexer!;
       params += ix.nHeads * ix.headDim * (cfg.qLoraRank ?? 0) + ix.headDim * D + ix.nHeads * D;
-      cacheBytes += context * ix.headDim * 4 + Math.min(context, ix.topk) * latent * 4;
+      const keyBytes = indexer === 'fp8' ? ix.headDim + 4 : ix.headDim * 4;
+      cacheBytes += context * keyBytes + Math.min(context, ix.topk) * latent * 4;
     } else {
       cacheBytes += context * latent * 4;
     }
@@ -61,8 +62,8 @@ function decodeBytes(cfg: ModelConfig, bytesPerParam: number, context: number, a
   return params * bytesPerParam + cacheBytes;
 }
 
-async function runCase(context: number, attention: AttentionMode, decodeTokens: number): Promise<CaseResult> {
-  const model = await loadModel(modelDir, { attention });
+async function runCase(context: number, attention: AttentionMode, indexer: IndexerPrecision, decodeTokens: number): Promise<CaseResult> {
+  const model = await loadModel(modelDir, { attention, indexerPrecision: indexer });
   const cfg = model.config;
   const seq = model.createSequence(context + decodeTokens + 1);
   const ids = new Int32Array(context);
@@ -79,7 +80,7 @@ async function runCase(context: number, attention: AttentionMode, decodeTokens: 
     steps.push(Number(process.hrtime.bigint() - s) / 1e6);
   }
   const latent = cfg.kvLoraRank + cfg.qkRopeHeadDim;
-  const keyDim = attention === 'sparse' && cfg.indexer ? cfg.indexer.headDim : 0;
+  const keyFloats = attention === 'sparse' && cfg.indexer ? (indexer === 'fp8' ? (cfg.indexer.headDim + 4) / 4 : cfg.indexer.headDim) : 0;
   const ms = median(steps);
   return {
     context,
@@ -88,7 +89,7 @@ async function runCase(context: number, attention: AttentionMode, decodeTokens: 
     decodeMsPerToken: ms,
     decodeTokensPerSecond: 1000 / ms,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
-    cacheMiB: (seq.length * (latent + keyDim) * 4 * cfg.numLayers) / 2 ** 20,
+    cacheMiB: (seq.length * (latent + keyFloats) * 4 * cfg.numLayers) / 2 ** 20,
   };
 }
 
@@ -98,13 +99,14 @@ async function main(): Promise<void> {
       contexts: { type: 'string', default: '1024,8192,32768' },
       attention: { type: 'string', default: 'sparse,dense' },
       decode: { type: 'string', default: '16' },
+      indexer: { type: 'string', default: 'fp8' },
       child: { type: 'string' },
     },
   });
   const decodeTokens = Number(values.decode);
   if (values.child) {
     const [ctx, att] = values.child.split(':');
-    const r = await runCase(Number(ctx), att as AttentionMode, decodeTokens);
+    const r = await runCase(Number(ctx), att as AttentionMode, values.indexer as IndexerPrecision, decodeTokens);
     process.stdout.write(JSON.stringify(r) + '\n');
     return;
   }
@@ -117,14 +119,14 @@ async function main(): Promise<void> {
   console.log(`# Glance CPU benchmark — ${new Date().toISOString().slice(0, 10)}`);
   console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} threads, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; addon: ${info.cpu.simd}, ${info.cpu.threads} threads`);
   console.log(`model: random deepseek_v32, ${(model.weights.totalParams / 1e6).toFixed(1)}M params, bf16 weights (${bench50mDescription(cfg)})`);
-  console.log(`measured read bandwidth: ${bandwidth.toFixed(1)} GB/s (reference for the roofline)`);
+  console.log(`measured read bandwidth: ${bandwidth.toFixed(1)} GB/s (reference for the roofline); indexer key cache: ${values.indexer}`);
   console.log('');
   console.log('| context | attention | prefill tok/s | decode tok/s | decode ms/tok | roofline tok/s | % of roofline | peak RSS MiB | KV+index cache MiB |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   const results: CaseResult[] = [];
   for (const ctx of values.contexts!.split(',').map(Number)) {
     for (const att of values.attention!.split(',') as AttentionMode[]) {
-      const child = spawnSync(process.execPath, [__filename, '--child', `${ctx}:${att}`, '--decode', String(decodeTokens)], {
+      const child = spawnSync(process.execPath, [__filename, '--child', `${ctx}:${att}`, '--decode', String(decodeTokens), '--indexer', values.indexer!], {
         encoding: 'utf8',
         stdio: ['ignore', 'pipe', 'inherit'],
         maxBuffer: 1 << 20,
@@ -132,7 +134,7 @@ async function main(): Promise<void> {
       if (child.status !== 0) throw new Error(`benchmark case ${ctx}:${att} failed (exit ${child.status})`);
       const r = JSON.parse(child.stdout.trim().split('\n').pop()!) as CaseResult;
       results.push(r);
-      const roof = (bandwidth * 1e9) / decodeBytes(cfg, 2, ctx, att);
+      const roof = (bandwidth * 1e9) / decodeBytes(cfg, 2, ctx, att, values.indexer as IndexerPrecision);
       console.log(
         `| ${ctx} | ${att} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ` +
           `${roof.toFixed(1)} | ${((100 * r.decodeTokensPerSecond) / roof).toFixed(0)}% | ${r.peakRssMiB.toFixed(0)} | ${r.cacheMiB.toFixed(0)} |`,

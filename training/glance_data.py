@@ -263,9 +263,17 @@ class FimMaker:
             ctx = np.concatenate([toks[:a], toks[b:end]]).astype(np.int64)
             over = ctx.size + block.size - max_len
             if over > 0:
-                if ctx.size - hdr_len < over:
-                    return None
-                ctx = np.concatenate([ctx[:hdr_len], ctx[hdr_len + over:]])
+                tail = (end - int(fs[-1])) if not clean_end else 0     # the cut last file ends ctx
+                if tail > over + 16:                       # shorten the already-cut last file
+                    ctx = ctx[: ctx.size - over]
+                else:                                      # drop context from the front, at a file start if cheap
+                    if ctx.size - hdr_len < over:
+                        return None
+                    cut = hdr_len + over
+                    nf = np.flatnonzero(ctx[cut:] == FILE_SEP)
+                    if nf.size and nf[0] <= 512:
+                        cut += int(nf[0])
+                    ctx = np.concatenate([ctx[:hdr_len], ctx[cut:]])
             return np.concatenate([ctx, block])
         return None
 
@@ -292,7 +300,8 @@ class SequenceStream:
                 bins = [bins[i] for i in rng.permutation(len(bins))]
             else:
                 bins = self.c.pack(None)
-            self._bins = {epoch: bins}          # keep one epoch
+            self._bins = {e: b for e, b in self._bins.items() if e >= epoch - 1}   # keep two epochs
+            self._bins[epoch] = bins
         return self._bins[epoch]
 
     def epoch_len(self, epoch: int = 0) -> int:
@@ -322,13 +331,15 @@ class SequenceStream:
         labels[seq.size:] = -100
         return ids, labels, {"pieces": len(parts), "fim": n_fim, "tokens": int(seq.size)}
 
-    def iterate(self, epoch: int, idx: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, dict]]:
-        """Yields (epoch, idx, ids, labels, info) from the given position on, forever (epochs roll over)."""
+    def iterate(self, epoch: int, idx: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, dict, tuple]]:
+        """Yields (epoch, idx, ids, labels, info, next_position) from the given position on, forever (epochs roll
+        over)."""
         while True:
             n = self.epoch_len(epoch)
             while idx < n:
                 ids, labels, info = self.sequence(epoch, idx)
-                yield epoch, idx, ids, labels, info
+                nxt = (epoch, idx + 1) if idx + 1 < n else (epoch + 1, 0)
+                yield epoch, idx, ids, labels, info, nxt
                 idx += 1
             epoch, idx = epoch + 1, 0
 

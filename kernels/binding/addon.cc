@@ -52,7 +52,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
   Args a(info, "measureReadBandwidth", 1);
   const double mb = a.number(0, "megabytes");
-  if (mb <= 0 || mb > 16384) a.range_error("megabytes must be in (0, 16384], got " + std::to_string(mb));
+  if (mb <= 0 || mb > 4096) a.range_error("megabytes must be in (0, 4096], got " + std::to_string(mb));
   const double gbs = measure_read_bandwidth(static_cast<int64_t>(mb * 1048576.0));
   if (gbs <= 0) throw Napi::Error::New(info.Env(), "measureReadBandwidth: could not allocate the buffers");
   return Napi::Number::New(info.Env(), gbs);
@@ -304,6 +304,62 @@ Napi::Value IndexerScores(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value IndexerScoresFp8(const Napi::CallbackInfo& info) {
+  Args a(info, "indexerScoresFp8", 10);
+  auto out = a.f32(0, "out");
+  auto q = a.u8(1, "q");
+  auto weights = a.f32(2, "weights");
+  auto keys = a.u8(3, "keys");
+  auto keyScales = a.f32(4, "keyScales");
+  const int64_t T = a.integer(5, "T", 0, kMaxDim);
+  const int64_t S = a.integer(6, "S", 0, kMaxDim);
+  const int64_t Hi = a.integer(7, "Hi", 0, kMaxDim);
+  const int64_t D = a.integer(8, "D", 0, kMaxDim);
+  auto positions = a.i32(9, "positions");
+  a.expect_length(q, a.product({T, Hi, D}, "T*Hi*D"), shape_str("T*Hi*D", {T, Hi, D}));
+  a.expect_length(weights, a.product({T, Hi}, "T*Hi"), shape_str("T*Hi", {T, Hi}));
+  a.expect_min_length(keys, a.product({S, D}, "S*D"), shape_str("S*D", {S, D}));
+  a.expect_min_length(keyScales, S, shape_str("S", {S}));
+  a.expect_length(out, a.product({T, S}, "T*S"), shape_str("T*S", {T, S}));
+  a.expect_length(positions, T, shape_str("T", {T}));
+  a.expect_disjoint(out, q);
+  a.expect_disjoint(out, weights);
+  a.expect_disjoint(out, keys);
+  a.expect_disjoint(out, keyScales);
+  a.expect_disjoint(out, positions);
+  indexer_scores_fp8(out.data, q.data, weights.data, keys.data, keyScales.data, T, S, Hi, D, positions.data);
+  return info.Env().Undefined();
+}
+
+Napi::Value HadamardRows(const Napi::CallbackInfo& info) {
+  Args a(info, "hadamardRows", 3);
+  auto x = a.f32(0, "x");
+  const int64_t N = a.integer(1, "N", 0, kMaxDim);
+  const int64_t D = a.integer(2, "D", 0, kMaxDim);
+  if (D < 1 || (D & (D - 1)) != 0) a.range_error("D must be a power of two, got " + std::to_string(D));
+  a.expect_length(x, a.product({N, D}, "N*D"), shape_str("N*D", {N, D}));
+  hadamard_rows(x.data, N, D);
+  return info.Env().Undefined();
+}
+
+Napi::Value QuantizeFp8Rows(const Napi::CallbackInfo& info) {
+  Args a(info, "quantizeFp8Rows", 5);
+  auto out = a.u8(0, "out");
+  auto scales = a.f32(1, "scales");
+  auto x = a.f32(2, "x");
+  const int64_t N = a.integer(3, "N", 0, kMaxDim);
+  const int64_t D = a.integer(4, "D", 0, kMaxDim);
+  const int64_t n = a.product({N, D}, "N*D");
+  a.expect_length(x, n, shape_str("N*D", {N, D}));
+  a.expect_length(out, n, shape_str("N*D", {N, D}));
+  a.expect_length(scales, N, shape_str("N", {N}));
+  a.expect_disjoint(out, x);
+  a.expect_disjoint(scales, x);
+  a.expect_disjoint(out, scales);
+  quantize_fp8_rows(out.data, scales.data, x.data, N, D);
+  return info.Env().Undefined();
+}
+
 Napi::Value TopK(const Napi::CallbackInfo& info) {
   Args a(info, "topk", 5);
   auto idx = a.i32(0, "idx");
@@ -428,6 +484,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"mlaExpandValue", MlaExpandValue},
       {"mlaAttention", MlaAttention},
       {"indexerScores", IndexerScores},
+      {"indexerScoresFp8", IndexerScoresFp8},
+      {"hadamardRows", HadamardRows},
+      {"quantizeFp8Rows", QuantizeFp8Rows},
       {"topk", TopK},
       {"moeRoute", MoeRoute},
       {"siluMul", SiluMul},

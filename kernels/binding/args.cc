@@ -40,6 +40,18 @@ ArrayArg<int32_t> Args::i32(size_t i, const char* name) const {
   return r;
 }
 
+ArrayArg<uint8_t> Args::u8(size_t i, const char* name) const {
+  const Napi::Value v = info_[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    type_error(std::string(name) + " must be a Uint8Array");
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  ArrayArg<uint8_t> r;
+  r.data = a.Data();
+  r.length = static_cast<int64_t>(a.ElementLength());
+  r.name = name;
+  return r;
+}
+
 bool Args::is_null(size_t i) const {
   const Napi::Value v = info_[i];
   return v.IsNull() || v.IsUndefined();

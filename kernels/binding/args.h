@@ -3,7 +3,8 @@
 // size / value) whose message names the op, the argument and what was expected.
 //
 // Length policy: typed arrays must have exactly the length their shape gives, except where the contract gives
-// a count separate from the array (the S rows of the mlaAttention kv cache and the indexer keys, siluMul's n):
+// a count separate from the array (the S rows of the mlaAttention kv cache, the indexer keys and key scales,
+// siluMul's n):
 // there a longer array is accepted and only its prefix is used.
 #pragma once
 
@@ -37,6 +38,7 @@ class Args {
 
   ArrayArg<float> f32(size_t i, const char* name) const;
   ArrayArg<int32_t> i32(size_t i, const char* name) const;
+  ArrayArg<uint8_t> u8(size_t i, const char* name) const;  // a Uint8Array (raw bytes: e4m3 codes)
   bool is_null(size_t i) const;  // null or undefined
 
   // An integer-valued number in [lo, hi].

@@ -52,6 +52,8 @@ float sum_floats(const float* p, int64_t n) {
 
 }  // namespace
 
+// GB/s (1e9 B/s) with every pool thread summing its own buffer of bytes_per_thread at once; the best of 6
+// timed repetitions (after one warm-up). 0 if the buffers cannot be allocated.
 double measure_read_bandwidth(int64_t bytes_per_thread) {
   const int P = pool_threads();
   const int64_t n = (bytes_per_thread / 256) * 64;  // floats, a multiple of 64

@@ -86,6 +86,20 @@ GLANCE_AVX2 static void dequant_row_avx2(const Weight& w, int64_t r, int64_t c0,
         const int64_t be = std::min<int64_t>(end, (c / kFp8Block + 1) * kFp8Block);
         const float s = w.block_scale(r, c);
         const __m256 vs = _mm256_set1_ps(s * kE4M3F16Fix);
+        for (; c + 32 <= be; c += 32) {  // 32 at a time; NaN codes (rare) through the NaN-preserving decode
+          const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c));
+          float* o = dst + (c - c0);
+          if (e4m3_nan_seen(e4m3_nan_track(_mm256_setzero_si256(), b))) {
+            for (int j = 0; j < 32; j += 8) _mm256_storeu_ps(o + j, _mm256_mul_ps(load8_e4m3_f16(row + c + j), vs));
+            continue;
+          }
+          __m256 v0, v1, v2, v3;
+          decode32_e4m3_f16_nonan(b, v0, v1, v2, v3);
+          _mm256_storeu_ps(o, _mm256_mul_ps(v0, vs));
+          _mm256_storeu_ps(o + 8, _mm256_mul_ps(v1, vs));
+          _mm256_storeu_ps(o + 16, _mm256_mul_ps(v2, vs));
+          _mm256_storeu_ps(o + 24, _mm256_mul_ps(v3, vs));
+        }
         for (; c + 8 <= be; c += 8) _mm256_storeu_ps(dst + (c - c0), _mm256_mul_ps(load8_e4m3_f16(row + c), vs));
         for (; c < be; c++) dst[c - c0] = e4m3_to_f32(row[c]) * s;
       }
@@ -95,6 +109,7 @@ GLANCE_AVX2 static void dequant_row_avx2(const Weight& w, int64_t r, int64_t c0,
 }
 #endif
 
+// dst[i] = W[r][c0 + i] in fp32 for i < n (FP8 with its block scale). Serial.
 void dequant_row(const Weight& w, int64_t r, int64_t c0, int64_t n, float* dst) {
 #if GLANCE_X86
   if (use_avx2()) return dequant_row_avx2(w, r, c0, n, dst);

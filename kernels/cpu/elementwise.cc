@@ -31,6 +31,7 @@ GLANCE_AVX2 void silu_mul_avx2(float* out, const float* g, const float* u, int64
 
 }  // namespace
 
+// out[i] = gate[i] / (1 + exp(-gate[i])) * up[i] for i < n; out may be gate or up. Chunks of 64 across threads.
 void silu_mul(float* out, const float* gate, const float* up, int64_t n) {
   parallel_for(
       (n + 63) / 64,

@@ -7,8 +7,8 @@
 // 16-wide operand) and the epilogue folds ReLU x weight x sum-over-heads.
 // The remaining Hi % 16 heads (all of them for small indexers, e.g. Hi = 4) use direct dot products in
 // register blocks of 2 keys x 4 heads, whose 8 sums are reduced together, so that no lane computes padding.
-// Work items are (chunk of kChunk keys, t), chunk-major so that a thread reuses a chunk's keys from cache
-// across query tokens. Only keys s <= positions[t] are computed; the rest of the row is -inf.
+// Work items are (chunk of kChunk keys, t), in blocks of query tokens. Only keys s <= positions[t] are computed;
+// the rest of the row is -inf.
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -119,59 +119,77 @@ GLANCE_AVX2 void scores_direct_avx2(float* out, const float* q, const float* w, 
 
 }  // namespace
 
+// out[t,s] = sum_h weights[t,h] * relu(q[t,h] . keys[s]) for s <= positions[t], -inf for s > positions[t]
+// (q: [T, Hi, D]; weights: [T, Hi]; keys: [S, D]; out: [T, S]; any int32 position, negative = all -inf).
 void indexer_scores(float* out, const float* q, const float* weights, const float* keys, int64_t T, int64_t S,
                     int64_t Hi, int64_t D, const int32_t* positions) {
   if (T <= 0 || S <= 0) return;
   const float ninf = -std::numeric_limits<float>::infinity();
   const bool avx2 = use_avx2();
   const int64_t Hp = Hi / kNR * kNR;  // heads through the micro-kernel; the rest go direct
-  // Query panels [T][D][Hp] and weights [T][Hp] (AVX2 path only).
+  const int64_t chunks = (S + kChunk - 1) / kChunk;
+  // Query tokens in blocks of kTokenBlock: the block's query panels [TB][D][Hp] and weights [TB][Hp] are packed
+  // (AVX2 path only), then its (chunk, t) items run chunk-major, so that a chunk of keys is reused from cache
+  // across the block's tokens. Items are handed out dynamically: causal rows have very different lengths.
+  constexpr int64_t kTokenBlock = 64;
   std::vector<float> qpanel, wpanel;
   if (avx2 && Hp > 0) {
-    qpanel.assign(static_cast<size_t>(T * D * Hp), 0.0f);
-    wpanel.assign(static_cast<size_t>(T * Hp), 0.0f);
-    parallel_for(
-        T,
-        [&](int64_t b, int64_t e) {
-          for (int64_t t = b; t < e; t++) {
-            float* qp = qpanel.data() + t * D * Hp;
-            for (int64_t h = 0; h < Hp; h++) {
-              const float* qh = q + (t * Hi + h) * D;
-              for (int64_t d = 0; d < D; d++) qp[d * Hp + h] = qh[d];
-            }
-            std::copy(weights + t * Hi, weights + t * Hi + Hp, wpanel.data() + t * Hp);
-          }
-        },
-        threads_for(T * Hi * D, 1 << 16));
+    qpanel.resize(static_cast<size_t>(std::min(T, kTokenBlock) * D * Hp));
+    wpanel.resize(static_cast<size_t>(std::min(T, kTokenBlock) * Hp));
   }
-  const int64_t chunks = (S + kChunk - 1) / kChunk;
-  int64_t work = 0;
-  for (int64_t t = 0; t < T; t++) work += std::min<int64_t>(S, std::max<int64_t>(0, static_cast<int64_t>(positions[t]) + 1));
-  parallel_for(
-      chunks * T,
-      [&](int64_t b, int64_t e) {
-        for (int64_t it = b; it < e; it++) {
-          const int64_t ch = it / T, t = it % T;
-          const int64_t s0 = ch * kChunk, s1 = std::min(S, s0 + kChunk);
-          const int64_t limit = std::min<int64_t>(S - 1, positions[t]);  // last key attended
-          const int64_t ve = std::max(s0, std::min(s1, limit + 1));
-          float* o = out + t * S;
-          if (ve > s0) {
-#if GLANCE_X86
-            if (avx2) {
-              if (Hp > 0) scores_avx2(o, qpanel.data() + t * D * Hp, wpanel.data() + t * Hp, keys, s0, ve, Hp, D);
-              if (Hp < Hi || Hp == 0)
-                scores_direct_avx2(o, q + t * Hi * D, weights + t * Hi, keys, s0, ve, Hp, Hi, D, Hp > 0);
-            } else
-#endif
-            {
-              scores_scalar(o, q + t * Hi * D, weights + t * Hi, keys, s0, ve, Hi, D);
+  for (int64_t tb = 0; tb < T; tb += kTokenBlock) {
+    const int64_t TB = std::min(kTokenBlock, T - tb);
+    if (avx2 && Hp > 0) {
+      parallel_for(
+          TB,
+          [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; i++) {
+              const int64_t t = tb + i;
+              float* qp = qpanel.data() + i * D * Hp;
+              for (int64_t h = 0; h < Hp; h++) {
+                const float* qh = q + (t * Hi + h) * D;
+                for (int64_t d = 0; d < D; d++) qp[d * Hp + h] = qh[d];
+              }
+              std::copy(weights + t * Hi, weights + t * Hi + Hp, wpanel.data() + i * Hp);
             }
-          }
-          for (int64_t s = ve; s < s1; s++) o[s] = ninf;
+          },
+          threads_for(TB * Hp * D, 1 << 16));
+    }
+    int64_t work = 0;
+    for (int64_t t = tb; t < tb + TB; t++) work += std::min<int64_t>(S, std::max<int64_t>(0, static_cast<int64_t>(positions[t]) + 1));
+    // One work item: keys [s0, s1) of token t = tb + i.
+    auto item = [&](int64_t it) {
+      const int64_t ch = it / TB, i = it % TB, t = tb + i;
+      const int64_t s0 = ch * kChunk, s1 = std::min(S, s0 + kChunk);
+      const int64_t limit = std::min<int64_t>(S - 1, positions[t]);  // last key attended
+      const int64_t ve = std::max(s0, std::min(s1, limit + 1));
+      float* o = out + t * S;
+      if (ve > s0) {
+#if GLANCE_X86
+        if (avx2) {
+          if (Hp > 0) scores_avx2(o, qpanel.data() + i * D * Hp, wpanel.data() + i * Hp, keys, s0, ve, Hp, D);
+          if (Hp < Hi || Hp == 0)
+            scores_direct_avx2(o, q + t * Hi * D, weights + t * Hi, keys, s0, ve, Hp, Hi, D, Hp > 0);
+        } else
+#endif
+        {
+          scores_scalar(o, q + t * Hi * D, weights + t * Hi, keys, s0, ve, Hi, D);
         }
-      },
-      threads_for(work * Hi * std::max<int64_t>(D, 1) + T * S, 1 << 15));
+      }
+      for (int64_t s = ve; s < s1; s++) o[s] = ninf;
+    };
+    const int threads = threads_for(work * Hi * std::max<int64_t>(D, 1) + TB * S, 1 << 15);
+    if (TB == 1) {  // decode: equal chunks, each thread streams one contiguous range of keys
+      parallel_for(
+          chunks,
+          [&](int64_t b, int64_t e) {
+            for (int64_t it = b; it < e; it++) item(it);
+          },
+          threads);
+    } else {
+      parallel_dynamic(chunks * TB, item, threads);
+    }
+  }
 }
 
 }  // namespace glance

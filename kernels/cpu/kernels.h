@@ -80,6 +80,33 @@ void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64
 void indexer_scores(float* out, const float* q, const float* weights, const float* keys, int64_t T, int64_t S,
                     int64_t Hi, int64_t D, const int32_t* positions);
 
+// ---- indexer_fp8.cc -------------------------------------------------------------------------------------
+
+// Lightning-indexer scores over the FP8 key cache (DeepGEMM fp8_mqa_logits). q: [T, Hi, D] e4m3; weights: [T, Hi]
+// (every query-side scale folded in); keys: [S, D] e4m3; key_scales: [S]; out: [T, S].
+// out[t,s] = key_scales[s] * sum_h weights[t,h] * max(0, sum_d e4m3(q[t,h,d]) * e4m3(keys[s,d])) for
+// s <= positions[t], -inf after. fp32 accumulation. q and keys must hold no e4m3 NaN code (0x7F / 0xFF): the AVX2
+// decode does not keep them NaN, so the scores they touch are unspecified.
+void indexer_scores_fp8(float* out, const uint8_t* q, const float* weights, const uint8_t* keys,
+                        const float* key_scales, int64_t T, int64_t S, int64_t Hi, int64_t D,
+                        const int32_t* positions);
+
+// ---- hadamard.cc ----------------------------------------------------------------------------------------
+
+// In place on x [N, D], D a power of two: every row becomes its orthonormal Walsh-Hadamard transform
+// H_D x / sqrt(D) in natural (Sylvester) order, H_1 = [1], H_2n = [[H_n, H_n], [H_n, -H_n]]
+// (DeepSeek's rotate_activation). log2(D) butterfly passes h = 1, 2, ..., D/2, then a multiply by
+// fp32(D^-0.5); the AVX2 and scalar bodies give bit-identical results.
+void hadamard_rows(float* x, int64_t N, int64_t D);
+
+// ---- quantize.cc ----------------------------------------------------------------------------------------
+
+// DeepSeek act_quant, one block per row, scale_fmt "ue8m0". x: [N, D]; out: [N, D] e4m3fn bytes; scales: [N].
+// amax = max(max_d |x[n,d]|, fp32(1e-4)); scales[n] = 2^ceil(log2(fp32(amax / 448))) (exact power of two);
+// out[n,d] = e4m3fn(x[n,d] / scales[n]), round to nearest even, saturated to +-448, sign kept (-0 -> 0x80).
+// A row with a NaN or an infinity gets scales[n] = NaN and every byte 0x7F (the NaN code).
+void quantize_fp8_rows(uint8_t* out, float* scales, const float* x, int64_t N, int64_t D);
+
 // ---- topk.cc --------------------------------------------------------------------------------------------
 
 // Exact top-k per row. scores: [T, S]; idx: [T, k]. Row t gets the indices of its k largest finite values in

@@ -27,22 +27,41 @@ GLANCE_AVX2 static inline void store_row(float* ci, __m256 a, __m256 b, int nval
   }
 }
 
+// The accumulators are named variables, not arrays: GCC keeps an array of __m256 indexed in the k loop in
+// memory and stores it on every iteration.
+#define GLANCE_UK_ROW(i)                                              \
+  if constexpr (MR > i) {                                            \
+    const __m256 a = _mm256_broadcast_ss(A + i * lda + k);           \
+    c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0);                       \
+    c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);                       \
+  }
+#define GLANCE_UK_STORE(i) \
+  if constexpr (MR > i) store_row(C + i * ldc, c##i##0, c##i##1, nvalid, accumulate);
+
 template <int MR>
 GLANCE_AVX2 static void ukernel(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                                 int64_t ldc, int nvalid, bool accumulate) {
-  __m256 c0[MR], c1[MR];
-  for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm256_setzero_ps();
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int64_t k = 0; k < K; k++) {
     const __m256 b0 = _mm256_loadu_ps(B + k * ldb);
     const __m256 b1 = _mm256_loadu_ps(B + k * ldb + 8);
-    for (int i = 0; i < MR; i++) {
-      const __m256 a = _mm256_broadcast_ss(A + i * lda + k);
-      c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
-      c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
-    }
+    GLANCE_UK_ROW(0)
+    GLANCE_UK_ROW(1)
+    GLANCE_UK_ROW(2)
+    GLANCE_UK_ROW(3)
+    GLANCE_UK_ROW(4)
+    GLANCE_UK_ROW(5)
   }
-  for (int i = 0; i < MR; i++) store_row(C + i * ldc, c0[i], c1[i], nvalid, accumulate);
+  GLANCE_UK_STORE(0)
+  GLANCE_UK_STORE(1)
+  GLANCE_UK_STORE(2)
+  GLANCE_UK_STORE(3)
+  GLANCE_UK_STORE(4)
+  GLANCE_UK_STORE(5)
 }
+#undef GLANCE_UK_ROW
+#undef GLANCE_UK_STORE
 
 // One row: two k chains so that four accumulators hide the FMA latency.
 GLANCE_AVX2 static void ukernel1(int64_t K, const float* A, const float* B, int64_t ldb, float* C, int nvalid,

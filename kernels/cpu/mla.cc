@@ -297,6 +297,9 @@ GLANCE_AVX2 void attend_block_avx2(const AttnArgs& A, const float* const* qg, in
 
 }  // namespace
 
+// out[t,h] = sum_s softmax_s(scale * q[t,h] . kv[s]) * kv[s][0:kvLora] over s in indices[t, 0..k) minus the -1
+// entries (sparse) or s in [0, positions[t]] (indices == null, dense). Indices/positions already checked to be
+// in [0, S); an empty set gives zeros. q: [T, H, kvLora + rope]; kv: [S, kvLora + rope]; out: [T, H, kvLora].
 void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64_t T, int64_t H, int64_t kvLora,
                    int64_t rope, float scale, const int32_t* indices, int64_t k, const int32_t* positions) {
   (void)S;
@@ -322,56 +325,62 @@ void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64
   if (splits > 1) part.resize(static_cast<size_t>(T * H * splits * PS));
   const bool avx2 = use_avx2();
 
-  parallel_for(
-      base * splits,
-      [&](int64_t b, int64_t e) {
-        for (int64_t it = b; it < e; it++) {
-          const int64_t sp = it % splits, tg = it / splits;
-          const int64_t t = tg / groups, h0 = (tg % groups) * G;
-          const int nG = static_cast<int>(std::min<int64_t>(G, H - h0));
-          const int64_t n = count(t);
-          const int64_t j0 = n * sp / splits, j1 = n * (sp + 1) / splits;
-          HeadState st[kGroup];
-          const float* qg[kGroup];
-          for (int g = 0; g < nG; g++) {
-            const int64_t h = h0 + g;
-            st[g].acc = splits > 1 ? part.data() + ((t * H + h) * splits + sp) * PS : out + (t * H + h) * L;
-            st[g].m = -std::numeric_limits<float>::infinity();
-            st[g].l = 0.0f;
-            std::fill(st[g].acc, st[g].acc + L, 0.0f);
-            qg[g] = q + (t * H + h) * D;
-          }
-          const int32_t* idx = indices ? indices + t * k : nullptr;
-          const float* rows[kBlock];
-          int64_t j = j0;
-          while (j < j1) {
-            int nb = 0;
-            for (; j < j1 && nb < kBlock; j++) {
-              const int64_t s = idx ? idx[j] : j;
-              if (s >= 0) rows[nb++] = kv + s * D;
-            }
-            if (nb == 0) continue;
+  // One work item: token t, heads [h0, h0 + nG), rows [j0, j1) of its selection.
+  auto item = [&](int64_t it) {
+    const int64_t sp = it % splits, tg = it / splits;
+    const int64_t t = tg / groups, h0 = (tg % groups) * G;
+    const int nG = static_cast<int>(std::min<int64_t>(G, H - h0));
+    const int64_t n = count(t);
+    const int64_t j0 = n * sp / splits, j1 = n * (sp + 1) / splits;
+    HeadState st[kGroup];
+    const float* qg[kGroup];
+    for (int g = 0; g < nG; g++) {
+      const int64_t h = h0 + g;
+      st[g].acc = splits > 1 ? part.data() + ((t * H + h) * splits + sp) * PS : out + (t * H + h) * L;
+      st[g].m = -std::numeric_limits<float>::infinity();
+      st[g].l = 0.0f;
+      std::fill(st[g].acc, st[g].acc + L, 0.0f);
+      qg[g] = q + (t * H + h) * D;
+    }
+    const int32_t* idx = indices ? indices + t * k : nullptr;
+    const float* rows[kBlock];
+    int64_t j = j0;
+    while (j < j1) {
+      int nb = 0;
+      for (; j < j1 && nb < kBlock; j++) {
+        const int64_t s = idx ? idx[j] : j;
+        if (s >= 0) rows[nb++] = kv + s * D;
+      }
+      if (nb == 0) continue;
 #if GLANCE_X86
-            if (avx2) {
-              attend_block_avx2(A, qg, nG, rows, nb, st);
-              continue;
-            }
+      if (avx2) {
+        attend_block_avx2(A, qg, nG, rows, nb, st);
+        continue;
+      }
 #endif
-            attend_block_scalar(A, qg, nG, rows, nb, st);
-          }
-          for (int g = 0; g < nG; g++) {
-            if (splits > 1) {
-              st[g].acc[L] = st[g].m;
-              st[g].acc[L + 1] = st[g].l;
-            } else {
-              const float inv = st[g].l > 0.0f ? 1.0f / st[g].l : 0.0f;
-              for (int64_t c = 0; c < L; c++) st[g].acc[c] *= inv;
-            }
-          }
-        }
-      },
-      threads_for(totalRows * H * D, 1 << 15));
-  (void)avx2;
+      attend_block_scalar(A, qg, nG, rows, nb, st);
+    }
+    for (int g = 0; g < nG; g++) {
+      if (splits > 1) {  // partial: unnormalised acc, then max and sum
+        st[g].acc[L] = st[g].m;
+        st[g].acc[L + 1] = st[g].l;
+      } else {
+        const float inv = st[g].l > 0.0f ? 1.0f / st[g].l : 0.0f;
+        for (int64_t c = 0; c < L; c++) st[g].acc[c] *= inv;
+      }
+    }
+  };
+  const int threads = threads_for(totalRows * H * D, 1 << 15);
+  if (T == 1) {  // decode: equal splits, contiguous per thread
+    parallel_for(
+        base * splits,
+        [&](int64_t b, int64_t e) {
+          for (int64_t it = b; it < e; it++) item(it);
+        },
+        threads);
+  } else {  // causal rows differ in length: a static split would give one thread the short rows
+    parallel_dynamic(base * splits, item, threads);
+  }
 
   if (splits > 1) {
     parallel_for(

@@ -101,6 +101,7 @@ void route_row(int32_t* ids, float* weights, const float* logits, int64_t E, int
 
 }  // namespace
 
+// ids, weights: [T, K] from logits [T, E] as described at the top of this file; rows in parallel.
 void moe_route(int32_t* ids, float* weights, const float* logits, int64_t T, int64_t E, int64_t K,
                const RouterParams& p) {
   if (T <= 0 || K <= 0) return;

@@ -31,6 +31,7 @@ float sum8(const float* x, int64_t n, float shift, bool square) {
 
 }  // namespace
 
+// out[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * weight, rows of dim; out may be x.
 void rms_norm(float* out, const float* x, int64_t T, int64_t dim, const float* weight, float eps) {
   parallel_for(
       T,
@@ -46,6 +47,7 @@ void rms_norm(float* out, const float* x, int64_t T, int64_t dim, const float* w
       threads_for(T * dim, 1 << 15));
 }
 
+// out[t] = (x[t] - mean) * rsqrt(var + eps) * weight + bias (biased variance, two passes); out may be x.
 void layer_norm(float* out, const float* x, int64_t T, int64_t dim, const float* weight, const float* bias,
                 float eps) {
   parallel_for(

@@ -10,6 +10,9 @@
 
 namespace glance {
 
+// In place on x [T, nHeads, headStride], dims [offset, offset + ropeDim) of every head: pairs (2i, 2i+1)
+// (interleaved) or (i, i + ropeDim/2) rotated by theta = positions[t] * invFreq[i], cos/sin times
+// attentionFactor: (a, b) -> (a cos - b sin, a sin + b cos). Tokens in parallel.
 void rope(float* x, int64_t T, int64_t nHeads, int64_t headStride, int64_t offset, int64_t ropeDim,
           const int32_t* positions, const float* invFreq, float attentionFactor, bool interleaved) {
   const int64_t half = ropeDim / 2;

@@ -151,14 +151,16 @@ class Pool {
   std::mutex run_mutex_;  // one job at a time
   std::mutex mutex_;      // sleeping workers
   std::condition_variable cv_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
-  std::atomic<int> sleepers_{0};
-  std::atomic<bool> quit_{false};
-  // The job; written before generation_ is published, read by the workers taking part after they see it.
+  // The job and its generation share a cache line (one transfer brings a worker both); the completion count
+  // is on its own line.
+  // The job: written before generation_ is published, read by the workers taking part after they see it.
+  alignas(64) std::atomic<uint64_t> generation_{0};
   ChunkFn fn_ = nullptr;
   void* ctx_ = nullptr;
   int64_t n_ = 0;
+  alignas(64) std::atomic<int> pending_{0};
+  alignas(64) std::atomic<int> sleepers_{0};
+  std::atomic<bool> quit_{false};
 };
 
 int default_threads() {

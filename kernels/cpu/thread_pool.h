@@ -12,6 +12,7 @@
 // The function must not throw.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -34,6 +35,23 @@ inline void parallel_for(int64_t n, F&& fn, int max_threads = 0) {
   if (n <= 0) return;
   pool_run(
       n, [](void* ctx, int64_t b, int64_t e) { (*static_cast<Fn*>(ctx))(b, e); }, static_cast<void*>(&fn),
+      max_threads);
+}
+
+// fn(i) for every item i in [0, n), items handed out one at a time from a shared counter: for items of very
+// unequal cost (causal attention rows). Which thread runs an item must not change its result.
+template <class F>
+inline void parallel_dynamic(int64_t n, F&& fn, int max_threads = 0) {
+  if (n <= 0) return;
+  std::atomic<int64_t> next{0};
+  const int64_t P = max_threads > 0 ? max_threads : pool_threads();
+  parallel_for(
+      P < n ? P : n,
+      [&](int64_t, int64_t) {
+        for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n;
+             i = next.fetch_add(1, std::memory_order_relaxed))
+          fn(i);
+      },
       max_threads);
 }
 

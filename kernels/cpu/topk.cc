@@ -3,10 +3,11 @@
 // Every finite score maps to a 32-bit key that orders like the float (sign-magnitude flipped to unsigned
 // order, -0 folded onto +0); non-finite scores get key 0, which no finite score has, and are never selected.
 // The k-th largest key (the threshold) is found 8 bits at a time: a 256-bucket histogram of the candidates'
-// current byte picks the bucket where the count from the top reaches k; the candidates in that bucket go on
-// to the next byte. That is O(S) per row, and exact. The row then takes every key above the threshold and the
+// current byte picks the bucket where the count from the top reaches k; candidates in higher buckets are
+// selected, those in that bucket go on to the next byte. That is O(S) per row (two passes over the row, then
+// passes over the shrinking candidate list), and exact. The row takes every key above the threshold and the
 // lowest-indexed keys equal to it, and sorts those k by (key descending, index ascending) with a stable LSD
-// radix sort (3 passes of 11 bits) -- the selection is collected in index order, so stability breaks ties.
+// radix sort (3 passes of 11 bits); equal keys are collected in index order, so stability breaks the ties.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -89,17 +90,18 @@ void topk_row(int32_t* idx, const float* scores, int64_t S, int64_t k, std::vect
     }
   }
   sel.clear();
+  auto entry = [&](int64_t s) { return (static_cast<uint64_t>(keys[s]) << 32) | static_cast<uint32_t>(s); };
   if (finite <= k) {
     for (int64_t s = 0; s < S; s++)
-      if (keys[s] != 0) sel.push_back((static_cast<uint64_t>(keys[s]) << 32) | static_cast<uint32_t>(s));
+      if (keys[s] != 0) sel.push_back(entry(s));
   } else {
-    // Radix select of the k-th largest key.
-    int64_t need = k;  // how many still to take at or below the current prefix
-    uint32_t prefix = 0;
-    bool first = true;
+    // Radix select of the k-th largest key. At each level, candidates in buckets above the chosen one are
+    // selected outright, those in it go on to the next byte. Equal keys always travel together, in index
+    // order, so the lowest indices win the ties at the threshold.
+    int64_t need = k;  // how many still to take from the current candidates
     cand.clear();
     for (int shift = 24; shift >= 0; shift -= 8) {
-      if (!first) {
+      if (shift != 24) {
         std::memset(hist, 0, sizeof hist);
         for (int32_t s : cand) hist[(keys[s] >> shift) & 0xffu]++;
       }
@@ -110,27 +112,27 @@ void topk_row(int32_t* idx, const float* scores, int64_t S, int64_t k, std::vect
         above += hist[b];
       }
       need -= above;
-      prefix |= static_cast<uint32_t>(b) << shift;
-      if (shift == 0) break;
-      // Keep the candidates of bucket b.
-      const uint32_t mask = ~((1u << shift) - 1u);
-      if (first) {
-        for (int64_t s = 0; s < S; s++)
-          if (keys[s] != 0 && (keys[s] & mask) == prefix) cand.push_back(static_cast<int32_t>(s));
-        first = false;
+      const uint32_t ub = static_cast<uint32_t>(b);
+      if (shift == 24) {
+        for (int64_t s = 0; s < S; s++) {
+          const uint32_t key = keys[s];
+          if (key == 0) continue;
+          const uint32_t d = key >> 24;
+          if (d > ub) sel.push_back(entry(s));
+          else if (d == ub) cand.push_back(static_cast<int32_t>(s));
+        }
       } else {
         size_t m = 0;
-        for (int32_t s : cand)
-          if ((keys[s] & mask) == prefix) cand[m++] = s;
+        for (int32_t s : cand) {
+          const uint32_t d = (keys[s] >> shift) & 0xffu;
+          if (d > ub) sel.push_back(entry(s));
+          else if (d == ub) cand[m++] = s;
+        }
         cand.resize(m);
       }
     }
-    const uint32_t thr = prefix;  // key of the k-th largest; `need` of the keys equal to it are taken
-    for (int64_t s = 0; s < S; s++) {
-      const uint32_t key = keys[s];
-      if (key > thr || (key == thr && need-- > 0))
-        sel.push_back((static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(s));
-    }
+    // cand now holds the keys equal to the threshold, in index order; take the first `need`.
+    for (int64_t i = 0; i < need; i++) sel.push_back(entry(cand[i]));
   }
   radix_sort_desc(sel, tmp);
   const int64_t n = static_cast<int64_t>(sel.size());
@@ -140,6 +142,7 @@ void topk_row(int32_t* idx, const float* scores, int64_t S, int64_t k, std::vect
 
 }  // namespace
 
+// idx[t, :] = indices of the k largest finite scores[t, :], descending, ties by lower index, -1 padded.
 void topk(int32_t* idx, const float* scores, int64_t T, int64_t S, int64_t k) {
   if (T <= 0 || k <= 0) return;
   parallel_for(

@@ -70,7 +70,7 @@ for (const name of names) {
   const tolerance = toleranceFor(expected);
 
   test(`${name}: logits of every position match HF transformers (${expected.dtype.split(' ')[0]}, rel. tol ${tolerance})`, async () => {
-    const model = await loadModel(dir, { attention: 'sparse' });
+    const model = await loadModel(dir, { attention: 'sparse', indexerPrecision: 'fp32' });
     const ref = decodeF32(expected.logits_f32_b64);
     const ours = model.createSequence().forward(Int32Array.from(expected.ids), true);
     assert.equal(ours.length, ref.length, 'logits size');
@@ -90,7 +90,7 @@ for (const name of names) {
   });
 
   test(`${name}: greedy continuation equals HF generate`, async () => {
-    const model = await loadModel(dir, { attention: 'sparse' });
+    const model = await loadModel(dir, { attention: 'sparse', indexerPrecision: 'fp32' });
     // For bf16 only the leading tokens that fp32 math on the same weights reproduces are comparable
     // (the generator recorded how many); for fp32 fixtures that is all of them.
     const n = expected.greedy.compare_first_n ?? expected.greedy.new_ids.length;
@@ -100,7 +100,7 @@ for (const name of names) {
   });
 
   test(`${name}: incremental decode equals a full re-prefill`, async () => {
-    const model = await loadModel(dir, { attention: 'sparse' });
+    const model = await loadModel(dir, { attention: 'sparse', indexerPrecision: 'fp32' });
     const V = model.config.vocabSize;
     const ids = Int32Array.from(expected.ids);
     const full = model.createSequence().forward(ids, true);
@@ -120,8 +120,8 @@ for (const name of names) {
 
   if (name.startsWith('v32')) {
     test(`${name}: the sparse path really selects (dense attention gives other logits)`, async () => {
-      const sparse = await loadModel(dir, { attention: 'sparse' });
-      const dense = await loadModel(dir, { attention: 'dense' });
+      const sparse = await loadModel(dir, { attention: 'sparse', indexerPrecision: 'fp32' });
+      const dense = await loadModel(dir, { attention: 'dense', indexerPrecision: 'fp32' });
       const topk = sparse.config.indexer!.topk;
       assert.ok(expected.ids.length > topk + 1, `fixture must be longer than index_topk (${topk})`);
       const ids = Int32Array.from(expected.ids);

@@ -42,14 +42,16 @@ function memoryIo(): CliIo & { stdout: string; stderr: string } {
 
 test('argument parsing: commands and options', () => {
   const l = parseCommandLine(['logits', '--ids', '5, 17,3']);
-  assert.deepEqual(l, { kind: 'run', command: { command: 'logits', model: null, verbose: false, ids: [5, 17, 3], attention: 'sparse' } });
+  assert.deepEqual(l, { kind: 'run', command: { command: 'logits', model: null, verbose: false, ids: [5, 17, 3], attention: 'sparse', indexer: 'fp32' } });
   const g = parseCommandLine(['generate', '--model', 'm', '--prompt', 'hi', '--max-tokens', '8', '--top-p', '0.9', '--top-k', '40', '--temperature', '0.7', '--repetition-penalty', '1.1', '--seed', '7', '--stop', 'a', '--stop', '\n\n', '--json', '--attention', 'dense', '-v']);
   assert.equal(g.kind, 'run');
   if (g.kind !== 'run' || g.command.command !== 'generate') throw new Error('generate');
   assert.deepEqual(
     { ...g.command },
-    { command: 'generate', model: 'm', verbose: true, prompt: 'hi', ids: null, maxTokens: 8, greedy: false, temperature: 0.7, topP: 0.9, topK: 40, repetitionPenalty: 1.1, seed: 7, stop: ['a', '\n\n'], json: true, attention: 'dense' },
+    { command: 'generate', model: 'm', verbose: true, prompt: 'hi', ids: null, maxTokens: 8, greedy: false, temperature: 0.7, topP: 0.9, topK: 40, repetitionPenalty: 1.1, seed: 7, stop: ['a', '\n\n'], json: true, attention: 'dense', indexer: 'fp8' },
   );
+  const gi = parseCommandLine(['generate', '--ids', '1', '--max-tokens', '2', '--indexer', 'fp32']);
+  assert.ok(gi.kind === 'run' && gi.command.command === 'generate' && gi.command.indexer === 'fp32');
   const gr = parseCommandLine(['generate', '--ids', '1', '--max-tokens', '0', '--greedy']);
   assert.ok(gr.kind === 'run' && gr.command.command === 'generate' && gr.command.greedy && gr.command.maxTokens === 0);
   assert.deepEqual(parseCommandLine(['info', '--json']), { kind: 'run', command: { command: 'info', model: null, verbose: false, json: true } });
@@ -73,6 +75,7 @@ test('argument parsing: usage errors', () => {
   usage(['frobnicate'], /unknown command "frobnicate"/);
   usage(['--ids', '1'], /expected a command before --ids/);
   usage(['logits'], /logits needs --ids/);
+  usage(['logits', '--ids', '1', '--indexer', 'fp16'], /--indexer must be "fp32" or "fp8"/);
   usage(['logits', '--ids', ''], /--ids must list at least one token id/);
   usage(['logits', '--ids', '5,x,3'], /--ids: entry 2 \("x"\) is not a non-negative integer token id/);
   usage(['logits', '--ids', '5,-1'], /entry 2/);

@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { loadNative } from '../../sidecar/src/native/index';
+import { findProjectRoot, loadNative, nativeAddonPath } from '../../sidecar/src/native/index';
 import type { NativeWeight, RouterOptions, WeightDType } from '../../sidecar/src/native/index';
 
 const native = loadNative();
@@ -188,6 +188,15 @@ function refMatmul(x: Float32Array, T: number, W: Float64Array, rows: number, co
 
 // ---- runtime -------------------------------------------------------------------------------------------
 
+test('loadNative finds build/Release/glance_native.node under the project root, once', () => {
+  const root = findProjectRoot();
+  assert.ok(root !== null);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).name, 'glance');
+  assert.equal(nativeAddonPath(), path.join(root, 'build', 'Release', 'glance_native.node'));
+  assert.equal(loadNative(), native);
+  assert.equal(findProjectRoot(os.tmpdir()), null);
+});
+
 test('version, backends and setThreads', () => {
   assert.match(native.version, /^\d+\.\d+\.\d+/);
   const b = native.backends();
@@ -282,6 +291,19 @@ test('matmul: every dtype, GEMV (T <= 8) and GEMM (T > 8) shapes', () => {
       const out = poisoned(T * rows);
       native.matmul(out, x, T, tw.w);
       assertClose(out, refMatmul(x, T, tw.ref, rows, cols), `matmul ${dtype} T=${T} ${rows}x${cols}`);
+    }
+  }
+});
+
+test('matmul: empty rows or columns', () => {
+  for (const dtype of DTYPES) {
+    for (const T of [1, 9]) {
+      const noCols = makeWeight(dtype, 5, 0);
+      const out = poisoned(T * 5);
+      native.matmul(out, new Float32Array(0), T, noCols.w);
+      assertExact(out, new Float32Array(T * 5), `matmul ${dtype} T=${T} cols=0`);
+      const noRows = makeWeight(dtype, 0, 7);
+      native.matmul(new Float32Array(0), randF32(T * 7), T, noRows.w);
     }
   }
 });
@@ -611,6 +633,7 @@ test('indexerScores: causal -inf mask, positions beyond S or negative, awkward s
     { T: 4, S: 300, Hi: 20, D: 32 },
     { T: 3, S: 5, Hi: 3, D: 7 },
     { T: 2, S: 530, Hi: 64, D: 128 },
+    { T: 70, S: 40, Hi: 17, D: 9 }, // more than one block of 64 query tokens
   ];
   for (const c of cases) {
     const q = randF32(c.T * c.Hi * c.D);
@@ -639,6 +662,369 @@ test('indexerScores: causal -inf mask, positions beyond S or negative, awkward s
     }
     assertClose(out, ref, `indexerScores ${JSON.stringify(c)}`);
   }
+});
+
+// ---- FP8 indexer path: Hadamard rotation, ue8m0 act_quant, scores over the e4m3 key cache -----------------
+
+/** Random e4m3 bytes without the NaN codes 0x7F / 0xFF. */
+function randE4M3(n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    let v = randInt(256);
+    if ((v & 0x7f) === 0x7f) v ^= 0x01;
+    b[i] = v;
+  }
+  return b;
+}
+
+/** The 127 non-negative finite e4m3 values, by code (0x00..0x7E), ascending. */
+const E4M3_POS: number[] = Array.from({ length: 127 }, (_, c) => e4m3ToNumber(c));
+
+/** Reference e4m3fn encoder: nearest finite value by search, ties to the even code, saturated to ±448. */
+function e4m3Encode(v: number): number {
+  const sign = v < 0 || Object.is(v, -0) ? 0x80 : 0;
+  const a = Math.min(Math.abs(v), 448);
+  let lo = 0;
+  let hi = 126; // E4M3_POS[lo] <= a <= E4M3_POS[hi]
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (E4M3_POS[mid] <= a) lo = mid;
+    else hi = mid;
+  }
+  const dl = a - E4M3_POS[lo];
+  const dh = E4M3_POS[hi] - a;
+  const code = dl < dh ? lo : dh < dl ? hi : lo % 2 === 0 ? lo : hi;
+  return sign | code;
+}
+
+/** Reference act_quant(block = D, "ue8m0") of one row: bytes and the power-of-two scale. */
+function refQuantizeRow(x: Float32Array): { bytes: Uint8Array; scale: number } {
+  const bytes = new Uint8Array(x.length);
+  if (x.some((v) => !Number.isFinite(v))) return { bytes: bytes.fill(0x7f), scale: NaN };
+  let amax = 0;
+  for (const v of x) amax = Math.max(amax, Math.abs(v));
+  amax = Math.max(amax, Math.fround(1e-4));
+  const ratio = Math.fround(amax / 448);
+  let k = Math.ceil(Math.log2(ratio));
+  while (2 ** k < ratio) k++;
+  while (2 ** (k - 1) >= ratio) k--;
+  const scale = 2 ** k;
+  for (let i = 0; i < x.length; i++) bytes[i] = e4m3Encode(x[i] / scale);
+  return { bytes, scale };
+}
+
+/** H_D x / sqrt(D) in float64 from the explicit Sylvester matrix H[i][j] = (-1)^popcount(i & j). */
+function refHadamard(x: Float32Array, N: number, D: number): Float64Array {
+  const out = new Float64Array(N * D);
+  const popParity = (v: number) => {
+    let p = 0;
+    while (v) {
+      p ^= v & 1;
+      v >>>= 1;
+    }
+    return p;
+  };
+  for (let n = 0; n < N; n++) {
+    for (let i = 0; i < D; i++) {
+      let s = 0;
+      for (let j = 0; j < D; j++) s += (popParity(i & j) ? -1 : 1) * x[n * D + j];
+      out[n * D + i] = s / Math.sqrt(D);
+    }
+  }
+  return out;
+}
+
+/** The documented fp32 butterfly order (h = 1, 2, ..., D/2, then * fp32(D^-0.5)), rounded like the kernel. */
+function butterflyHadamardF32(x: Float32Array, N: number, D: number): Float32Array {
+  const y = x.slice();
+  const scale = Math.fround(1 / Math.sqrt(D));
+  for (let n = 0; n < N; n++) {
+    const o = n * D;
+    for (let h = 1; h < D; h *= 2) {
+      for (let i = 0; i < D; i += 2 * h) {
+        for (let j = i; j < i + h; j++) {
+          const a = y[o + j];
+          const b = y[o + j + h];
+          y[o + j] = a + b;
+          y[o + j + h] = a - b;
+        }
+      }
+    }
+    for (let j = 0; j < D; j++) y[o + j] = y[o + j] * scale;
+  }
+  return y;
+}
+
+test('hadamardRows: explicit Sylvester matrix for D = 1..128 (and 1024), the documented fp32 butterfly bit for bit, involution', () => {
+  for (const D of [1, 2, 4, 8, 16, 32, 64, 128, 1024]) {
+    for (const N of D === 1024 ? [3] : [1, 5]) {
+      const x = randF32(N * D, 4);
+      const y = x.slice();
+      native.hadamardRows(y, N, D);
+      assertClose(y, refHadamard(x, N, D), `hadamardRows N=${N} D=${D}`);
+      assertExact(y, butterflyHadamardF32(x, N, D), `hadamardRows N=${N} D=${D}: fp32 butterfly order`);
+      const z = y.slice();
+      native.hadamardRows(z, N, D);
+      assertClose(z, Float64Array.from(x), `hadamardRows twice N=${N} D=${D} (involution)`, 1e-6);
+    }
+  }
+  // columns of H: e_j -> column j / sqrt(D) (signs in natural order)
+  const D = 16;
+  const basis = new Float32Array(D * D);
+  for (let j = 0; j < D; j++) basis[j * D + j] = 1;
+  native.hadamardRows(basis, D, D);
+  for (let j = 0; j < D; j++) {
+    for (let i = 0; i < D; i++) {
+      let p = 0;
+      for (let v = i & j; v; v >>>= 1) p ^= v & 1;
+      assert.equal(basis[j * D + i], (p ? -1 : 1) * 0.25, `H16[${i}][${j}]`);
+    }
+  }
+  native.hadamardRows(new Float32Array(0), 0, 64);
+  for (const bad of [0, 3, 6, 12, 96]) {
+    assert.throws(() => native.hadamardRows(new Float32Array(bad * 2), 2, bad), {
+      name: 'RangeError',
+      message: new RegExp(`hadamardRows: D must be a power of two, got ${bad}`),
+    });
+  }
+  assert.throws(() => native.hadamardRows(new Float32Array(15), 2, 8), {
+    name: 'RangeError',
+    message: /hadamardRows: x has length 15, expected 16 \(N\*D = 2\*8\)/,
+  });
+});
+
+test('quantizeFp8Rows: exact bytes and power-of-two scales vs a reference quantiser (zeros, tiny, huge, subnormal, ties)', () => {
+  const rows: Float32Array[] = [];
+  const D = 133; // 4 blocks of 32 + a tail of 5
+  const row = (f: (i: number) => number) => Float32Array.from({ length: D }, (_, i) => f(i));
+  rows.push(randF32(D, 1));
+  rows.push(randF32(D, 1e4));
+  rows.push(row(() => 0));
+  rows.push(row((i) => (i % 2 ? -0 : 0)));
+  rows.push(row(() => (rand() * 2 - 1) * 3e-5)); // amax below the 1e-4 floor
+  rows.push(row((i) => (i === 7 ? 1e-4 : 0)));
+  rows.push(row(() => (rand() * 2 - 1) * 3e38)); // huge, near FLT_MAX
+  rows.push(row((i) => (i === 3 ? 3.4028234663852886e38 : i === 4 ? -3.4028234663852886e38 : rand() - 0.5)));
+  rows.push(row((i) => (i === 0 ? 448 : (rand() * 2 - 1) * 2 ** -(6 + randInt(6))))); // many subnormal results
+  rows.push(row((i) => (i === 0 ? -1000 : (rand() * 2 - 1) * 1e-3))); // scale 4: everything else subnormal or 0
+  // ties: with amax = 448 the scale is 1, so midpoints between neighbouring codes are exact ties
+  rows.push(
+    row((i) => {
+      if (i === 0) return 448;
+      const c = randInt(126);
+      const mid = (E4M3_POS[c] + E4M3_POS[c + 1]) / 2;
+      return i % 2 ? mid : -mid;
+    }),
+  );
+  rows.push(row((i) => (i === 0 ? 448 * 2 ** -20 : E4M3_POS[i % 127] * 2 ** -20 * (i % 3 ? 1 : -1)))); // exact codes
+  rows.push(row((i) => (i === 0 ? 448 : (randInt(17) + 0.5) * 2 ** -9))); // subnormal ties and the 2^-6 boundary
+  rows.push(row((i) => (i === 5 ? NaN : rand())));
+  rows.push(row((i) => (i === 100 ? -Infinity : rand())));
+  const N = rows.length;
+  const x = new Float32Array(N * D);
+  rows.forEach((r, n) => x.set(r, n * D));
+  const out = new Uint8Array(N * D).fill(0xaa);
+  const scales = poisoned(N);
+  native.quantizeFp8Rows(out, scales, x, N, D);
+  for (let n = 0; n < N; n++) {
+    const ref = refQuantizeRow(x.subarray(n * D, (n + 1) * D));
+    assert.ok(Object.is(scales[n], Math.fround(ref.scale)) || (Number.isNaN(ref.scale) && Number.isNaN(scales[n])), `row ${n}: scale ${scales[n]}, expected ${ref.scale}`);
+    assertExact(out.subarray(n * D, (n + 1) * D), ref.bytes, `quantizeFp8Rows row ${n} bytes`);
+    if (Number.isFinite(ref.scale)) {
+      const k = Math.log2(scales[n]);
+      assert.ok(Number.isInteger(k), `row ${n}: scale ${scales[n]} is not a power of two`);
+      // dequantised values are within half a step of x
+      for (let i = 0; i < D; i++) {
+        const v = x[n * D + i];
+        const dq = e4m3ToNumber(out[n * D + i]) * scales[n];
+        assert.ok(Math.abs(dq - v) <= Math.max(Math.abs(v) / 16, 2 ** -10 * scales[n]) + 1e-300, `row ${n} col ${i}: ${v} -> ${dq}`);
+      }
+    }
+  }
+  // other widths: every tail length, one-column rows, empty rows
+  for (const [N2, D2] of [[7, 1], [3, 31], [4, 32], [2, 64], [3, 128], [2, 0], [0, 16]]) {
+    const x2 = randF32(N2 * D2, 10);
+    const o2 = new Uint8Array(N2 * D2).fill(0xaa);
+    const s2 = poisoned(N2);
+    native.quantizeFp8Rows(o2, s2, x2, N2, D2);
+    for (let n = 0; n < N2; n++) {
+      const ref = refQuantizeRow(x2.subarray(n * D2, (n + 1) * D2));
+      assert.equal(s2[n], ref.scale, `N=${N2} D=${D2} row ${n} scale`);
+      assertExact(o2.subarray(n * D2, (n + 1) * D2), ref.bytes, `quantizeFp8Rows N=${N2} D=${D2} row ${n}`);
+    }
+  }
+  assert.throws(() => native.quantizeFp8Rows(new Uint8Array(8), new Float32Array(2), new Float32Array(8), 2, 5), {
+    name: 'RangeError',
+    message: /quantizeFp8Rows: x has length 8, expected 10 \(N\*D = 2\*5\)/,
+  });
+  assert.throws(() => native.quantizeFp8Rows(new Uint8Array(10), new Float32Array(1), new Float32Array(10), 2, 5), {
+    name: 'RangeError',
+    message: /quantizeFp8Rows: scales has length 1, expected 2/,
+  });
+  assert.throws(() => native.quantizeFp8Rows(new Int8Array(10) as unknown as Uint8Array, new Float32Array(2), new Float32Array(10), 2, 5), {
+    name: 'TypeError',
+    message: /quantizeFp8Rows: out must be a Uint8Array/,
+  });
+  const shared = new ArrayBuffer(64);
+  assert.throws(() => native.quantizeFp8Rows(new Uint8Array(shared, 0, 8), new Float32Array(1), new Float32Array(shared, 0, 8), 1, 8), {
+    name: 'RangeError',
+    message: /out must not overlap x/,
+  });
+});
+
+/** float64 reference of indexerScoresFp8 over decoded e4m3 values. */
+function refScoresFp8(
+  q: Uint8Array, w: Float32Array, keys: Uint8Array, ks: Float32Array, T: number, S: number, Hi: number, D: number,
+  positions: Int32Array,
+): Float64Array {
+  const qd = Array.from(q, e4m3ToNumber);
+  const kd = Array.from(keys.subarray(0, S * D), e4m3ToNumber);
+  const out = new Float64Array(T * S);
+  for (let t = 0; t < T; t++) {
+    for (let s = 0; s < S; s++) {
+      if (s > positions[t]) {
+        out[t * S + s] = -Infinity;
+        continue;
+      }
+      let acc = 0;
+      for (let h = 0; h < Hi; h++) {
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += qd[(t * Hi + h) * D + d] * kd[s * D + d];
+        acc += w[t * Hi + h] * Math.max(0, dot);
+      }
+      out[t * S + s] = ks[s] * acc;
+    }
+  }
+  return out;
+}
+
+test('indexerScoresFp8: vs float64 reference; masking, positions beyond S or negative, cache capacity, awkward shapes', () => {
+  const cases = [
+    { T: 1, S: 1, Hi: 1, D: 1 },
+    { T: 1, S: 1000, Hi: 4, D: 64 }, // decode, the small indexer
+    { T: 1, S: 777, Hi: 64, D: 128 }, // decode, DeepSeek-V3.2 shape
+    { T: 3, S: 301, Hi: 5, D: 33 }, // 8-head tiles, D not a multiple of 8
+    { T: 2, S: 130, Hi: 12, D: 7 },
+    { T: 4, S: 97, Hi: 20, D: 40 }, // 16 + 8 head tiles
+    { T: 20, S: 70, Hi: 3, D: 16 }, // two token blocks
+    { T: 37, S: 200, Hi: 8, D: 32 }, // prefill-like, causal
+    { T: 2, S: 50, Hi: 0, D: 8 }, // no heads: 0 for attended keys
+    { T: 3, S: 5, Hi: 2, D: 0 }, // empty dot products
+    { T: 5, S: 49, Hi: 4, D: 100 },
+    { T: 1, S: 300, Hi: 8, D: 32 }, // decode, 8 heads in one accumulator set
+    { T: 1, S: 97, Hi: 6, D: 64 },
+    { T: 1, S: 75, Hi: 3, D: 40 }, // decode straight from the bytes, padded columns
+  ];
+  for (const c of cases) {
+    const cap = c.S + 1 + randInt(40); // cache capacity beyond S
+    const q = randE4M3(c.T * c.Hi * c.D);
+    const w = randF32(c.T * c.Hi);
+    const keys = new Uint8Array(cap * c.D);
+    keys.set(randE4M3(c.S * c.D));
+    for (let i = c.S * c.D; i < keys.length; i++) keys[i] = randInt(256); // past S: anything, NaN codes included
+    const ks = new Float32Array(cap).fill(NaN); // past S: never read
+    for (let s = 0; s < c.S; s++) ks[s] = s % 7 === 3 ? rand() * 3 : 2 ** (randInt(13) - 10);
+    const positions = Int32Array.from({ length: c.T }, (_, t) =>
+      t === 0 ? c.S - 1 : t === 1 ? c.S + 5 : t === 2 ? -1 : c.T > 10 ? Math.min(c.S - 1, t * 5) : randInt(c.S),
+    );
+    const out = poisoned(c.T * c.S);
+    native.indexerScoresFp8(out, q, w, keys, ks, c.T, c.S, c.Hi, c.D, positions);
+    assertClose(out, refScoresFp8(q, w, keys, ks, c.T, c.S, c.Hi, c.D, positions), `indexerScoresFp8 ${JSON.stringify(c)}`);
+  }
+});
+
+test('indexerScoresFp8: every e4m3 code exact; thread count independence; agrees with indexerScores on dequantised inputs', () => {
+  // all 254 non-NaN codes against a single 1.0 (code 0x38): the scores are the decoded values (ReLU'd), exactly
+  const codes = Array.from({ length: 256 }, (_, b) => b).filter((b) => (b & 0x7f) !== 0x7f);
+  const D = 4;
+  const S = codes.length;
+  const keys = new Uint8Array(S * D);
+  codes.forEach((b, s) => (keys[s * D + 1] = b)); // other elements 0x00 = +0
+  const q = Uint8Array.of(0x00, 0x38, 0x80, 0x00); // (0, 1, -0, 0)
+  const out = poisoned(S);
+  native.indexerScoresFp8(out, q, Float32Array.of(1), keys, new Float32Array(S).fill(1), 1, S, 1, D, Int32Array.of(S - 1));
+  assertExact(out, codes.map((b) => Math.max(0, e4m3ToNumber(b))), 'indexerScoresFp8 every code');
+
+  // long decode row: 1 thread vs all
+  const T = 1, S2 = 20000, Hi = 4, D2 = 64;
+  const q2 = randE4M3(T * Hi * D2);
+  const w2 = randF32(T * Hi);
+  const k2 = randE4M3(S2 * D2);
+  const s2 = Float32Array.from({ length: S2 }, () => 2 ** (randInt(8) - 6));
+  const pos = Int32Array.of(S2 - 1);
+  const a = poisoned(S2);
+  const b = poisoned(S2);
+  native.indexerScoresFp8(a, q2, w2, k2, s2, T, S2, Hi, D2, pos);
+  const threads = native.backends().cpu.threads;
+  try {
+    native.setThreads(1);
+    native.indexerScoresFp8(b, q2, w2, k2, s2, T, S2, Hi, D2, pos);
+  } finally {
+    native.setThreads(threads);
+  }
+  assertExact(a, b, 'indexerScoresFp8: 1 thread vs default');
+
+  // the quantised pipeline: quantize q and k rows, then FP8 scores == fp32 scores of the dequantised tensors
+  // (key scales are positive, so they move inside the ReLU: k_s * relu(q . k) = relu(q . (k_s k)))
+  const T3 = 3, S3 = 150, H3 = 16, D3 = 128;
+  const qx = randF32(T3 * H3 * D3, 2);
+  const kx = randF32(S3 * D3, 5);
+  native.hadamardRows(qx, T3 * H3, D3);
+  native.hadamardRows(kx, S3, D3);
+  const q8 = new Uint8Array(T3 * H3 * D3);
+  const qs = new Float32Array(T3 * H3);
+  const k8 = new Uint8Array(S3 * D3);
+  const k8s = new Float32Array(S3);
+  native.quantizeFp8Rows(q8, qs, qx, T3 * H3, D3);
+  native.quantizeFp8Rows(k8, k8s, kx, S3, D3);
+  const w3 = randF32(T3 * H3);
+  const wFolded = Float32Array.from(w3, (v, i) => v * qs[i] * D3 ** -0.5); // q scale and softmax scale folded in
+  const pos3 = Int32Array.of(S3 - 1, 70, 149);
+  const fp8 = poisoned(T3 * S3);
+  native.indexerScoresFp8(fp8, q8, wFolded, k8, k8s, T3, S3, H3, D3, pos3);
+  const qdq = Float32Array.from(q8, e4m3ToNumber);
+  const kdq = Float32Array.from(k8, (byte, i) => e4m3ToNumber(byte) * k8s[Math.floor(i / D3)]);
+  const fp32 = poisoned(T3 * S3);
+  native.indexerScores(fp32, qdq, wFolded, kdq, T3, S3, H3, D3, pos3);
+  assertClose(fp8, fp32, 'indexerScoresFp8 vs indexerScores on dequantised inputs');
+});
+
+test('indexerScoresFp8: argument checks', () => {
+  const ok = () => [new Float32Array(5), new Uint8Array(6), new Float32Array(2), new Uint8Array(15), new Float32Array(5)] as const;
+  {
+    const [o, q, w, k, s] = ok();
+    native.indexerScoresFp8(o, q, w, k, s, 1, 5, 2, 3, Int32Array.of(4));
+  }
+  const [o, q, w, k, s] = ok();
+  assert.throws(() => native.indexerScoresFp8(o, q, w, new Uint8Array(14), s, 1, 5, 2, 3, Int32Array.of(4)), {
+    name: 'RangeError',
+    message: /indexerScoresFp8: keys has length 14, expected at least 15 \(S\*D = 5\*3\)/,
+  });
+  assert.throws(() => native.indexerScoresFp8(o, q, w, k, new Float32Array(4), 1, 5, 2, 3, Int32Array.of(4)), {
+    name: 'RangeError',
+    message: /indexerScoresFp8: keyScales has length 4, expected at least 5 \(S = 5\)/,
+  });
+  assert.throws(() => native.indexerScoresFp8(o, new Uint8Array(7), w, k, s, 1, 5, 2, 3, Int32Array.of(4)), {
+    name: 'RangeError',
+    message: /indexerScoresFp8: q has length 7, expected 6 \(T\*Hi\*D = 1\*2\*3\)/,
+  });
+  assert.throws(() => native.indexerScoresFp8(o, new Float32Array(6) as unknown as Uint8Array, w, k, s, 1, 5, 2, 3, Int32Array.of(4)), {
+    name: 'TypeError',
+    message: /indexerScoresFp8: q must be a Uint8Array/,
+  });
+  assert.throws(() => native.indexerScoresFp8(new Float32Array(6), q, w, k, s, 1, 5, 2, 3, Int32Array.of(4)), {
+    name: 'RangeError',
+    message: /indexerScoresFp8: out has length 6, expected 5 \(T\*S = 1\*5\)/,
+  });
+  assert.throws(() => native.indexerScoresFp8(o, q, w, k, s, 1, 5, 2, 3, Int32Array.of(4, 4)), {
+    name: 'RangeError',
+    message: /indexerScoresFp8: positions has length 2, expected 1/,
+  });
+  const shared = new ArrayBuffer(64);
+  assert.throws(() => native.indexerScoresFp8(new Float32Array(shared, 0, 5), q, w, new Uint8Array(shared, 8, 15), s, 1, 5, 2, 3, Int32Array.of(4)), {
+    name: 'RangeError',
+    message: /out must not overlap keys/,
+  });
 });
 
 function refTopk(scores: Float32Array, T: number, S: number, k: number): Int32Array {

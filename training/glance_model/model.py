@@ -86,7 +86,9 @@ class GlanceConfig:
     eos_token_id: int = 1
     pad_token_id: Optional[int] = None
     initializer_range: float = 0.02
-    tie_word_embeddings: bool = False     # kept False: HF v3.2 checkpoints have a separate lm_head
+    # DeepSeek releases keep a separate lm_head; the shipped tiny model ties it to the embedding (HF's
+    # DeepseekV32ForCausalLM honours tie_word_embeddings) to stay small enough to live in the repository.
+    tie_word_embeddings: bool = False
     # training-only knobs (not exported)
     index_chunk: int = 1024               # query rows per indexer / KL chunk (bounds [B, chunk, H_I, T] memory)
     pad_v_for_flash: bool = True          # pad v to qk_head_dim in the dense SDPA path so flash attention applies
@@ -145,7 +147,7 @@ class GlanceConfig:
             "eos_token_id": self.eos_token_id,
             "pad_token_id": self.pad_token_id,
             "initializer_range": self.initializer_range,
-            "tie_word_embeddings": False,
+            "tie_word_embeddings": self.tie_word_embeddings,
             "use_cache": True,
             # DeepSeek release keys (HF hard-codes these per model_type; our engine reads them)
             "scoring_func": "sigmoid",
@@ -394,8 +396,10 @@ class MoE(nn.Module):
 # ------------------------------------------------------------------------------------------------------------------
 
 def _index_chunk(q: torch.Tensor, k: torch.Tensor, w: torch.Tensor, scale: float) -> torch.Tensor:
-    """q [B, c, H, D] fp32, k [B, T, D] fp32, w [B, c, H] fp32 -> [B, c, T]; same op order as HF."""
-    s = torch.matmul(q, k.transpose(-1, -2).unsqueeze(1)) * scale          # [B, c, H, T]
+    """q [B, c, H, D] fp32, k [B, T, D] fp32, w [B, c, H] fp32 -> [B, c, T]; same op order as HF. The c*H query rows
+    go through one bmm against k: a matmul broadcasting k over c would materialise it c times (and its gradient)."""
+    B, c, H, D = q.shape
+    s = torch.bmm(q.reshape(B, c * H, D), k.transpose(1, 2)).view(B, c, H, k.shape[1]) * scale   # [B, c, H, T]
     s = F.relu(s)
     return torch.matmul(w.unsqueeze(-2), s).squeeze(-2)                      # [B, c, T]
 
@@ -578,6 +582,8 @@ class GlanceForCausalLM(nn.Module):
         self.config = cfg
         self.model = GlanceModel(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
         self.init_weights()
 
     # --- init ---------------------------------------------------------------------------------------------------
@@ -691,6 +697,8 @@ def checkpoint_tensors(model: GlanceForCausalLM, dtype: torch.dtype = torch.bflo
     HF keep it)."""
     out = {}
     for name, t in model.state_dict().items():
+        if name == "lm_head.weight" and model.config.tie_word_embeddings:
+            continue  # tied: the checkpoint holds only model.embed_tokens.weight, as HF writes it
         t = t.detach().to("cpu")
         m = _EXPERT_RE.match(name)
         if m:
@@ -776,6 +784,8 @@ def load_hf(path: str, device: str = "cpu", **config_overrides) -> GlanceForCaus
         sd[prefix + ".gate_up_proj"] = torch.stack([torch.cat([es[e]["gate_proj"], es[e]["up_proj"]]) for e in range(n)])
         sd[prefix + ".down_proj"] = torch.stack([es[e]["down_proj"] for e in range(n)])
     model = GlanceForCausalLM(cfg)
+    if cfg.tie_word_embeddings:
+        sd.setdefault("lm_head.weight", sd["model.embed_tokens.weight"])
     model.load_state_dict(sd, strict=True)
     return model.to(device)
 

@@ -60,6 +60,7 @@ export class UsageError extends Error {
 
 export type CommandName = 'logits' | 'generate' | 'info';
 export type Attention = 'sparse' | 'dense';
+export type IndexerPrecision = 'fp32' | 'fp8';
 
 interface Common {
   model: string | null;
@@ -70,6 +71,7 @@ export interface LogitsCommand extends Common {
   command: 'logits';
   ids: number[];
   attention: Attention;
+  indexer: IndexerPrecision;
 }
 
 export interface GenerateCommand extends Common {
@@ -86,6 +88,7 @@ export interface GenerateCommand extends Common {
   stop: string[];
   json: boolean;
   attention: Attention;
+  indexer: IndexerPrecision;
 }
 
 export interface InfoCommand extends Common {
@@ -121,6 +124,8 @@ position, every value at full float32 precision.
 
   --ids LIST            comma-separated token ids (required)
   --attention MODE      sparse (DSA top-k, the default) or dense (attend to every position)
+  --indexer PRECISION   fp32 (default here: exactly HF transformers' indexer math) or fp8 (DeepSeek's
+                        deployment form: Hadamard-rotated e4m3 keys, a quarter of the bytes)
 ${COMMON_HELP}`,
   generate: `usage: glance generate (--prompt TEXT | --ids 5,17,3) --max-tokens N [options]
 
@@ -139,6 +144,7 @@ Generates up to N tokens after the prompt and streams the text to stdout, or wit
   --stop STR            stop when the text contains STR (repeatable); STR itself is not printed
   --json                print {"ids": […], "text": "…"} when done instead of streaming
   --attention MODE      sparse (default) or dense
+  --indexer PRECISION   fp8 (default: DeepSeek's FP8 key cache, fastest) or fp32 (exactly HF's math)
 ${COMMON_HELP}`,
   info: `usage: glance info [--model DIR] [--json]
 
@@ -153,6 +159,7 @@ const OPTION_SPECS = {
   logits: {
     ids: { type: 'string' },
     attention: { type: 'string' },
+    indexer: { type: 'string' },
   },
   generate: {
     prompt: { type: 'string' },
@@ -167,6 +174,7 @@ const OPTION_SPECS = {
     stop: { type: 'string', multiple: true },
     json: { type: 'boolean' },
     attention: { type: 'string' },
+    indexer: { type: 'string' },
   },
   info: {
     json: { type: 'boolean' },
@@ -210,6 +218,12 @@ function parseAttention(v: string | undefined, cmd: CommandName): Attention {
   return v;
 }
 
+function parseIndexer(v: string | undefined, fallback: IndexerPrecision, cmd: CommandName): IndexerPrecision {
+  if (v === undefined) return fallback;
+  if (v !== 'fp32' && v !== 'fp8') throw new UsageError(`--indexer must be "fp32" or "fp8"; got ${JSON.stringify(v)}`, cmd);
+  return v;
+}
+
 /** Parses argv (without node and the script). Throws UsageError. */
 export function parseCommandLine(argv: readonly string[]): Parsed {
   if (argv.length === 0) throw new UsageError('no command given');
@@ -245,7 +259,7 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
   if (cmd === 'logits') {
     const ids = str('ids');
     if (ids === undefined) throw new UsageError('logits needs --ids, e.g. --ids 5,17,3', cmd);
-    return { kind: 'run', command: { ...common, command: 'logits', ids: parseIds(ids, cmd), attention: parseAttention(str('attention'), cmd) } };
+    return { kind: 'run', command: { ...common, command: 'logits', ids: parseIds(ids, cmd), attention: parseAttention(str('attention'), cmd), indexer: parseIndexer(str('indexer'), 'fp32', cmd) } };
   }
 
   // generate
@@ -280,6 +294,7 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
       stop: (values.stop as string[] | undefined) ?? [],
       json: values.json === true,
       attention: parseAttention(str('attention'), cmd),
+      indexer: parseIndexer(str('indexer'), 'fp8', cmd),
     },
   };
 }
@@ -344,7 +359,7 @@ function loadNativeAddon(): NativeAddon {
   }
 }
 
-export type LoadModel = (dir: string, opts: { attention: Attention; onProgress?: (done: number, total: number, what: string) => void }) => Promise<ModelLike>;
+export type LoadModel = (dir: string, opts: { attention: Attention; indexerPrecision?: IndexerPrecision; onProgress?: (done: number, total: number, what: string) => void }) => Promise<ModelLike>;
 
 /** What the CLI loads lazily; tests inject fakes. */
 export interface CliDeps {
@@ -381,11 +396,13 @@ function progressReporter(io: CliIo, verbose: boolean): ((done: number, total: n
   };
 }
 
-async function openModel(dir: string, attention: Attention, io: CliIo, verbose: boolean, deps: CliDeps): Promise<ModelLike> {
+async function openModel(
+  dir: string, attention: Attention, indexerPrecision: IndexerPrecision, io: CliIo, verbose: boolean, deps: CliDeps,
+): Promise<ModelLike> {
   const load = modelLoader(deps);
   const t0 = Date.now();
   const onProgress = progressReporter(io, verbose);
-  const model = await load(dir, onProgress ? { attention, onProgress } : { attention });
+  const model = await load(dir, onProgress ? { attention, indexerPrecision, onProgress } : { attention, indexerPrecision });
   if (verbose) io.err(`loaded ${dir} in ${((Date.now() - t0) / 1000).toFixed(2)} s\n`);
   return model;
 }
@@ -407,7 +424,7 @@ async function runLogits(c: LogitsCommand, io: CliIo, deps: CliDeps): Promise<nu
       `${ids.length} input tokens exceed the model's context of ${config.maxPositionEmbeddings} tokens (max_position_embeddings)`,
     );
   }
-  const model = await openModel(dir, c.attention, io, c.verbose, deps);
+  const model = await openModel(dir, c.attention, c.indexer, io, c.verbose, deps);
   const seq = model.createSequence(ids.length);
   const logits = seq.forward(ids, true);
   const V = model.config.vocabSize;
@@ -496,7 +513,7 @@ async function runGenerate(c: GenerateCommand, io: CliIo, deps: CliDeps): Promis
   };
   if (c.seed !== null) sampling.seed = c.seed;
 
-  const model = await openModel(dir, c.attention, io, c.verbose, deps);
+  const model = await openModel(dir, c.attention, c.indexer, io, c.verbose, deps);
   const controller = new AbortController();
   const onSigint = (): void => {
     if (controller.signal.aborted) process.exit(130);

@@ -18,10 +18,16 @@ import type { ModelConfig, WeightStore } from './types';
 import { openWeights } from './weights';
 
 export type AttentionMode = 'sparse' | 'dense';
+/** Precision of the lightning indexer's key cache and scores. fp32: exactly HF transformers' math.
+ *  fp8: DeepSeek's deployment form (Hadamard-rotated, e4m3 with a power-of-two scale per row: D + 4 bytes per
+ *  token per layer), 4× fewer bytes streamed per decode step; top-k sets can differ from fp32 at near-ties. */
+export type IndexerPrecision = 'fp32' | 'fp8';
 
 export interface ModelOptions {
   /** sparse: DSA top-k selection where the model has an indexer; dense: attend to every cached position. */
   attention: AttentionMode;
+  /** default fp8 */
+  indexerPrecision?: IndexerPrecision;
   onProgress?: (done: number, total: number, what: string) => void;
   native?: NativeAddon;
 }
@@ -41,6 +47,7 @@ export interface Model {
   readonly weights: WeightStore;
   readonly dir: string;
   readonly attention: AttentionMode;
+  readonly indexerPrecision: IndexerPrecision;
   readonly native: NativeAddon;
   createSequence(maxTokens?: number): Sequence;
 }
@@ -104,12 +111,14 @@ export async function loadModel(dir: string, opts: ModelOptions): Promise<Model>
   const lmHead = weights.has('lm_head.weight') ? weights.matrix('lm_head.weight') : embed;
   const finalNorm = weights.vector('model.norm.weight');
   const attention: AttentionMode = config.indexer ? opts.attention : 'dense';
-  const forward = new ForwardPass(native, config, layers, embed, lmHead, finalNorm, attention);
+  const indexerPrecision = opts.indexerPrecision ?? 'fp8';
+  const forward = new ForwardPass(native, config, layers, embed, lmHead, finalNorm, attention, indexerPrecision);
   return {
     config,
     weights,
     dir,
     attention,
+    indexerPrecision,
     native,
     createSequence: (maxTokens?: number) => new KvSequence(forward, maxTokens ?? config.maxPositionEmbeddings),
   };
@@ -169,10 +178,13 @@ function bindLayer(config: ModelConfig, w: WeightStore, l: number): Layer {
   };
 }
 
-/** Per-layer caches of one sequence: the MLA latent rows [c_kv | k_pe] and the indexer keys. */
+/** Per-layer caches of one sequence: the MLA latent rows [c_kv | k_pe] and the indexer keys, either fp32 rows
+ *  or e4m3 rows with one fp32 power-of-two scale each (the 132-byte layout for a 128-dim indexer). */
 interface LayerCache {
   kv: Float32Array;
   indexKeys: Float32Array | null;
+  indexKeysFp8: Uint8Array | null;
+  indexKeyScales: Float32Array | null;
 }
 
 class ForwardPass {
@@ -187,6 +199,7 @@ class ForwardPass {
     readonly lmHead: NativeWeight,
     readonly finalNorm: Float32Array,
     readonly attention: AttentionMode,
+    readonly indexerPrecision: IndexerPrecision,
   ) {
     this.latentDim = config.kvLoraRank + config.qkRopeHeadDim;
     this.qHeadDim = config.qkNopeHeadDim + config.qkRopeHeadDim;
@@ -194,10 +207,28 @@ class ForwardPass {
 
   newCaches(capacity: number): LayerCache[] {
     const useIndexer = this.attention === 'sparse' && this.config.indexer !== null;
+    const fp8 = useIndexer && this.indexerPrecision === 'fp8';
+    const Di = this.config.indexer?.headDim ?? 0;
     return this.layers.map(() => ({
       kv: new Float32Array(capacity * this.latentDim),
-      indexKeys: useIndexer ? new Float32Array(capacity * this.config.indexer!.headDim) : null,
+      indexKeys: useIndexer && !fp8 ? new Float32Array(capacity * Di) : null,
+      indexKeysFp8: fp8 ? new Uint8Array(capacity * Di) : null,
+      indexKeyScales: fp8 ? new Float32Array(capacity) : null,
     }));
+  }
+
+  /** Copies the first `used` tokens of every cache into `next` (cache growth). */
+  copyCaches(from: LayerCache[], next: LayerCache[], used: number): void {
+    const latent = this.latentDim;
+    const Di = this.config.indexer?.headDim ?? 0;
+    for (let l = 0; l < next.length; l++) {
+      const a = from[l];
+      const b = next[l];
+      b.kv.set(a.kv.subarray(0, used * latent));
+      if (a.indexKeys && b.indexKeys) b.indexKeys.set(a.indexKeys.subarray(0, used * Di));
+      if (a.indexKeysFp8 && b.indexKeysFp8) b.indexKeysFp8.set(a.indexKeysFp8.subarray(0, used * Di));
+      if (a.indexKeyScales && b.indexKeyScales) b.indexKeyScales.set(a.indexKeyScales.subarray(0, used));
+    }
   }
 
   /** Runs T tokens at positions start..start+T−1 (the caches hold the first `start`). Returns final hidden states [T, D]. */
@@ -274,9 +305,9 @@ class ForwardPass {
 
     let indices: Int32Array | null = null;
     let k = 0;
-    if (layer.indexer && cache.indexKeys) {
+    if (layer.indexer && (cache.indexKeys || cache.indexKeysFp8)) {
       k = config.indexer!.topk;
-      indices = this.indexerSelect(layer.indexer, cache.indexKeys, x, qr!, T, positions, k);
+      indices = this.indexerSelect(layer.indexer, cache, x, qr!, T, positions, k);
     }
     const o = new Float32Array(T * H * kvLora);
     native.mlaAttention(o, qAbs, cache.kv, S, T, H, kvLora, rope, config.softmaxScale, indices, k, positions);
@@ -289,7 +320,7 @@ class ForwardPass {
 
   /** Lightning indexer: scores every cached position for each query and keeps the top k (−1 padded). */
   private indexerSelect(
-    ix: IndexerLayer, keys: Float32Array, x: Float32Array, qr: Float32Array, T: number, positions: Int32Array, k: number,
+    ix: IndexerLayer, cache: LayerCache, x: Float32Array, qr: Float32Array, T: number, positions: Int32Array, k: number,
   ): Int32Array {
     const { native, config } = this;
     const { nHeads: Hi, headDim: Di } = config.indexer!;
@@ -300,7 +331,7 @@ class ForwardPass {
     native.matmul(qi, qr, T, ix.wqB);
     // Indexer RoPE is the half-split ("NeoX") kind on the first `rope` dims: layout [rope | nope].
     native.rope(qi, T, Hi, Di, 0, rope, positions, config.rope.invFreq, config.rope.attentionFactor, false);
-    const newKeys = keys.subarray(start * Di, S * Di);
+    const newKeys = cache.indexKeys ? cache.indexKeys.subarray(start * Di, S * Di) : new Float32Array(T * Di);
     native.matmul(newKeys, x, T, ix.wk);
     native.layerNorm(newKeys, newKeys, T, Di, ix.kNormWeight, ix.kNormBias, INDEXER_NORM_EPS);
     native.rope(newKeys, T, 1, Di, 0, rope, positions, config.rope.invFreq, config.rope.attentionFactor, false);
@@ -308,9 +339,22 @@ class ForwardPass {
     const w = new Float32Array(T * Hi);
     native.matmul(w, x, T, ix.weightsProj);
     const fold = Math.pow(Hi, -0.5) * Math.pow(Di, -0.5);
-    for (let i = 0; i < w.length; i++) w[i] *= fold;
     const scores = new Float32Array(T * S);
-    native.indexerScores(scores, qi, w, keys, T, S, Hi, Di, positions);
+    if (cache.indexKeys) {
+      for (let i = 0; i < w.length; i++) w[i] *= fold;
+      native.indexerScores(scores, qi, w, cache.indexKeys, T, S, Hi, Di, positions);
+    } else {
+      // DeepSeek's FP8 form: rotate (spreads outliers), quantise rows with power-of-two scales; the query scale
+      // folds into the head weights since ReLU commutes with positive factors.
+      native.hadamardRows(qi, T * Hi, Di);
+      native.hadamardRows(newKeys, T, Di);
+      const q8 = new Uint8Array(T * Hi * Di);
+      const qScale = new Float32Array(T * Hi);
+      native.quantizeFp8Rows(q8, qScale, qi, T * Hi, Di);
+      native.quantizeFp8Rows(cache.indexKeysFp8!.subarray(start * Di, S * Di), cache.indexKeyScales!.subarray(start, S), newKeys, T, Di);
+      for (let i = 0; i < w.length; i++) w[i] *= fold * qScale[i];
+      native.indexerScoresFp8(scores, q8, w, cache.indexKeysFp8!, cache.indexKeyScales!, T, S, Hi, Di, positions);
+    }
     const idx = new Int32Array(T * k);
     native.topk(idx, scores, T, S, k);
     return idx;
@@ -435,15 +479,7 @@ class KvSequence implements Sequence {
     while (cap < tokens) cap *= 2;
     cap = Math.min(cap, this.maxTokens);
     const next = this.pass.newCaches(cap);
-    const latent = this.pass.latentDim;
-    for (let l = 0; l < next.length; l++) {
-      next[l].kv.set(this.caches[l].kv.subarray(0, this.used * latent));
-      const keys = this.caches[l].indexKeys;
-      if (keys && next[l].indexKeys) {
-        const Di = this.pass.config.indexer!.headDim;
-        next[l].indexKeys!.set(keys.subarray(0, this.used * Di));
-      }
-    }
+    this.pass.copyCaches(this.caches, next, this.used);
     this.caches = next;
     this.capacity = cap;
   }

@@ -116,6 +116,36 @@ export interface NativeAddon {
     T: number, S: number, Hi: number, D: number, positions: Int32Array,
   ): void;
 
+  /** Lightning-indexer scores over the FP8 key cache (DeepGEMM `fp8_mqa_logits` contract). q: [T, Hi, D] e4m3fn
+   *  bytes; weights: [T, Hi] fp32 with every query-side scale folded in (q scale, softmax scale D^-0.5, Hi^-0.5);
+   *  keys: [S, D] e4m3fn bytes and keyScales: [S] fp32 (the 132-byte-per-token cache at D = 128; both arrays may be
+   *  longer, e.g. the cache capacity: only the first S rows are read). out: [T, S]:
+   *  out[t, s] = keyScales[s] · Σ_h weights[t,h] · max(0, Σ_d e4m3(q[t,h,d]) · e4m3(keys[s,d])) for s ≤ positions[t],
+   *  −Infinity for s > positions[t] (a negative position gives an all −Infinity row). fp32 accumulation (the products
+   *  of two e4m3 values are exact in fp32). q and keys must not hold the e4m3 NaN codes 0x7F / 0xFF (quantizeFp8Rows
+   *  never writes them for finite input): the fast decode does not keep them NaN, and the scores they touch are
+   *  unspecified. */
+  indexerScoresFp8(
+    out: Float32Array, q: Uint8Array, weights: Float32Array, keys: Uint8Array, keyScales: Float32Array,
+    T: number, S: number, Hi: number, D: number, positions: Int32Array,
+  ): void;
+
+  /** In place: each of the N rows of x [N, D] becomes its orthonormal Walsh–Hadamard transform H_D·x / √D
+   *  (DeepSeek's `rotate_activation`, fast_hadamard_transform with scale D^-0.5). Natural (Sylvester) ordering:
+   *  H_1 = [1], H_2n = [[H_n, H_n], [H_n, −H_n]], i.e. H_D[i][j] = (−1)^popcount(i & j); it is symmetric and its own
+   *  inverse, so applying it twice gives x back (up to rounding). D must be a power of two (1, 2, 4, …), else RangeError.
+   *  Computed as log2(D) fp32 butterfly passes then one multiply by fp32(D^-0.5); results do not depend on the SIMD
+   *  level or thread count. */
+  hadamardRows(x: Float32Array, N: number, D: number): void;
+
+  /** DeepSeek `act_quant` with block = D (one scale per row) and scale_fmt "ue8m0". x: [N, D] fp32; out: [N, D]
+   *  e4m3fn bytes; scales: [N] fp32. Per row: amax = max(max_d |x[n,d]|, fp32(1e-4));
+   *  scales[n] = 2^ceil(log2(fp32(amax / 448))), an exact power of two; out[n,d] = e4m3fn(x[n,d] / scales[n]) rounded
+   *  to nearest, ties to even, saturated to ±448 (e4m3fn: bias 7, 3 mantissa bits, subnormals below 2^-6 in steps of
+   *  2^-9, no infinities, 0x7F / 0xFF NaN), sign kept (−0 → 0x80). Dequantised: e4m3(out[n,d]) · scales[n].
+   *  A row holding a NaN or ±Infinity has no meaningful scale: scales[n] = NaN and every byte of the row 0x7F. */
+  quantizeFp8Rows(out: Uint8Array, scales: Float32Array, x: Float32Array, N: number, D: number): void;
+
   /** Exact top-k per row. scores: [T, S]; idx: [T, k]. Row t gets the column indices of its k largest finite
    *  values (−Infinity is never selected); rows with fewer than k finite values are padded with −1.
    *  Ties at the threshold keep the lower column index. Order within a row: descending score. */

@@ -64,7 +64,6 @@ export function loadNative(): NativeAddon {
   }
   let addon: NativeAddon;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     addon = require(file) as NativeAddon;
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);

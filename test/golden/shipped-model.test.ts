@@ -1,0 +1,80 @@
+// The embedded default model (models/glance-tiny): it loads, completes TypeScript, and our engine computes the
+// same logits as the PyTorch training code on the exported FP8 checkpoint (reference made by training/eval.py).
+
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import test from 'node:test';
+
+import { generate } from '../../sidecar/src/engine/generate';
+import { loadModel } from '../../sidecar/src/engine/model';
+import { loadTokenizer } from '../../sidecar/src/engine/tokenizer';
+import { fixturesDir, relativeError } from '../helpers/golden';
+
+const modelDir = path.resolve(fixturesDir(), '..', '..', 'models', 'glance-tiny');
+
+interface RefRow {
+  last_logits_f32_b64: string;
+  last_argmax: number;
+}
+interface RefSeq {
+  name: string;
+  ids: number[];
+  dense: RefRow;
+  sparse: RefRow;
+}
+
+function decodeF32(b64: string): Float32Array {
+  const buf = Buffer.from(b64, 'base64');
+  const copy = new Uint8Array(buf.byteLength);
+  copy.set(buf);
+  return new Float32Array(copy.buffer);
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+const reference = JSON.parse(fs.readFileSync(path.join(fixturesDir(), 'glance-tiny-reference.json'), 'utf8')) as {
+  sequences: RefSeq[];
+};
+
+test('glance-tiny: dense logits equal PyTorch on the exported FP8 weights', async () => {
+  const model = await loadModel(modelDir, { attention: 'dense' });
+  for (const s of reference.sequences) {
+    const ours = model.createSequence().forward(Int32Array.from(s.ids), false);
+    const ref = decodeF32(s.dense.last_logits_f32_b64);
+    const err = relativeError(ours, ref);
+    assert.ok(err <= 1e-4, `${s.name}: relative error ${err.toExponential(3)}`);
+    assert.equal(argmax(ours), s.dense.last_argmax, s.name);
+  }
+});
+
+test('glance-tiny: sparse (DSA) logits agree with PyTorch', async () => {
+  // The exact (fp32) indexer; the reference records rows whose top-k cut falls on tied scores (ReLU zeros),
+  // where either choice is right, so the bound is looser than for dense attention.
+  const model = await loadModel(modelDir, { attention: 'sparse', indexerPrecision: 'fp32' });
+  for (const s of reference.sequences) {
+    const ours = model.createSequence().forward(Int32Array.from(s.ids), false);
+    const err = relativeError(ours, decodeF32(s.sparse.last_logits_f32_b64));
+    assert.ok(err <= 1e-2, `${s.name}: relative error ${err.toExponential(3)}`);
+    assert.equal(argmax(ours), s.sparse.last_argmax, s.name);
+  }
+});
+
+test('glance-tiny: completes a TypeScript prompt (FP8 indexer cache, streamed generation)', async () => {
+  const model = await loadModel(modelDir, { attention: 'sparse' });
+  const tokenizer = loadTokenizer(modelDir);
+  assert.ok(tokenizer, 'the shipped model has a tokenizer');
+  const prompt = tokenizer.encode('export function isPalindrome(s: string): boolean {\n');
+  let text = '';
+  let n = 0;
+  for await (const step of generate(model, tokenizer, prompt, { maxTokens: 24, temperature: 0 })) {
+    text += step.text;
+    n++;
+  }
+  assert.ok(n > 0 && n <= 24, `generated ${n} tokens`);
+  assert.ok(/\S/.test(text), `completion is blank: ${JSON.stringify(text)}`);
+});
