@@ -308,7 +308,33 @@ void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64
   const AttnArgs A{q, kv, H, L, D, scale};
   const int64_t G = std::min<int64_t>(H, kGroup);
   const int64_t groups = (H + G - 1) / G;
-  auto count = [&](int64_t t) -> int64_t { return indices ? k : static_cast<int64_t>(positions[t]) + 1; };
+  // Selections padded with −1 (fewer candidates than k) are compacted first, so that split-KV divides the
+  // real rows evenly between threads instead of giving some splits only padding.
+  std::vector<int32_t> compact;
+  std::vector<int64_t> valid;
+  if (indices) {
+    valid.resize(static_cast<size_t>(T));
+    bool padded = false;
+    for (int64_t t = 0; t < T && !padded; t++)
+      for (int64_t j = 0; j < k; j++)
+        if (indices[t * k + j] < 0) {
+          padded = true;
+          break;
+        }
+    if (padded) {
+      compact.resize(static_cast<size_t>(T * k));
+      for (int64_t t = 0; t < T; t++) {
+        int64_t n = 0;
+        for (int64_t j = 0; j < k; j++)
+          if (indices[t * k + j] >= 0) compact[t * k + n++] = indices[t * k + j];
+        valid[t] = n;
+      }
+      indices = compact.data();
+    } else {
+      for (int64_t t = 0; t < T; t++) valid[t] = k;
+    }
+  }
+  auto count = [&](int64_t t) -> int64_t { return indices ? valid[t] : static_cast<int64_t>(positions[t]) + 1; };
   int64_t maxRows = 0, totalRows = 0;
   for (int64_t t = 0; t < T; t++) {
     maxRows = std::max(maxRows, count(t));

@@ -304,11 +304,10 @@ class ForwardPass {
     }
 
     let indices: Int32Array | null = null;
-    let k = 0;
     if (layer.indexer && (cache.indexKeys || cache.indexKeysFp8)) {
-      k = config.indexer!.topk;
-      indices = this.indexerSelect(layer.indexer, cache, x, qr!, T, positions, k);
+      indices = this.indexerSelect(layer.indexer, cache, x, qr!, T, positions, config.indexer!.topk);
     }
+    const k = indices ? config.indexer!.topk : 0;
     const o = new Float32Array(T * H * kvLora);
     native.mlaAttention(o, qAbs, cache.kv, S, T, H, kvLora, rope, config.softmaxScale, indices, k, positions);
     const ov = new Float32Array(T * H * config.vHeadDim);
@@ -318,40 +317,48 @@ class ForwardPass {
     return out;
   }
 
-  /** Lightning indexer: scores every cached position for each query and keeps the top k (−1 padded). */
+  /** Lightning indexer: caches the new tokens' keys, then scores every cached position for each query and keeps
+   *  the top k (−1 padded). Returns null while the context holds no more than k tokens: every causal position is
+   *  then selected, which is dense causal attention (DSA equals dense there), so scoring is skipped. */
   private indexerSelect(
     ix: IndexerLayer, cache: LayerCache, x: Float32Array, qr: Float32Array, T: number, positions: Int32Array, k: number,
-  ): Int32Array {
+  ): Int32Array | null {
     const { native, config } = this;
     const { nHeads: Hi, headDim: Di } = config.indexer!;
     const rope = config.qkRopeHeadDim;
     const start = positions[0];
     const S = start + T;
-    const qi = new Float32Array(T * Hi * Di);
-    native.matmul(qi, qr, T, ix.wqB);
-    // Indexer RoPE is the half-split ("NeoX") kind on the first `rope` dims: layout [rope | nope].
-    native.rope(qi, T, Hi, Di, 0, rope, positions, config.rope.invFreq, config.rope.attentionFactor, false);
-    const newKeys = cache.indexKeys ? cache.indexKeys.subarray(start * Di, S * Di) : new Float32Array(T * Di);
+    const fp8 = cache.indexKeys === null;
+
+    // Keys of the new tokens: LayerNorm(wk x), half-split RoPE on the first `rope` dims (layout [rope | nope]).
+    const newKeys = fp8 ? new Float32Array(T * Di) : cache.indexKeys!.subarray(start * Di, S * Di);
     native.matmul(newKeys, x, T, ix.wk);
     native.layerNorm(newKeys, newKeys, T, Di, ix.kNormWeight, ix.kNormBias, INDEXER_NORM_EPS);
     native.rope(newKeys, T, 1, Di, 0, rope, positions, config.rope.invFreq, config.rope.attentionFactor, false);
+    if (fp8) {
+      // DeepSeek's FP8 form: rotate (spreads outliers), then e4m3 rows with power-of-two scales.
+      native.hadamardRows(newKeys, T, Di);
+      native.quantizeFp8Rows(cache.indexKeysFp8!.subarray(start * Di, S * Di), cache.indexKeyScales!.subarray(start, S), newKeys, T, Di);
+    }
+    if (S <= k) return null;
+
+    const qi = new Float32Array(T * Hi * Di);
+    native.matmul(qi, qr, T, ix.wqB);
+    native.rope(qi, T, Hi, Di, 0, rope, positions, config.rope.invFreq, config.rope.attentionFactor, false);
     // Head weights with the softmax scale and the 1/sqrt(heads) factor folded in (ReLU commutes with a positive scale).
     const w = new Float32Array(T * Hi);
     native.matmul(w, x, T, ix.weightsProj);
     const fold = Math.pow(Hi, -0.5) * Math.pow(Di, -0.5);
     const scores = new Float32Array(T * S);
-    if (cache.indexKeys) {
+    if (!fp8) {
       for (let i = 0; i < w.length; i++) w[i] *= fold;
-      native.indexerScores(scores, qi, w, cache.indexKeys, T, S, Hi, Di, positions);
+      native.indexerScores(scores, qi, w, cache.indexKeys!, T, S, Hi, Di, positions);
     } else {
-      // DeepSeek's FP8 form: rotate (spreads outliers), quantise rows with power-of-two scales; the query scale
-      // folds into the head weights since ReLU commutes with positive factors.
       native.hadamardRows(qi, T * Hi, Di);
-      native.hadamardRows(newKeys, T, Di);
       const q8 = new Uint8Array(T * Hi * Di);
       const qScale = new Float32Array(T * Hi);
       native.quantizeFp8Rows(q8, qScale, qi, T * Hi, Di);
-      native.quantizeFp8Rows(cache.indexKeysFp8!.subarray(start * Di, S * Di), cache.indexKeyScales!.subarray(start, S), newKeys, T, Di);
+      // The query scale folds into the head weights, as DeepGEMM's fp8_mqa_logits contract wants.
       for (let i = 0; i < w.length; i++) w[i] *= fold * qScale[i];
       native.indexerScoresFp8(scores, q8, w, cache.indexKeysFp8!, cache.indexKeyScales!, T, S, Hi, Di, positions);
     }
