@@ -1037,7 +1037,8 @@ function refTopk(scores: Float32Array, T: number, S: number, k: number): Int32Ar
       const vb = scores[t * S + b];
       return va > vb ? -1 : va < vb ? 1 : a - b;
     });
-    for (let j = 0; j < Math.min(k, cand.length); j++) idx[t * k + j] = cand[j];
+    const chosen = cand.slice(0, Math.min(k, cand.length)).sort((a, b) => a - b); // the set, in position order
+    for (let j = 0; j < chosen.length; j++) idx[t * k + j] = chosen[j];
   }
   return idx;
 }

@@ -95,7 +95,7 @@ interface Layer {
 }
 
 export async function loadModel(dir: string, opts: ModelOptions): Promise<Model> {
-  const native = opts.native ?? loadNative();
+  const native = opts.native ?? nativeOrExplain();
   const config = readConfig(dir);
   const weights = openWeights(dir, config, native);
   const progress = opts.onProgress ?? (() => {});
@@ -122,6 +122,15 @@ export async function loadModel(dir: string, opts: ModelOptions): Promise<Model>
     native,
     createSequence: (maxTokens?: number) => new KvSequence(forward, maxTokens ?? config.maxPositionEmbeddings),
   };
+}
+
+/** The addon, or a GlanceError a user can act on (the CLI prints it without a stack). */
+function nativeOrExplain(): NativeAddon {
+  try {
+    return loadNative();
+  } catch (e) {
+    throw new GlanceError('native_unavailable', (e as Error).message, {}, { cause: e });
+  }
 }
 
 function bindMlp(w: WeightStore, prefix: string): Mlp {

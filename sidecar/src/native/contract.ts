@@ -148,7 +148,8 @@ export interface NativeAddon {
 
   /** Exact top-k per row. scores: [T, S]; idx: [T, k]. Row t gets the column indices of its k largest finite
    *  values (−Infinity is never selected); rows with fewer than k finite values are padded with −1.
-   *  Ties at the threshold keep the lower column index. Order within a row: descending score. */
+   *  Ties at the threshold keep the lower column index. Order within a row: ascending column index (the
+   *  selected set is what matters; position order lets the attention gather walk the cache forwards). */
   topk(idx: Int32Array, scores: Float32Array, T: number, S: number, k: number): void;
 
   /** MoE routing. logits: router logits [T, E] (fp32, x·W_gateᵀ); ids/weights: [T, K]. */
