@@ -5,7 +5,7 @@
 #
 # CUDA (later): set `with_cuda` to 1 when nvcc is found (e.g. from a `<!(...)` probe of $CUDA_HOME/bin/nvcc),
 # add kernels/cuda/*.cu to `cuda_sources`, and the `conditions` block below compiles them with an nvcc rule
-# and links the static CUDA runtime (see /work/shared/reference/toolchain.md, "node-gyp with a .cu rule").
+# and links the static CUDA runtime (see ../shared/reference/toolchain.md, "node-gyp with a .cu rule").
 {
   "variables": {
     "glance_version": "<!(node -p \"require('./package.json').version\")",
