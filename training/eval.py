@@ -242,7 +242,9 @@ class Completer:
         Returns (predicted line or None, raw text, new tokens)."""
         dev = next(self.model.parameters()).device
         cache = Cache(len(self.model.model.layers))
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
+        # fp32: the cached decoder is checked against the full forward in fp32 (cache_check); bf16 autocast here
+        # produced degenerate completions in the first run
+        with torch.autocast(dev.type, enabled=False):
             logits = forward_cached(self.model, torch.tensor([prompt], device=dev), cache, self.sparse)[0, -1]
             out: list[int] = []
             text = ""

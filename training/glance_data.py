@@ -246,13 +246,17 @@ class FimMaker:
         fs = np.flatnonzero(toks == FILE_SEP)
         if fs.size == 0:
             return None
-        end = toks.size - (1 if toks[-1] == EOT else 0)
+        # The document's closing EOT is dropped (the FIM block brings its own); an earlier FIM block keeps its EOT,
+        # which ends that block's middle.
+        end = toks.size - (1 if toks[-1] == EOT and not np.any(toks == FIM_PREFIX) else 0)
         bounds = np.concatenate([fs, [end]])
         nblocks = fs.size if clean_end else fs.size - 1
         if nblocks <= 0:
             return None
         for bi in rng.permutation(nblocks)[:4]:
             a, b = int(bounds[bi]), int(bounds[bi + 1])
+            if np.any(toks[a:b] == FIM_PREFIX):    # already a FIM block (several FIMs per piece)
+                continue
             text = self.decode(toks[a + 1: b])
             nl = text.find("\n")
             if nl < 0 or len(text) - nl < 24 or "\ufffd" in text:
@@ -282,11 +286,19 @@ class FimMaker:
 # Sequence streams
 # ---------------------------------------------------------------------------------------------------------------
 
+def n_fim_piece(toks: np.ndarray) -> int:
+    return int(np.count_nonzero(toks == FIM_PREFIX))
+
+
 class SequenceStream:
     """Deterministic stream of (ids int64 [S], labels int64 [S]) for a corpus. Position = (epoch, index)."""
 
-    def __init__(self, corpus: Corpus, seed: int = 0, fim_rate: float = 0.0, tokenizer=None, shuffle: bool = True):
+    def __init__(self, corpus: Corpus, seed: int = 0, fim_rate: float = 0.0, tokenizer=None, shuffle: bool = True,
+                 fim_per_piece: int = 1):
         self.c, self.seed, self.fim_rate, self.shuffle = corpus, seed, fim_rate, shuffle
+        # up to this many files of one piece become FIM examples (each with probability fim_rate); more than one
+        # gives the model many more FIM middles per token of training than the usual one per document
+        self.fim_per_piece = max(1, int(fim_per_piece))
         self.fim = FimMaker(tokenizer) if (fim_rate > 0 and tokenizer is not None) else None
         if fim_rate > 0 and tokenizer is None:
             raise ValueError("FIM needs the tokenizer")
@@ -316,13 +328,16 @@ class SequenceStream:
         if self.fim is not None:
             rng = np.random.default_rng([self.seed, epoch, idx, 2])
             for k, p in enumerate(pieces):
-                if rng.random() >= self.fim_rate:
-                    continue
-                new = self.fim.transform(parts[k], c.doc_hdr[p[0]], p[4], rng, parts[k].size + room)
-                if new is not None:
-                    room -= new.size - parts[k].size
-                    parts[k] = new
-                    n_fim += 1
+                for _ in range(self.fim_per_piece):
+                    if rng.random() >= self.fim_rate:
+                        continue
+                    # after the first FIM the piece ends with a FIM block, never a cut file
+                    clean_end = bool(p[4]) or n_fim_piece(parts[k]) > 0
+                    new = self.fim.transform(parts[k], c.doc_hdr[p[0]], clean_end, rng, parts[k].size + room)
+                    if new is not None:
+                        room -= new.size - parts[k].size
+                        parts[k] = new
+                        n_fim += 1
         ids = np.full(S, PAD, dtype=np.int64)
         seq = np.concatenate(parts)
         assert seq.size <= S, (seq.size, S)

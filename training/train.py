@@ -80,6 +80,7 @@ def parse_args(argv=None):
     ap.add_argument("--accum", type=int, default=None, help="micro-batches per optimizer step")
     ap.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (8192)")
     ap.add_argument("--fim-rate", type=float, default=None)
+    ap.add_argument("--fim-per-piece", type=int, default=1, help="files per repository piece that may become FIM examples")
     ap.add_argument("--bias-gamma", type=float, default=None, help="aux-loss-free balancing bias step")
     ap.add_argument("--eval-every", type=int, default=None)
     ap.add_argument("--eval-seqs", type=int, default=16, help="held-out sequences per periodic eval")
@@ -370,7 +371,8 @@ def main(argv=None):
     # ---- data ---------------------------------------------------------------------------------------------------
     tok = gd.load_tokenizer(args.tokenizer) if args.fim_rate > 0 else None
     train_c = gd.Corpus(args.data, "train", args.seq_len)
-    stream = gd.SequenceStream(train_c, seed=args.seed, fim_rate=args.fim_rate, tokenizer=tok, shuffle=True)
+    stream = gd.SequenceStream(train_c, seed=args.seed, fim_rate=args.fim_rate, tokenizer=tok, shuffle=True,
+                               fim_per_piece=args.fim_per_piece)
     held_c = gd.Corpus(args.data, "heldout", args.seq_len)
     held = gd.SequenceStream(held_c, shuffle=False)
     n_eval = min(args.eval_seqs, held.epoch_len(0))
