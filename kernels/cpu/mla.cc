@@ -120,6 +120,17 @@ struct AttnArgs {
   float scale;
 };
 
+// Sparse selections gather rows from anywhere in a cache of many MB: ask for the next block's rows while the
+// current block computes, or each row's DRAM latency is paid in sequence.
+inline void prefetch_rows(const float* kv, const int32_t* idx, int64_t j, int64_t je, int64_t D) {
+  for (; j < je; j++) {
+    const int64_t s = idx[j];
+    if (s < 0) continue;
+    const char* row = reinterpret_cast<const char*>(kv + s * D);
+    for (int64_t b = 0; b < D * 4; b += 64) __builtin_prefetch(row + b, 0, 3);
+  }
+}
+
 // Running state of one head: acc[L] (unnormalised), m (max logit), l (sum of exp).
 struct HeadState {
   float* acc;
@@ -378,6 +389,7 @@ void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64
         if (s >= 0) rows[nb++] = kv + s * D;
       }
       if (nb == 0) continue;
+      if (idx) prefetch_rows(kv, idx, j, std::min(j1, j + kBlock), D);
 #if GLANCE_X86
       if (avx2) {
         attend_block_avx2(A, qg, nG, rows, nb, st);
