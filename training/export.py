@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from glance_model.model import write_shards as gm_write_shards  # noqa: E402
 from glance_model.model import (GlanceConfig, GlanceForCausalLM, checkpoint_tensors, count_parameters,  # noqa: E402
                                 export_hf, load_hf)
 
@@ -79,29 +80,7 @@ def _sort_key(name: str):
 
 
 def write_shards(tensors: dict, out_dir: str, shard_bytes: int) -> tuple[list[str], int]:
-    from safetensors.torch import save_file
-    names = sorted(tensors, key=_sort_key)
-    total = sum(tensors[n].numel() * tensors[n].element_size() for n in names)
-    parts, cur, acc = [], [], 0
-    for n in names:
-        b = tensors[n].numel() * tensors[n].element_size()
-        if b > shard_bytes:
-            raise ValueError(f"tensor {n} ({b} bytes) is larger than a shard ({shard_bytes})")
-        if cur and acc + b > shard_bytes:
-            parts.append(cur)
-            cur, acc = [], 0
-        cur.append(n)
-        acc += b
-    parts.append(cur)
-    files, wmap = [], {}
-    for i, p in enumerate(parts):
-        fn = f"model-{i + 1:05d}-of-{len(parts):05d}.safetensors"
-        save_file({n: tensors[n] for n in p}, os.path.join(out_dir, fn), metadata={"format": "pt"})
-        files.append(fn)
-        wmap.update({n: fn for n in p})
-    with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": wmap}, f, indent=2)
-    return files, total
+    return gm_write_shards(tensors, out_dir, shard_bytes, order=_sort_key)
 
 
 def copy_tokenizer(tok_dir: str, out_dir: str):

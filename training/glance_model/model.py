@@ -729,15 +729,26 @@ def export_hf(model: GlanceForCausalLM, out_dir: str, dtype: torch.dtype = torch
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     ck = checkpoint_tensors(model, dtype)
-    names = sorted(ck)
-    total = sum(ck[n].numel() * ck[n].element_size() for n in names)
+    total = sum(t.numel() * t.element_size() for t in ck.values())
     if not max_shard_bytes or total <= max_shard_bytes:
-        save_file({n: ck[n] for n in names}, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+        from safetensors.torch import save_file
+        save_file({n: ck[n] for n in sorted(ck)}, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
         return ["model.safetensors"]
+    return write_shards(ck, out_dir, max_shard_bytes)[0]
+
+
+def write_shards(tensors: dict, out_dir: str, shard_bytes: int, order=None) -> tuple[list[str], int]:
+    """Safetensors shards of at most shard_bytes each (tensors kept whole, in `order` or name order) plus
+    model.safetensors.index.json. Returns (file names, total tensor bytes)."""
+    from safetensors.torch import save_file
+    names = sorted(tensors, key=order) if order else sorted(tensors)
+    total = sum(tensors[n].numel() * tensors[n].element_size() for n in names)
     parts, cur, acc = [], [], 0
     for n in names:
-        b = ck[n].numel() * ck[n].element_size()
-        if cur and acc + b > max_shard_bytes:
+        b = tensors[n].numel() * tensors[n].element_size()
+        if b > shard_bytes:
+            raise ValueError(f"tensor {n} ({b} bytes) is larger than a shard ({shard_bytes})")
+        if cur and acc + b > shard_bytes:
             parts.append(cur)
             cur, acc = [], 0
         cur.append(n)
@@ -746,12 +757,12 @@ def export_hf(model: GlanceForCausalLM, out_dir: str, dtype: torch.dtype = torch
     files, wmap = [], {}
     for i, p in enumerate(parts):
         fn = f"model-{i + 1:05d}-of-{len(parts):05d}.safetensors"
-        save_file({n: ck[n] for n in p}, os.path.join(out_dir, fn), metadata={"format": "pt"})
+        save_file({n: tensors[n] for n in p}, os.path.join(out_dir, fn), metadata={"format": "pt"})
         files.append(fn)
         wmap.update({n: fn for n in p})
     with open(os.path.join(out_dir, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": wmap}, f, indent=2)
-    return files
+    return files, total
 
 
 def load_hf(path: str, device: str = "cpu", **config_overrides) -> GlanceForCausalLM:
