@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import test from 'node:test';
 
 import { loadModel, type Model } from '../../sidecar/src/engine/model';
-import { fixturesDir, relativeError } from '../helpers/golden';
+import { argmax, decodeF32, fixturesDir, relativeError } from '../helpers/golden';
 
 interface Expected {
   ids: number[];
@@ -38,18 +38,7 @@ function readExpected(name: string): Expected {
   return JSON.parse(fs.readFileSync(path.join(root, name, 'expected.json'), 'utf8')) as Expected;
 }
 
-function decodeF32(b64: string): Float32Array {
-  const buf = Buffer.from(b64, 'base64');
-  const copy = new Uint8Array(buf.byteLength);
-  copy.set(buf);
-  return new Float32Array(copy.buffer);
-}
 
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
 
 function greedyContinue(model: Model, prompt: number[], n: number): number[] {
   const seq = model.createSequence();

@@ -9,7 +9,7 @@ import test from 'node:test';
 import { generate } from '../../sidecar/src/engine/generate';
 import { loadModel } from '../../sidecar/src/engine/model';
 import { loadTokenizer } from '../../sidecar/src/engine/tokenizer';
-import { fixturesDir, relativeError } from '../helpers/golden';
+import { argmax, decodeF32, fixturesDir, relativeError } from '../helpers/golden';
 
 const modelDir = path.resolve(fixturesDir(), '..', '..', 'models', 'glance-tiny');
 
@@ -24,18 +24,7 @@ interface RefSeq {
   sparse: RefRow;
 }
 
-function decodeF32(b64: string): Float32Array {
-  const buf = Buffer.from(b64, 'base64');
-  const copy = new Uint8Array(buf.byteLength);
-  copy.set(buf);
-  return new Float32Array(copy.buffer);
-}
 
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
 
 const reference = JSON.parse(fs.readFileSync(path.join(fixturesDir(), 'glance-tiny-reference.json'), 'utf8')) as {
   sequences: RefSeq[];

@@ -19,3 +19,18 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): numbe
   }
   return Math.sqrt(num) / Math.max(Math.sqrt(den), 1e-30);
 }
+
+/** float32 little-endian values from base64 (the fixtures' encoding), copied into an aligned buffer. */
+export function decodeF32(b64: string): Float32Array {
+  const buf = Buffer.from(b64, 'base64');
+  const copy = new Uint8Array(buf.byteLength);
+  copy.set(buf);
+  return new Float32Array(copy.buffer);
+}
+
+/** Index of the largest value, the lowest on ties. */
+export function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}

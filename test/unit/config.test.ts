@@ -4,8 +4,8 @@ import * as path from 'node:path';
 import test from 'node:test';
 
 import { parseConfig, readConfig } from '../../sidecar/src/engine/config';
-import { GlanceError } from '../../sidecar/src/engine/errors';
 import { tempDir, tinyConfig } from '../helpers/tiny-model';
+import { expectError } from '../helpers/errors';
 
 const FILE = 'config.json';
 
@@ -136,18 +136,6 @@ function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rel
   }
 }
 
-function expectError(fn: () => unknown, code: string, ...patterns: RegExp[]): GlanceError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof GlanceError, `expected a GlanceError, got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
-  for (const p of patterns) assert.match(caught.message, p);
-  return caught;
-}
 
 test('DeepSeek-V3.2-Exp config: fields, routing, layer types', () => {
   const c = parseConfig(v32Full(), FILE);

@@ -3,7 +3,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import test from 'node:test';
 
-import { GlanceError } from '../../sidecar/src/engine/errors';
 import {
   openCheckpoint,
   openSafetensors,
@@ -25,6 +24,7 @@ import {
   type TensorSpec,
 } from '../helpers/safetensors-writer';
 import { tempDir } from '../helpers/tiny-model';
+import { expectError } from '../helpers/errors';
 
 /** Stands in for native.mapFile: a private copy of the file (the real one maps it read-only). */
 const mapFile: MapFile = (p) => {
@@ -40,18 +40,6 @@ function specs(): TensorSpec[] {
   ];
 }
 
-function expectError(fn: () => unknown, code: string, ...patterns: RegExp[]): GlanceError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof GlanceError, `expected a GlanceError, got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
-  for (const p of patterns) assert.match(caught.message, p);
-  return caught;
-}
 
 function withDir(fn: (dir: string) => void): void {
   const dir = tempDir('glance-st-');

@@ -3,29 +3,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import test from 'node:test';
 
-import { GlanceError } from '../../sidecar/src/engine/errors';
 import { buildFimPrompt } from '../../sidecar/src/engine/fim';
 import { createTokenizer, loadTokenizer, type Tokenizer } from '../../sidecar/src/engine/tokenizer';
 import { tempDir } from '../helpers/tiny-model';
 import { bytesToUnicode, tinyTokenizer, writeTinyTokenizer } from '../helpers/tiny-tokenizer';
+import { expectError } from '../helpers/errors';
 
 function tok(fim: 'qwen' | 'deepseek' | 'none' = 'qwen'): { t: Tokenizer; special: Record<string, number> } {
   const tt = tinyTokenizer(fim);
   return { t: createTokenizer(tt.json, tt.config), special: tt.special };
 }
 
-function expectError(fn: () => unknown, code: string, ...patterns: RegExp[]): GlanceError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof GlanceError, `expected a GlanceError, got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
-  for (const p of patterns) assert.match(caught.message, p);
-  return caught;
-}
 
 const SAMPLES = [
   'hello world',

@@ -5,10 +5,10 @@ import test from 'node:test';
 
 import type { NativeWeight, WeightDType } from '../../sidecar/src/native/contract';
 import { parseConfig } from '../../sidecar/src/engine/config';
-import { GlanceError } from '../../sidecar/src/engine/errors';
 import { bytesToFloat32, expectedTensors, inspectWeights, openWeights, parameterCounts, type WeightNative } from '../../sidecar/src/engine/weights';
 import { bf16BitsToF32, e4m3BitsToF32, f32ToBf16Bits } from '../helpers/safetensors-writer';
 import { tinyConfig, tinyTensorShapes, tinyValues, writeTinyModel, type TinyModelOptions } from '../helpers/tiny-model';
+import { expectError } from '../helpers/errors';
 
 interface FakeWeight extends NativeWeight {
   data: Uint8Array;
@@ -50,18 +50,6 @@ function fakeNative(): WeightNative & { created: FakeWeight[] } {
   };
 }
 
-function expectError(fn: () => unknown, code: string, ...patterns: RegExp[]): GlanceError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof GlanceError, `expected a GlanceError, got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
-  for (const p of patterns) assert.match(caught.message, p);
-  return caught;
-}
 
 function withModel(cfg: Record<string, unknown>, opts: TinyModelOptions, fn: (dir: string) => void): void {
   const dir = writeTinyModel(cfg, opts);
