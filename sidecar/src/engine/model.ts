@@ -40,6 +40,17 @@ export interface Sequence {
   forward(ids: Int32Array, allLogits: boolean): Float32Array;
   /** Drops cached tokens from `length` on (prefix reuse). */
   truncate(length: number): void;
+  /** Replaces this sequence's cache with the first `length` tokens of `source` (same model): a prefix computed
+   *  once serves several sequences for the price of a copy. */
+  copyPrefixFrom(source: Sequence, length: number): void;
+  /** bytes held by this sequence's caches */
+  readonly cacheBytes: number;
+}
+
+/** One decode step of several sequences at once: the weights stream once for all of them. */
+export interface BatchStep {
+  sequence: Sequence;
+  id: number;
 }
 
 export interface Model {
@@ -50,6 +61,8 @@ export interface Model {
   readonly indexerPrecision: IndexerPrecision;
   readonly native: NativeAddon;
   createSequence(maxTokens?: number): Sequence;
+  /** Runs one token on each of several sequences (decode batching); returns each one's logits [vocab]. */
+  decodeBatch(steps: readonly BatchStep[]): Float32Array[];
 }
 
 const PREFILL_CHUNK = 256;
@@ -121,6 +134,7 @@ export async function loadModel(dir: string, opts: ModelOptions): Promise<Model>
     indexerPrecision,
     native,
     createSequence: (maxTokens?: number) => new KvSequence(forward, maxTokens ?? config.maxPositionEmbeddings),
+    decodeBatch: (steps: readonly BatchStep[]) => KvSequence.decodeBatch(forward, steps),
   };
 }
 
@@ -196,6 +210,13 @@ interface LayerCache {
   indexKeyScales: Float32Array | null;
 }
 
+/** The new tokens of one sequence within a forward pass: `count` rows at positions start.. of `caches`. */
+interface Segment {
+  caches: LayerCache[];
+  start: number;
+  count: number;
+}
+
 class ForwardPass {
   readonly latentDim: number;
   readonly qHeadDim: number;
@@ -242,18 +263,27 @@ class ForwardPass {
 
   /** Runs T tokens at positions start..start+T−1 (the caches hold the first `start`). Returns final hidden states [T, D]. */
   run(caches: LayerCache[], ids: Int32Array, start: number): Float32Array {
+    return this.runSegments([{ caches, start, count: ids.length }], ids);
+  }
+
+  /** Runs several sequences' new tokens in one pass: `ids` holds each segment's tokens in order. Every row-wise
+   *  part (projections, norms, MLPs, experts) runs once over all rows, so the weights stream once per step;
+   *  only the cache writes, the indexer's selection and the attention are per sequence. */
+  runSegments(segments: readonly Segment[], ids: Int32Array): Float32Array {
     const { native, config } = this;
     const T = ids.length;
     const D = config.hiddenSize;
     const positions = new Int32Array(T);
-    for (let t = 0; t < T; t++) positions[t] = start + t;
+    let r = 0;
+    for (const seg of segments) for (let t = 0; t < seg.count; t++) positions[r++] = seg.start + t;
+    if (r !== T) throw new Error(`segments cover ${r} rows, ids has ${T}`);
     const h = new Float32Array(T * D);
     native.embedding(h, ids, this.embed);
     const x = new Float32Array(T * D);
     for (let l = 0; l < this.layers.length; l++) {
       const layer = this.layers[l];
       native.rmsNorm(x, h, T, D, layer.inputNorm, config.rmsNormEps);
-      const attnOut = this.attentionBlock(layer, caches[l], x, T, positions);
+      const attnOut = this.attentionBlock(layer, l, segments, x, T, positions);
       addInPlace(h, attnOut);
       native.rmsNorm(x, h, T, D, layer.postAttentionNorm, config.rmsNormEps);
       const mlpOut = layer.moe ? this.moeBlock(layer.moe, x, T) : this.mlp(layer.dense!, x, T);
@@ -269,7 +299,9 @@ class ForwardPass {
     return out;
   }
 
-  private attentionBlock(layer: Layer, cache: LayerCache, x: Float32Array, T: number, positions: Int32Array): Float32Array {
+  private attentionBlock(
+    layer: Layer, l: number, segments: readonly Segment[], x: Float32Array, T: number, positions: Int32Array,
+  ): Float32Array {
     const { native, config } = this;
     const H = config.numHeads;
     const nope = config.qkNopeHeadDim;
@@ -277,8 +309,7 @@ class ForwardPass {
     const kvLora = config.kvLoraRank;
     const latent = this.latentDim;
     const qHead = this.qHeadDim;
-    const start = positions[0];
-    const S = start + T; // context length after this chunk
+    const single = segments.length === 1;
 
     // Query: [T, H, nope + rope]; qr (the normalised q latent) also feeds the indexer.
     let q: Float32Array;
@@ -296,11 +327,21 @@ class ForwardPass {
     }
     native.rope(q, T, H, qHead, nope, rope, positions, config.rope.invFreq, config.rope.attentionFactor, true);
 
-    // Latent KV row of each new token, written straight into the cache: [c_kv (normalised) | k_pe (roped)].
-    const kvRows = cache.kv.subarray(start * latent, S * latent);
+    // Latent KV row of each new token: [c_kv (normalised) | k_pe (roped)]. One sequence writes straight into its
+    // cache; a batch computes all rows together and then places each in its own sequence's cache.
+    const kvRows = single
+      ? segments[0].caches[l].kv.subarray(segments[0].start * latent, (segments[0].start + T) * latent)
+      : new Float32Array(T * latent);
     native.matmul(kvRows, x, T, layer.kvA);
     rmsNormStrided(native, kvRows, T, latent, kvLora, layer.kvANorm, LATENT_NORM_EPS);
     native.rope(kvRows, T, 1, latent, kvLora, rope, positions, config.rope.invFreq, config.rope.attentionFactor, true);
+    if (!single) {
+      let row = 0;
+      for (const seg of segments) {
+        seg.caches[l].kv.set(kvRows.subarray(row * latent, (row + seg.count) * latent), seg.start * latent);
+        row += seg.count;
+      }
+    }
 
     // Absorbed query [T, H, kvLora + rope]: q_nope · W_UK per head, then the roped part as is.
     const qAbs = new Float32Array(T * H * latent);
@@ -312,13 +353,24 @@ class ForwardPass {
       }
     }
 
-    let indices: Int32Array | null = null;
-    if (layer.indexer && (cache.indexKeys || cache.indexKeysFp8)) {
-      indices = this.indexerSelect(layer.indexer, cache, x, qr!, T, positions, config.indexer!.topk);
-    }
-    const k = indices ? config.indexer!.topk : 0;
+    const selections = layer.indexer && this.usesIndexer()
+      ? this.indexerSelect(layer.indexer, l, segments, x, qr!, T, positions, config.indexer!.topk)
+      : null;
     const o = new Float32Array(T * H * kvLora);
-    native.mlaAttention(o, qAbs, cache.kv, S, T, H, kvLora, rope, config.softmaxScale, indices, k, positions);
+    let row = 0;
+    for (let i = 0; i < segments.length; i++) {
+      const seg = segments[i];
+      const S = seg.start + seg.count;
+      const indices = selections ? selections[i] : null;
+      const k = indices ? config.indexer!.topk : 0;
+      native.mlaAttention(
+        o.subarray(row * H * kvLora, (row + seg.count) * H * kvLora),
+        qAbs.subarray(row * H * latent, (row + seg.count) * H * latent),
+        seg.caches[l].kv, S, seg.count, H, kvLora, rope, config.softmaxScale, indices, k,
+        positions.subarray(row, row + seg.count),
+      );
+      row += seg.count;
+    }
     const ov = new Float32Array(T * H * config.vHeadDim);
     native.mlaExpandValue(ov, o, T, H, nope, config.vHeadDim, layer.kvB);
     const out = new Float32Array(T * config.hiddenSize);
@@ -326,30 +378,53 @@ class ForwardPass {
     return out;
   }
 
+  private usesIndexer(): boolean {
+    return this.attention === 'sparse' && this.config.indexer !== null;
+  }
+
   /** Lightning indexer: caches the new tokens' keys, then scores every cached position for each query and keeps
-   *  the top k (−1 padded). Returns null while the context holds no more than k tokens: every causal position is
-   *  then selected, which is dense causal attention (DSA equals dense there), so scoring is skipped. */
+   *  the top k (−1 padded), per segment. A segment's entry is null while its context holds no more than k tokens:
+   *  every causal position is then selected, which is dense causal attention (DSA equals dense there), so scoring
+   *  is skipped. */
   private indexerSelect(
-    ix: IndexerLayer, cache: LayerCache, x: Float32Array, qr: Float32Array, T: number, positions: Int32Array, k: number,
-  ): Int32Array | null {
+    ix: IndexerLayer, l: number, segments: readonly Segment[], x: Float32Array, qr: Float32Array, T: number,
+    positions: Int32Array, k: number,
+  ): (Int32Array | null)[] {
     const { native, config } = this;
     const { nHeads: Hi, headDim: Di } = config.indexer!;
     const rope = config.qkRopeHeadDim;
-    const start = positions[0];
-    const S = start + T;
-    const fp8 = cache.indexKeys === null;
+    const fp8 = this.indexerPrecision === 'fp8';
 
     // Keys of the new tokens: LayerNorm(wk x), half-split RoPE on the first `rope` dims (layout [rope | nope]).
-    const newKeys = fp8 ? new Float32Array(T * Di) : cache.indexKeys!.subarray(start * Di, S * Di);
+    const newKeys = new Float32Array(T * Di);
     native.matmul(newKeys, x, T, ix.wk);
     native.layerNorm(newKeys, newKeys, T, Di, ix.kNormWeight, ix.kNormBias, INDEXER_NORM_EPS);
     native.rope(newKeys, T, 1, Di, 0, rope, positions, config.rope.invFreq, config.rope.attentionFactor, false);
+    let keys8: Uint8Array | null = null;
+    let keyScales: Float32Array | null = null;
     if (fp8) {
       // DeepSeek's FP8 form: rotate (spreads outliers), then e4m3 rows with power-of-two scales.
       native.hadamardRows(newKeys, T, Di);
-      native.quantizeFp8Rows(cache.indexKeysFp8!.subarray(start * Di, S * Di), cache.indexKeyScales!.subarray(start, S), newKeys, T, Di);
+      keys8 = new Uint8Array(T * Di);
+      keyScales = new Float32Array(T);
+      native.quantizeFp8Rows(keys8, keyScales, newKeys, T, Di);
     }
-    if (S <= k) return null;
+    let row = 0;
+    let anySparse = false;
+    for (const seg of segments) {
+      const c = seg.caches[l];
+      const from = row * Di;
+      const to = (row + seg.count) * Di;
+      if (fp8) {
+        c.indexKeysFp8!.set(keys8!.subarray(from, to), seg.start * Di);
+        c.indexKeyScales!.set(keyScales!.subarray(row, row + seg.count), seg.start);
+      } else {
+        c.indexKeys!.set(newKeys.subarray(from, to), seg.start * Di);
+      }
+      if (seg.start + seg.count > k) anySparse = true;
+      row += seg.count;
+    }
+    if (!anySparse) return segments.map(() => null);
 
     const qi = new Float32Array(T * Hi * Di);
     native.matmul(qi, qr, T, ix.wqB);
@@ -358,22 +433,44 @@ class ForwardPass {
     const w = new Float32Array(T * Hi);
     native.matmul(w, x, T, ix.weightsProj);
     const fold = Math.pow(Hi, -0.5) * Math.pow(Di, -0.5);
-    const scores = new Float32Array(T * S);
+    let q8: Uint8Array | null = null;
     if (!fp8) {
       for (let i = 0; i < w.length; i++) w[i] *= fold;
-      native.indexerScores(scores, qi, w, cache.indexKeys!, T, S, Hi, Di, positions);
     } else {
       native.hadamardRows(qi, T * Hi, Di);
-      const q8 = new Uint8Array(T * Hi * Di);
+      q8 = new Uint8Array(T * Hi * Di);
       const qScale = new Float32Array(T * Hi);
       native.quantizeFp8Rows(q8, qScale, qi, T * Hi, Di);
       // The query scale folds into the head weights, as DeepGEMM's fp8_mqa_logits contract wants.
       for (let i = 0; i < w.length; i++) w[i] *= fold * qScale[i];
-      native.indexerScoresFp8(scores, q8, w, cache.indexKeysFp8!, cache.indexKeyScales!, T, S, Hi, Di, positions);
     }
-    const idx = new Int32Array(T * k);
-    native.topk(idx, scores, T, S, k);
-    return idx;
+    const out: (Int32Array | null)[] = [];
+    row = 0;
+    for (const seg of segments) {
+      const S = seg.start + seg.count;
+      const n = seg.count;
+      if (S <= k) {
+        out.push(null);
+        row += n;
+        continue;
+      }
+      const c = seg.caches[l];
+      const pos = positions.subarray(row, row + n);
+      const wSeg = w.subarray(row * Hi, (row + n) * Hi);
+      const scores = new Float32Array(n * S);
+      if (!fp8) {
+        native.indexerScores(scores, qi.subarray(row * Hi * Di, (row + n) * Hi * Di), wSeg, c.indexKeys!, n, S, Hi, Di, pos);
+      } else {
+        native.indexerScoresFp8(
+          scores, q8!.subarray(row * Hi * Di, (row + n) * Hi * Di), wSeg, c.indexKeysFp8!, c.indexKeyScales!, n, S, Hi, Di, pos,
+        );
+      }
+      const idx = new Int32Array(n * k);
+      native.topk(idx, scores, n, S, k);
+      out.push(idx);
+      row += n;
+    }
+    return out;
   }
 
   private mlp(m: Mlp, x: Float32Array, T: number): Float32Array {
@@ -439,7 +536,7 @@ class KvSequence implements Sequence {
   private capacity: number;
   private used = 0;
 
-  constructor(private readonly pass: ForwardPass, private readonly maxTokens: number) {
+  constructor(readonly pass: ForwardPass, readonly maxTokens: number) {
     this.capacity = Math.min(maxTokens, 1024);
     this.caches = pass.newCaches(this.capacity);
   }
@@ -486,6 +583,57 @@ class KvSequence implements Sequence {
       throw new GlanceError('bad_input', `cannot truncate a sequence of ${this.used} tokens to ${length}`);
     }
     this.used = length;
+  }
+
+  copyPrefixFrom(source: Sequence, length: number): void {
+    if (!(source instanceof KvSequence) || source.pass !== this.pass) {
+      throw new GlanceError('bad_input', 'a sequence can copy a prefix only from another sequence of the same model');
+    }
+    if (!(Number.isInteger(length) && length >= 0 && length <= source.used && length <= this.maxTokens)) {
+      throw new GlanceError('bad_input', `cannot copy ${length} tokens from a sequence of ${source.used} (capacity ${this.maxTokens})`);
+    }
+    this.used = 0;
+    this.reserve(length);
+    this.pass.copyCaches(source.caches, this.caches, length);
+    this.used = length;
+  }
+
+  get cacheBytes(): number {
+    let bytes = 0;
+    for (const c of this.caches) {
+      bytes += c.kv.byteLength + (c.indexKeys?.byteLength ?? 0) + (c.indexKeysFp8?.byteLength ?? 0) + (c.indexKeyScales?.byteLength ?? 0);
+    }
+    return bytes;
+  }
+
+  /** One token on each sequence in a single forward pass (see ForwardPass.runSegments). */
+  static decodeBatch(pass: ForwardPass, steps: readonly BatchStep[]): Float32Array[] {
+    if (steps.length === 0) return [];
+    const seqs: KvSequence[] = [];
+    for (const s of steps) {
+      if (!(s.sequence instanceof KvSequence) || s.sequence.pass !== pass) {
+        throw new GlanceError('bad_input', 'decodeBatch: every sequence must belong to this model');
+      }
+      if (seqs.includes(s.sequence)) throw new GlanceError('bad_input', 'decodeBatch: a sequence appears twice in one step');
+      seqs.push(s.sequence);
+    }
+    if (steps.length === 1) return [seqs[0].forward(Int32Array.of(steps[0].id), false)];
+    const V = pass.config.vocabSize;
+    const ids = new Int32Array(steps.length);
+    steps.forEach((s, i) => {
+      if (!(s.id >= 0 && s.id < V)) throw new GlanceError('bad_input', `token id ${s.id} is outside the vocabulary (0..${V - 1})`);
+      ids[i] = s.id;
+    });
+    for (const seq of seqs) {
+      if (seq.used + 1 > seq.maxTokens) {
+        throw new GlanceError('context_overflow', `${seq.used + 1} tokens do not fit in the context window of ${seq.maxTokens} tokens`);
+      }
+      seq.reserve(seq.used + 1);
+    }
+    const hidden = pass.runSegments(seqs.map((seq) => ({ caches: seq.caches, start: seq.used, count: 1 })), ids);
+    for (const seq of seqs) seq.used += 1;
+    const logits = pass.logits(hidden, steps.length);
+    return seqs.map((_, i) => logits.slice(i * V, (i + 1) * V));
   }
 
   /** Grows the caches geometrically (copying the used rows) so long contexts cost amortised O(1) per token. */
