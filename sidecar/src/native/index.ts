@@ -3,7 +3,8 @@
 // The addon is found from this file's location, not from the working directory: we walk up from __dirname
 // (sidecar/src/native when run with ts-node-like tools, dist/sidecar/src/native when compiled) to the
 // directory whose package.json is this project's ("name": "glance"), and load build/Release/glance_native.node
-// from there, once.
+// from there, once. Two overrides come first: $GLANCE_NATIVE_ADDON, and glance_native.node beside this file
+// (the packaged extension ships a one-file sidecar bundle with the addon next to it).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -46,8 +47,18 @@ export function findProjectRoot(start: string = __dirname): string | null {
   }
 }
 
+/** Environment variable naming the addon file explicitly (a packaged extension, a custom build). */
+export const NATIVE_ADDON_ENV = 'GLANCE_NATIVE_ADDON';
+/** The addon's file name when it ships next to a bundled sidecar (the extension's dist/). */
+export const NATIVE_ADDON_FILE = 'glance_native.node';
+
 /** Where loadNative() looks for the addon (whether or not it exists). */
 export function nativeAddonPath(): string {
+  const override = process.env[NATIVE_ADDON_ENV];
+  if (override !== undefined && override !== '') return path.resolve(override);
+  // A bundled sidecar (one .js file) has no package.json above it; its addon sits beside it.
+  const beside = path.join(__dirname, NATIVE_ADDON_FILE);
+  if (fs.existsSync(beside)) return beside;
   const root = findProjectRoot();
   return root === null
     ? path.join(`<no package.json named "${PROJECT_NAME}" above ${__dirname}>`, NATIVE_ADDON_RELATIVE_PATH)
@@ -57,10 +68,10 @@ export function nativeAddonPath(): string {
 /** The native addon, loaded once. Throws a clear Error when it has not been built or cannot be loaded. */
 export function loadNative(): NativeAddon {
   if (cached !== undefined) return cached;
-  const root = findProjectRoot();
   const file = nativeAddonPath();
-  if (root === null || !fs.existsSync(file)) {
-    throw new Error(`native addon not built: run npm install (looked for ${file})`);
+  if (!fs.existsSync(file)) {
+    const how = process.env[NATIVE_ADDON_ENV] ? `${NATIVE_ADDON_ENV} names a missing file` : 'run npm install';
+    throw new Error(`native addon not built: ${how} (looked for ${file})`);
   }
   let addon: NativeAddon;
   try {
