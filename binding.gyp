@@ -3,15 +3,19 @@
 # CPU kernels are compiled for generic x86-64 (no -mavx2 on the command line: the addon must load on any
 # x86-64); the AVX2/FMA/F16C kernels are per-function target attributes selected at run time (kernels/cpu/simd.h).
 #
-# CUDA (later): set `with_cuda` to 1 when nvcc is found (e.g. from a `<!(...)` probe of $CUDA_HOME/bin/nvcc),
-# add kernels/cuda/*.cu to `cuda_sources`, and the `conditions` block below compiles them with an nvcc rule
-# and links the static CUDA runtime (see ../shared/reference/toolchain.md, "node-gyp with a .cu rule").
+# CUDA: `with_cuda` is 1 when nvcc is found ($CUDA_HOME/bin/nvcc, else /usr/local/cuda/bin/nvcc) unless GLANCE_CUDA=0;
+# then every file of `cuda_sources` (an explicit list: add new kernels/cuda/*.cu there) is compiled by nvcc for sm_80,
+# sm_90a and compute_90 PTX, and the static CUDA runtime is linked, so the addon still loads on machines without a
+# GPU or driver (cudaInfo() then says why there is no device).
 {
   "variables": {
     "glance_version": "<!(node -p \"require('./package.json').version\")",
-    "cuda_home%": "<!(node -p \"process.env.CUDA_HOME || '/usr/local/cuda'\")",
-    "with_cuda%": "0",
-    "cuda_sources": [],
+    "cuda_home%": "<!(node -p \"const h = process.env.CUDA_HOME; h && require('fs').existsSync(h + '/bin/nvcc') ? h : '/usr/local/cuda'\")",
+    "with_cuda%": "<!(node -p \"const f = require('fs'), h = process.env.CUDA_HOME; process.env.GLANCE_CUDA !== '0' && ((h && f.existsSync(h + '/bin/nvcc')) || f.existsSync('/usr/local/cuda/bin/nvcc')) ? 1 : 0\")",
+    "cuda_sources": [
+      "kernels/cuda/device.cu",
+      "kernels/binding/cuda_attention.cc",
+    ],
   },
   "targets": [
     {
@@ -19,6 +23,7 @@
       "sources": [
         "kernels/binding/addon.cc",
         "kernels/binding/args.cc",
+        "kernels/binding/cuda.cc",
         "kernels/binding/weight.cc",
         "kernels/cpu/bandwidth.cc",
         "kernels/cpu/dequant.cc",
@@ -70,6 +75,7 @@
             "inputs": ["<(RULE_INPUT_PATH)"],
             "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).cu.o"],
             "action": ["<(cuda_home)/bin/nvcc", "-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
+                       "-Xcompiler", "-fvisibility=hidden", "--expt-relaxed-constexpr", "-lineinfo",
                        "-gencode", "arch=compute_80,code=sm_80",
                        "-gencode", "arch=compute_90a,code=sm_90a",
                        "-gencode", "arch=compute_90,code=compute_90",

@@ -13,6 +13,7 @@
 #include "../cpu/thread_pool.h"
 #include "addon_data.h"
 #include "args.h"
+#include "cuda.h"
 #include "weight.h"
 
 #ifndef GLANCE_VERSION
@@ -33,10 +34,7 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   Napi::Object cpu = Napi::Object::New(env);
   cpu.Set("threads", Napi::Number::New(env, pool_threads()));
   cpu.Set("simd", Napi::String::New(env, simd_name()));
-  Napi::Object cuda = Napi::Object::New(env);
-  cuda.Set("built", Napi::Boolean::New(env, false));
-  cuda.Set("devices", Napi::Number::New(env, 0));
-  cuda.Set("error", Napi::String::New(env, "this build of the addon has no CUDA support"));
+  Napi::Object cuda = cuda_backend_summary(env);
   Napi::Object r = Napi::Object::New(env);
   r.Set("cpu", cpu);
   r.Set("cuda", cuda);
@@ -492,6 +490,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"siluMul", SiluMul},
   };
   for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
+  register_cuda(env, exports);  // cudaInfo() and the `cuda` namespace (empty without CUDA)
   return exports;
 }
 

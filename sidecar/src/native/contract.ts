@@ -22,6 +22,28 @@ export interface BackendInfo {
   cuda: { built: boolean; devices: number; error?: string };
 }
 
+/** What the addon sees of CUDA (cudaInfo()). built: compiled with nvcc; available: a device this build runs on. */
+export interface CudaInfo {
+  built: boolean;
+  available: boolean;
+  count: number;
+  name: string;
+  /** Why there is no usable device ('' when available), e.g. "no CUDA device: CUDA driver version is insufficient…". */
+  reason: string;
+  computeCapability: string;
+  multiprocessors: number;
+  memoryBytes: number;
+  l2Bytes: number;
+  runtimeVersion: number;
+  driverVersion: number;
+}
+
+/** Op-level CUDA bindings (kernels/binding/cuda_*.cc): host arrays in, host arrays out; every call copies its inputs
+ *  to the device, runs the kernel and copies the outputs back (for tests and benchmarks). Same contracts as the CPU
+ *  ops of the same name unless said otherwise. An empty object when the addon was built without CUDA
+ *  (cudaInfo().built = false); the ops throw an Error naming the CUDA failure when no device is usable. */
+export interface CudaOps {}
+
 export type RouterScoring = 'sigmoid' | 'softmax';
 /** greedy: plain top-k; group_limited_greedy (deepseek_v2): group score = max in group;
  *  noaux_tc (deepseek_v3/v32): group score = sum of the top 2 of (score + bias) in group. */
@@ -43,6 +65,10 @@ export interface RouterOptions {
 export interface NativeAddon {
   readonly version: string;
   backends(): BackendInfo;
+  /** CUDA devices this build can use; never throws. */
+  cudaInfo(): CudaInfo;
+  /** CUDA op bindings (see CudaOps). */
+  readonly cuda: CudaOps;
   /** Sets the CPU pool size (1..256). Default: all hardware threads. */
   setThreads(n: number): void;
 

@@ -13,6 +13,8 @@ import type { NativeAddon } from './contract';
 
 export type {
   BackendInfo,
+  CudaInfo,
+  CudaOps,
   NativeAddon,
   NativeWeight,
   RouterMethod,
