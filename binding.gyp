@@ -15,6 +15,10 @@
     "cuda_sources": [
       "kernels/cuda/device.cu",
       "kernels/binding/cuda_attention.cc",
+      "kernels/cuda/gemm.cu",
+      "kernels/cuda/model_ops.cu",
+      "kernels/cuda/model_runner.cu",
+      "kernels/binding/cuda_model.cc",
     ],
   },
   "targets": [

@@ -70,6 +70,7 @@ void register_cuda(Napi::Env env, Napi::Object exports) {
   Napi::Object ns = Napi::Object::New(env);
 #if GLANCE_WITH_CUDA
   register_cuda_attention_ops(env, ns);
+  register_cuda_model_ops(env, ns);
 #endif
   exports.Set("cuda", ns);
 }

@@ -20,6 +20,7 @@ Napi::Object cuda_backend_summary(Napi::Env env);
 
 #if GLANCE_WITH_CUDA
 void register_cuda_attention_ops(Napi::Env env, Napi::Object cuda);  // cuda_attention.cc
+void register_cuda_model_ops(Napi::Env env, Napi::Object cuda);      // cuda_model.cc: GpuModel, modelOps
 #endif
 
 }  // namespace binding

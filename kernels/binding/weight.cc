@@ -70,5 +70,15 @@ const Weight& NativeWeight::From(const Args& args, size_t i, const char* name) {
   return nw->w_;
 }
 
+const Weight& NativeWeight::FromValue(Napi::Env env, Napi::Value v, const std::string& name) {
+  AddonData* d = env.GetInstanceData<AddonData>();
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(d->weight_ctor.Value()))
+    throw Napi::TypeError::New(env, name + " must be a NativeWeight (from createWeight)");
+  NativeWeight* nw = Unwrap(v.As<Napi::Object>());
+  if (nw->data_ref_.Value().IsDetached() || (!nw->scale_ref_.IsEmpty() && nw->scale_ref_.Value().IsDetached()))
+    throw Napi::TypeError::New(env, name + ": the ArrayBuffer behind the weight has been detached");
+  return nw->w_;
+}
+
 }  // namespace binding
 }  // namespace glance

@@ -19,6 +19,8 @@ class NativeWeight : public Napi::ObjectWrap<NativeWeight> {
 
   // The Weight behind argument i of an op, or a TypeError naming the argument.
   static const Weight& From(const Args& args, size_t i, const char* name);
+  // The Weight behind any value (e.g. a field of a model description), or a TypeError naming `name`.
+  static const Weight& FromValue(Napi::Env env, Napi::Value v, const std::string& name);
 
  private:
   Weight w_;

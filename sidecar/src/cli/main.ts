@@ -65,6 +65,10 @@ export type IndexerPrecision = 'fp32' | 'fp8';
 interface Common {
   model: string | null;
   verbose: boolean;
+  /** --device (default auto: CUDA when a device is usable, else the CPU); set only when given */
+  device?: 'auto' | 'cuda' | 'cpu';
+  /** --gpu-memory budget as given ("24GiB", "0.8"); set only when given */
+  gpuMemory?: string;
 }
 
 export interface LogitsCommand extends Common {
@@ -112,6 +116,8 @@ The model defaults to models/glance-tiny in the package (--model DIR picks anoth
 `;
 
 const COMMON_HELP = `  --model DIR           model directory in Hugging Face layout (default: models/glance-tiny)
+  --device D            auto (default: CUDA when a GPU is usable, else the CPU), cuda, or cpu
+  --gpu-memory SIZE     GPU memory budget for weights + KV caches, e.g. 24GiB or 0.8 of the device (default 90% of free)
   --verbose, -v         show load progress on stderr even when it is not a terminal
   --help, -h            show this help
 `;
@@ -183,6 +189,8 @@ const OPTION_SPECS = {
 
 const COMMON_SPECS = {
   model: { type: 'string' },
+  device: { type: 'string' },
+  'gpu-memory': { type: 'string' },
   verbose: { type: 'boolean', short: 'v' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -253,6 +261,12 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
   const common: Common = { model: (values.model as string | undefined) ?? null, verbose: values.verbose === true };
   if (common.model === '') throw new UsageError('--model needs a directory', cmd);
   const str = (k: string): string | undefined => values[k] as string | undefined;
+  const device = str('device');
+  if (device !== undefined) {
+    if (device !== 'auto' && device !== 'cuda' && device !== 'cpu') throw new UsageError(`--device must be auto, cuda or cpu; got ${JSON.stringify(device)}`, cmd);
+    common.device = device;
+  }
+  if (str('gpu-memory') !== undefined) common.gpuMemory = str('gpu-memory');
 
   if (cmd === 'info') return { kind: 'run', command: { ...common, command: 'info', json: values.json === true } };
 
@@ -382,6 +396,25 @@ function modelLoader(deps: CliDeps): LoadModel {
   return mod.loadModel as LoadModel;
 }
 
+/** Loads through engine/device.ts (--device, --gpu-memory); says where the model runs when verbose, and why the
+ *  GPU was not used when --device cuda fell back or when verbose. */
+function deviceLoader(io: CliIo, verbose: boolean, target: Pick<Common, 'device' | 'gpuMemory'>): LoadModel {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { loadModelOnDevice } = require('../engine/device') as typeof import('../engine/device');
+  return async (dir, opts) => {
+    const r = await loadModelOnDevice(dir, {
+      device: target.device ?? 'auto',
+      ...(target.gpuMemory !== undefined ? { gpuMemory: target.gpuMemory } : {}),
+      attention: opts.attention,
+      ...(opts.indexerPrecision ? { indexerPrecision: opts.indexerPrecision } : {}),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    });
+    if (r.fallback && (verbose || target.device === 'cuda')) io.err(`${r.fallback}\n`);
+    if (verbose) io.err(`running on ${r.device}\n`);
+    return r.model;
+  };
+}
+
 function progressReporter(io: CliIo, verbose: boolean): ((done: number, total: number, what: string) => void) | undefined {
   if (!io.stderrIsTTY && !verbose) return undefined;
   let lastPct = -1;
@@ -398,8 +431,9 @@ function progressReporter(io: CliIo, verbose: boolean): ((done: number, total: n
 
 async function openModel(
   dir: string, attention: Attention, indexerPrecision: IndexerPrecision, io: CliIo, verbose: boolean, deps: CliDeps,
+  target: Pick<Common, 'device' | 'gpuMemory'> = {},
 ): Promise<ModelLike> {
-  const load = modelLoader(deps);
+  const load = deps.loadModel ? modelLoader(deps) : deviceLoader(io, verbose, target);
   const t0 = Date.now();
   const onProgress = progressReporter(io, verbose);
   const model = await load(dir, onProgress ? { attention, indexerPrecision, onProgress } : { attention, indexerPrecision });
@@ -424,7 +458,7 @@ async function runLogits(c: LogitsCommand, io: CliIo, deps: CliDeps): Promise<nu
       `${ids.length} input tokens exceed the model's context of ${config.maxPositionEmbeddings} tokens (max_position_embeddings)`,
     );
   }
-  const model = await openModel(dir, c.attention, c.indexer, io, c.verbose, deps);
+  const model = await openModel(dir, c.attention, c.indexer, io, c.verbose, deps, c);
   const seq = model.createSequence(ids.length);
   const logits = seq.forward(ids, true);
   const V = model.config.vocabSize;
@@ -513,7 +547,7 @@ async function runGenerate(c: GenerateCommand, io: CliIo, deps: CliDeps): Promis
   };
   if (c.seed !== null) sampling.seed = c.seed;
 
-  const model = await openModel(dir, c.attention, c.indexer, io, c.verbose, deps);
+  const model = await openModel(dir, c.attention, c.indexer, io, c.verbose, deps, c);
   const controller = new AbortController();
   const onSigint = (): void => {
     if (controller.signal.aborted) process.exit(130);

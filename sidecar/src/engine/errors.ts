@@ -31,6 +31,10 @@ export type GlanceErrorCode =
   | 'context_overflow'
   /** the native addon could not be loaded */
   | 'native_unavailable'
+  /** --device cuda was asked for and no usable CUDA device (or no CUDA build of the addon) is there */
+  | 'device_unavailable'
+  /** a CUDA call failed while loading or running the model on the GPU */
+  | 'device_error'
   /** a read or map of a file failed for a reason other than the above */
   | 'io';
 

@@ -1,0 +1,344 @@
+// Matrix products of the forward pass: out[m, r] = Σ_c x[m, c] · W[r, c] (nn.Linear, W stored [out, in]).
+//
+// cuBLAS is not in this CUDA toolkit and is not loaded at run time: both kernels are ours.
+// - GEMV (decode, M ≤ 8 rows): bandwidth-bound on the weight. One warp per weight row, 8 consecutive weight values
+//   per lane per step (two 16-byte loads for fp32, one for bf16/fp16, one 8-byte load for e4m3), the M activation rows (fp32, L1/L2-resident) reused for every
+//   weight load, warp-shuffle reduction. FP8: an 8-value chunk never straddles a 128-wide scale block, so one
+//   scale load serves the chunk.
+// - GEMM (prefill): tensor cores through mma.sync.m16n8k16 bf16 (sm_80+, also on sm_90a). A 64×64 output tile per
+//   128-thread block, k-steps of 32; the activation tile is rounded to bf16 and the weight tile dequantised to bf16
+//   while staging into shared memory (so FP8 weights are never expanded in device memory), fp32 accumulation.
+//   Register double-buffering overlaps the next tile's global loads with the current tile's MMAs.
+// Grouped variants serve the MoE experts: the GEMV picks the expert of each slot from device memory (graph-safe),
+// the GEMM walks a device-built tile list {expert, m0, m1}.
+#include <stdexcept>
+#include <string>
+
+#include "model_ops.cuh"
+#include "weights.cuh"
+
+namespace glance {
+namespace cuda {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw_cuda_error(e, what, __FILE__, __LINE__);
+}
+
+namespace {
+
+constexpr int kGemvWarps = 8;
+constexpr int kGemvMaxM = 8;
+
+struct GemvParams {
+  const float* x;
+  int ldx;
+  int x_div;  // activation row of group slot i is i / x_div
+  float* out;
+  int ldo;
+  int M;
+  DevWeight w;             // single weight (table null)
+  const DevWeight* table;  // grouped: table[ids[blockIdx.y]]
+  const int* ids;
+  bool accumulate;
+};
+
+// blockIdx.y: group of TM activation rows (grouped: one slot). VEC: cols % 8 == 0 and ldx % 4 == 0.
+template <int DT, int TM, bool VEC>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvParams p) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  DevWeight w = p.w;
+  const int g = blockIdx.y;
+  if (p.table) w = p.table[__ldg(p.ids + g)];
+  const int r = blockIdx.x * kGemvWarps + warp;
+  if (r >= w.rows) return;
+  const int m0 = g * TM;
+  const int mc = min(TM, p.M - m0);
+  const float* xr[TM];
+#pragma unroll
+  for (int i = 0; i < TM; i++) xr[i] = p.x + static_cast<size_t>((m0 + min(i, mc - 1)) / p.x_div) * p.ldx;
+  float acc[TM];
+#pragma unroll
+  for (int i = 0; i < TM; i++) acc[i] = 0.0f;
+  const int cols = w.cols;
+  if constexpr (VEC) {
+    // Each lane takes 8 consecutive values per step; two steps in flight.
+#pragma unroll 2
+    for (int c = lane * 8; c < cols; c += 32 * 8) {
+      float v[8];
+      wload8<DT>(w, r, c, v);
+#pragma unroll
+      for (int i = 0; i < TM; i++) {
+        const float4 a = __ldg(reinterpret_cast<const float4*>(xr[i] + c));
+        const float4 b = __ldg(reinterpret_cast<const float4*>(xr[i] + c + 4));
+        acc[i] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z + v[7] * b.w;
+      }
+    }
+  } else {
+    for (int c = lane; c < cols; c += 32) {
+      const float v = wload(w, r, c);
+#pragma unroll
+      for (int i = 0; i < TM; i++) acc[i] += v * __ldg(xr[i] + c);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < TM; i++) {
+    const float s = warp_sum(acc[i]);
+    if (lane == 0 && i < mc) {
+      float* o = p.out + static_cast<size_t>(m0 + i) * p.ldo + r;
+      *o = p.accumulate ? *o + s : s;
+    }
+  }
+}
+
+template <int DT, int TM>
+void launch_gemv_t(cudaStream_t s, const GemvParams& p, int rows, int groups, bool vec) {
+  const dim3 grid((rows + kGemvWarps - 1) / kGemvWarps, groups);
+  if (vec) gemv_kernel<DT, TM, true><<<grid, kGemvWarps * 32, 0, s>>>(p);
+  else gemv_kernel<DT, TM, false><<<grid, kGemvWarps * 32, 0, s>>>(p);
+}
+
+template <int TM>
+void launch_gemv_m(cudaStream_t s, const GemvParams& p, int dtype, int rows, int groups, bool vec) {
+  switch (dtype) {
+    case kF32: launch_gemv_t<kF32, TM>(s, p, rows, groups, vec); break;
+    case kBF16: launch_gemv_t<kBF16, TM>(s, p, rows, groups, vec); break;
+    case kF16: launch_gemv_t<kF16, TM>(s, p, rows, groups, vec); break;
+    default: launch_gemv_t<kF8E4M3, TM>(s, p, rows, groups, vec); break;
+  }
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// ---- tensor-core GEMM --------------------------------------------------------------------------------------
+constexpr int BM = kGemmTileM, BN = 64, BK = 32, kPad = 8, kGemmThreads = 128;
+
+struct GemmParams {
+  const float* x;
+  int ldx;
+  const int* x_rows;
+  float* out;
+  int ldo;
+  int M;
+  DevWeight w;
+  const DevWeight* table;
+  const int4* tiles;
+  const int* num_tiles;
+  bool accumulate;
+  bool vec_x;  // ldx % 4 == 0, x 16-byte aligned, K % 8 == 0
+};
+
+__device__ __forceinline__ uint32_t pack_bf16(float a, float b) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Each thread stages 2 groups of 8 values of A (rows of x) and 2 of B (rows of W) per k-step:
+// group id = tid + 128·j → row = id / 4 (0..63), k offset = (id % 4) · 8.
+template <int DT, bool VECW>
+__global__ void __launch_bounds__(kGemmThreads) gemm_kernel(const GemmParams p) {
+  __shared__ __align__(16) uint16_t As[BM][BK + kPad];
+  __shared__ __align__(16) uint16_t Bs[BN][BK + kPad];
+  int m_begin = blockIdx.x * BM, m_end = p.M;
+  DevWeight w = p.w;
+  if (p.tiles) {
+    if (static_cast<int>(blockIdx.x) >= *p.num_tiles) return;
+    const int4 t = p.tiles[blockIdx.x];
+    w = p.table[t.x];
+    m_begin = t.y;
+    m_end = t.z;
+  }
+  const int n_begin = blockIdx.y * BN;
+  if (n_begin >= w.rows || m_begin >= m_end) return;
+  const int K = w.cols, N = w.rows;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;  // warp's 32×32 sub-tile
+  const int g = lane >> 2, c4 = lane & 3;
+
+  // Row pointers of the two A rows / two B rows this thread stages.
+  const float* arow[2];
+  bool a_ok[2];
+  int b_row[2];
+  bool b_ok[2];
+  int koff[2];
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    const int id = tid + kGemmThreads * j;
+    const int row = id >> 2;
+    koff[j] = (id & 3) * 8;
+    const int m = m_begin + row;
+    a_ok[j] = m < m_end;
+    const int phys = a_ok[j] ? (p.x_rows ? __ldg(p.x_rows + m) : m) : 0;
+    arow[j] = p.x + static_cast<size_t>(phys) * p.ldx;
+    b_row[j] = n_begin + row;
+    b_ok[j] = b_row[j] < N;
+  }
+
+  float acc[2][4][4];
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+
+  float av[2][8], bv[2][8];
+  auto load_tile = [&](int k0) {
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      const int k = k0 + koff[j];
+      if (a_ok[j] && p.vec_x && k + 8 <= K) {
+        const float4 u = __ldg(reinterpret_cast<const float4*>(arow[j] + k));
+        const float4 v = __ldg(reinterpret_cast<const float4*>(arow[j] + k + 4));
+        av[j][0] = u.x; av[j][1] = u.y; av[j][2] = u.z; av[j][3] = u.w;
+        av[j][4] = v.x; av[j][5] = v.y; av[j][6] = v.z; av[j][7] = v.w;
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++) av[j][e] = (a_ok[j] && k + e < K) ? __ldg(arow[j] + k + e) : 0.0f;
+      }
+      if (b_ok[j] && VECW && k + 8 <= K) {
+        wload8<DT>(w, b_row[j], k, bv[j]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++) bv[j][e] = (b_ok[j] && k + e < K) ? wload(w, b_row[j], k + e) : 0.0f;
+      }
+    }
+  };
+  auto store_tile = [&]() {
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      const int row = (tid + kGemmThreads * j) >> 2;
+      uint4 ua, ub;
+      ua.x = pack_bf16(av[j][0], av[j][1]); ua.y = pack_bf16(av[j][2], av[j][3]);
+      ua.z = pack_bf16(av[j][4], av[j][5]); ua.w = pack_bf16(av[j][6], av[j][7]);
+      ub.x = pack_bf16(bv[j][0], bv[j][1]); ub.y = pack_bf16(bv[j][2], bv[j][3]);
+      ub.z = pack_bf16(bv[j][4], bv[j][5]); ub.w = pack_bf16(bv[j][6], bv[j][7]);
+      *reinterpret_cast<uint4*>(&As[row][koff[j]]) = ua;
+      *reinterpret_cast<uint4*>(&Bs[row][koff[j]]) = ub;
+    }
+  };
+
+  load_tile(0);
+  for (int k0 = 0; k0 < K; k0 += BK) {
+    __syncthreads();  // previous MMAs done reading shared memory
+    store_tile();
+    __syncthreads();
+    if (k0 + BK < K) load_tile(k0 + BK);  // in flight during the MMAs below
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      uint32_t a[2][4], b[4][2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        const int r0 = wm + i * 16 + g;
+        a[i][0] = *reinterpret_cast<const uint32_t*>(&As[r0][kk + 2 * c4]);
+        a[i][1] = *reinterpret_cast<const uint32_t*>(&As[r0 + 8][kk + 2 * c4]);
+        a[i][2] = *reinterpret_cast<const uint32_t*>(&As[r0][kk + 2 * c4 + 8]);
+        a[i][3] = *reinterpret_cast<const uint32_t*>(&As[r0 + 8][kk + 2 * c4 + 8]);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        const int n0 = wn + j * 8 + g;
+        b[j][0] = *reinterpret_cast<const uint32_t*>(&Bs[n0][kk + 2 * c4]);
+        b[j][1] = *reinterpret_cast<const uint32_t*>(&Bs[n0][kk + 2 * c4 + 8]);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) mma_bf16(acc[i][j], a[i], b[j]);
+    }
+  }
+
+  // C fragment: (g, 2c4..2c4+1) and (g + 8, same).
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int m = m_begin + wm + i * 16 + g + h * 8;
+        if (m >= m_end) continue;
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int n = n_begin + wn + j * 8 + 2 * c4 + e;
+          if (n >= N) continue;
+          float* o = p.out + static_cast<size_t>(m) * p.ldo + n;
+          const float v = acc[i][j][2 * h + e];
+          *o = p.accumulate ? *o + v : v;
+        }
+      }
+    }
+  }
+}
+
+template <int DT>
+void launch_gemm_t(cudaStream_t s, const GemmParams& p, dim3 grid, bool vecw) {
+  if (vecw) gemm_kernel<DT, true><<<grid, kGemmThreads, 0, s>>>(p);
+  else gemm_kernel<DT, false><<<grid, kGemmThreads, 0, s>>>(p);
+}
+
+void launch_gemm(cudaStream_t s, const GemmParams& p, int dtype, dim3 grid, bool vecw) {
+  switch (dtype) {
+    case kF32: launch_gemm_t<kF32>(s, p, grid, vecw); break;
+    case kBF16: launch_gemm_t<kBF16>(s, p, grid, vecw); break;
+    case kF16: launch_gemm_t<kF16>(s, p, grid, vecw); break;
+    default: launch_gemm_t<kF8E4M3>(s, p, grid, vecw); break;
+  }
+}
+
+}  // namespace
+
+void gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate) {
+  if (M <= 0 || w.rows <= 0) return;
+  GemvParams p{x, ldx, 1, out, ldo, M, w, nullptr, nullptr, accumulate};
+  const bool vec = w.cols % 8 == 0 && ldx % 4 == 0 && aligned16(x) && aligned16(w.data);
+  // Groups of up to 4 rows share each weight load; larger M runs in several groups.
+  const int tm = M == 1 ? 1 : M == 2 ? 2 : 4;
+  const int groups = (M + tm - 1) / tm;
+  if (tm == 1) launch_gemv_m<1>(s, p, w.dtype, w.rows, groups, vec);
+  else if (tm == 2) launch_gemv_m<2>(s, p, w.dtype, w.rows, groups, vec);
+  else launch_gemv_m<4>(s, p, w.dtype, w.rows, groups, vec);
+  check(cudaGetLastError(), "gemv");
+}
+
+void gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate) {
+  if (M <= 0 || w.rows <= 0) return;
+  GemmParams p{x, ldx, nullptr, out, ldo, M, w, nullptr, nullptr, nullptr, accumulate,
+               ldx % 4 == 0 && aligned16(x) && w.cols % 8 == 0};
+  const dim3 grid((M + BM - 1) / BM, (w.rows + BN - 1) / BN);
+  launch_gemm(s, p, w.dtype, grid, w.cols % 8 == 0 && aligned16(w.data));
+  check(cudaGetLastError(), "gemm");
+}
+
+void linear(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate) {
+  if (M <= kGemvMaxM) gemv(s, out, ldo, x, ldx, M, w, accumulate);
+  else gemm(s, out, ldo, x, ldx, M, w, accumulate);
+}
+
+void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
+                  const DevWeight* table, const int* ids, const DevWeight& shape) {
+  if (M <= 0 || shape.rows <= 0) return;
+  GemvParams p{x, ldx, x_div, out, ldo, M, shape, table, ids, false};
+  // Expert tensors are separate allocations (256-byte aligned by cudaMalloc); x alignment checked here.
+  const bool vec = shape.cols % 8 == 0 && ldx % 4 == 0 && aligned16(x);
+  launch_gemv_m<1>(s, p, shape.dtype, shape.rows, M, vec);
+  check(cudaGetLastError(), "grouped_gemv");
+}
+
+void grouped_gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, const int* x_rows,
+                  const DevWeight* table, const int4* tiles, const int* num_tiles, int max_tiles, const DevWeight& shape) {
+  if (max_tiles <= 0 || shape.rows <= 0) return;
+  GemmParams p{x, ldx, x_rows, out, ldo, 0, shape, table, tiles, num_tiles, false,
+               ldx % 4 == 0 && aligned16(x) && shape.cols % 8 == 0};
+  const dim3 grid(max_tiles, (shape.rows + BN - 1) / BN);
+  launch_gemm(s, p, shape.dtype, grid, shape.cols % 8 == 0);
+  check(cudaGetLastError(), "grouped_gemm");
+}
+
+}  // namespace cuda
+}  // namespace glance

@@ -1,0 +1,782 @@
+// The model ops of model_ops.cuh other than the matrix products (gemm.cu). Each mirrors its CPU twin in
+// kernels/cpu (same formula, fp32 arithmetic); reductions run in a fixed order so that results do not depend on
+// timing (decode-by-graph equals step-by-step bit for bit).
+//
+// The attention-side ops here (indexer scores, top-k, latent MQA attention) are generic: any head count and
+// latent width, so every checkpoint shape runs (the golden fixtures, the embedded model). The tuned kernels for
+// DeepSeek's shapes are 3a's (indexer.cu, topk.cu, sparse_mla.cu); the runner picks those where they apply.
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+
+#include <cfloat>
+#include <cmath>
+#include <stdexcept>
+
+#include "model_ops.cuh"
+#include "weights.cuh"
+
+namespace glance {
+namespace cuda {
+
+namespace {
+
+// Block-wide sum in a fixed order (warp shuffles, then warp 0 over the warp sums); every thread gets the result.
+template <int NT>
+__device__ float block_sum(float v, float* red) {
+  v = warp_sum(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = lane < NT / 32 ? red[lane] : 0.0f;
+  t = warp_sum(t);
+  return t;
+}
+
+inline int blocks_for(int64_t n, int per) { return static_cast<int>((n + per - 1) / per); }
+
+// ---- norms -------------------------------------------------------------------------------------------------
+constexpr int kNormThreads = 256;
+
+__global__ void rms_norm_kernel(float* out, int ld_out, const float* x, int ld_x, int dim, const float* w, float eps) {
+  __shared__ float red[32];
+  const float* xr = x + static_cast<size_t>(blockIdx.x) * ld_x;
+  float* orow = out + static_cast<size_t>(blockIdx.x) * ld_out;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < dim; i += kNormThreads) ss += xr[i] * xr[i];
+  ss = block_sum<kNormThreads>(ss, red);
+  const float r = rsqrtf(ss / dim + eps);
+  for (int i = threadIdx.x; i < dim; i += kNormThreads) orow[i] = xr[i] * r * w[i];
+}
+
+__global__ void layer_norm_kernel(float* out, int ld_out, const float* x, int ld_x, int dim, const float* w,
+                                  const float* b, float eps) {
+  __shared__ float red[32];
+  const float* xr = x + static_cast<size_t>(blockIdx.x) * ld_x;
+  float* orow = out + static_cast<size_t>(blockIdx.x) * ld_out;
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < dim; i += kNormThreads) s += xr[i];
+  const float mean = block_sum<kNormThreads>(s, red) / dim;
+  float v = 0.0f;
+  for (int i = threadIdx.x; i < dim; i += kNormThreads) {
+    const float d = xr[i] - mean;
+    v += d * d;
+  }
+  const float var = block_sum<kNormThreads>(v, red) / dim;
+  const float r = rsqrtf(var + eps);
+  for (int i = threadIdx.x; i < dim; i += kNormThreads) orow[i] = (xr[i] - mean) * r * w[i] + b[i];
+}
+
+// ---- rope --------------------------------------------------------------------------------------------------
+// One thread per (t, head, pair). The angle is the fp32 product pos·invFreq; cos/sin in double as the CPU does.
+__global__ void rope_kernel(float* x, int T, int nHeads, int headStride, int offset, int half, const int* positions,
+                            const float* invFreq, float af, bool interleaved) {
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (id >= static_cast<int64_t>(T) * nHeads * half) return;
+  const int i = static_cast<int>(id % half);
+  const int64_t th = id / half;
+  const int t = static_cast<int>(th / nHeads);
+  const float theta = static_cast<float>(positions[t]) * invFreq[i];
+  double sd, cd;
+  sincos(static_cast<double>(theta), &sd, &cd);
+  const float c = static_cast<float>(cd) * af, s = static_cast<float>(sd) * af;
+  float* v = x + th * headStride + offset;
+  const int ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
+  const float a = v[ia], b = v[ib];
+  v[ia] = a * c - b * s;
+  v[ib] = a * s + b * c;
+}
+
+// ---- elementwise -------------------------------------------------------------------------------------------
+__global__ void embedding_kernel(float* out, const int* ids, int n, DevWeight w) {
+  const int row = blockIdx.y;
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (row >= n || c >= w.cols) return;
+  out[static_cast<size_t>(row) * w.cols + c] = wload(w, ids[row], c);
+}
+
+__global__ void silu_mul_kernel(float* out, const float* g, const float* u, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float a = g[i];
+  out[i] = a / (1.0f + expf(-a)) * u[i];
+}
+
+__global__ void add_kernel(float* a, const float* b, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) a[i] += b[i];
+}
+
+__global__ void copy_rows_kernel(float* dst, int ldd, const float* src, int lds, int width) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c < width) dst[static_cast<size_t>(blockIdx.y) * ldd + c] = src[static_cast<size_t>(blockIdx.y) * lds + c];
+}
+
+__global__ void scatter_rows_kernel(float* dst, const float* src, int width, const int* positions) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c < width) dst[static_cast<size_t>(positions[blockIdx.y]) * width + c] = src[static_cast<size_t>(blockIdx.y) * width + c];
+}
+
+__global__ void scale_kernel(float* x, int64_t n, float a, const float* mul) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] *= mul ? a * mul[i] : a;
+}
+
+// ---- MLA pieces --------------------------------------------------------------------------------------------
+// out[t,h,c] = Σ_d q[t,h,d] W[h(nope+v)+d][c]: thread per (t,h,c); consecutive c read consecutive weights.
+__global__ void absorb_kernel(float* out, int outStride, const float* q, int qStride, int T, int H, int nope, int v,
+                              DevWeight w) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  const int th = blockIdx.y;
+  if (c >= w.cols) return;
+  const int h = th % H;
+  const float* qh = q + static_cast<size_t>(th) * qStride;
+  float acc = 0.0f;
+  for (int d = 0; d < nope; d++) acc += qh[d] * wload(w, h * (nope + v) + d, c);
+  out[static_cast<size_t>(th) * outStride + c] = acc;
+}
+
+// out[t, h·v + j] = Σ_c o[t,h,c] W[h(nope+v)+nope+j][c]: a warp per (t,h,j), lanes over c.
+__global__ void expand_kernel(float* out, const float* o, int T, int H, int L, int nope, int v, DevWeight w) {
+  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+  if (warp >= T * H * v) return;
+  const int j = warp % v, th = warp / v, h = th % H;
+  const float* orow = o + static_cast<size_t>(th) * L;
+  const int r = h * (nope + v) + nope + j;
+  float acc = 0.0f;
+  for (int c = lane; c < L; c += 32) acc += orow[c] * wload(w, r, c);
+  acc = warp_sum(acc);
+  if (lane == 0) out[static_cast<size_t>(th) * v + j] = acc;
+}
+
+__global__ void store_latent_kernel(uint16_t* cache, const float* rows, int latent, const int* positions) {
+  const int t = blockIdx.y;
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= latent) return;
+  const __nv_bfloat16 b = __float2bfloat16_rn(rows[static_cast<size_t>(t) * latent + c]);
+  cache[static_cast<size_t>(positions[t]) * latent + c] = *reinterpret_cast<const uint16_t*>(&b);
+}
+
+// Latent MQA attention, one block per (t, h); each warp runs an online softmax over its share of the candidates
+// (lane j holds latent dims j, j+32, ...), then the warps merge in a fixed order.
+constexpr int kAttnWarps = 4;
+constexpr int kAttnMaxPerLane = 24;  // latent ≤ 768
+
+template <int kAttnMaxPerLane>
+__global__ void __launch_bounds__(kAttnWarps * 32) mla_attention_kernel(float* out, const float* q,
+                                                                         const uint16_t* cache, int H, int L, int R,
+                                                                         float scale, const int* indices, int k,
+                                                                         const int* positions) {
+  const int th = blockIdx.x, t = th / H;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int latent = L + R;
+  const float* qr = q + static_cast<size_t>(th) * latent;
+  float qv[kAttnMaxPerLane], acc[kAttnMaxPerLane];
+#pragma unroll
+  for (int i = 0; i < kAttnMaxPerLane; i++) {
+    const int c = lane + 32 * i;
+    qv[i] = c < latent ? qr[c] : 0.0f;
+    acc[i] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  const int n = indices ? k : positions[t] + 1;
+  for (int j = warp; j < n; j += kAttnWarps) {
+    const int s = indices ? indices[static_cast<size_t>(t) * k + j] : j;
+    if (s < 0) continue;
+    const uint16_t* row = cache + static_cast<size_t>(s) * latent;
+    float kv[kAttnMaxPerLane];
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kAttnMaxPerLane; i++) {
+      const int c = lane + 32 * i;
+      kv[i] = c < latent ? bf16_bits_to_float(row[c]) : 0.0f;
+      dot += qv[i] * kv[i];
+    }
+    const float sc = warp_sum(dot) * scale;
+    const float mn = fmaxf(m, sc);
+    const float corr = expf(m - mn), p = expf(sc - mn);
+    l = l * corr + p;
+#pragma unroll
+    for (int i = 0; i < kAttnMaxPerLane; i++) acc[i] = acc[i] * corr + p * (lane + 32 * i < L ? kv[i] : 0.0f);
+    m = mn;
+  }
+  __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
+  __shared__ float sm_acc[kAttnWarps][kAttnMaxPerLane * 32];
+  if (lane == 0) {
+    sm_m[warp] = m;
+    sm_l[warp] = l;
+  }
+#pragma unroll
+  for (int i = 0; i < kAttnMaxPerLane; i++) sm_acc[warp][lane + 32 * i] = acc[i];
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < kAttnWarps; w++) M = fmaxf(M, sm_m[w]);
+  float den = 0.0f;
+  for (int w = 0; w < kAttnWarps; w++) den += sm_m[w] == -INFINITY ? 0.0f : sm_l[w] * expf(sm_m[w] - M);
+  float* orow = out + static_cast<size_t>(th) * L;
+  for (int c = threadIdx.x; c < L; c += kAttnWarps * 32) {
+    float num = 0.0f;
+    for (int w = 0; w < kAttnWarps; w++)
+      if (sm_m[w] != -INFINITY) num += sm_acc[w][c] * expf(sm_m[w] - M);
+    orow[c] = den > 0.0f ? num / den : 0.0f;
+  }
+}
+
+// ---- indexer -----------------------------------------------------------------------------------------------
+// One block of max(D, 32) threads per row (D ≤ 1024, a power of two). Butterflies in shared memory, the same
+// additions in the same order as the CPU, then one multiply by fp32(D^-0.5).
+__global__ void hadamard_quant_kernel(uint8_t* out8, float* scales, float* xio, const float* x, int D, const int* rows_at,
+                                      bool hadamard, bool quant) {
+  extern __shared__ float sh[];
+  __shared__ float red[32];
+  __shared__ int bad_sh;
+  const int n = blockIdx.x, i = threadIdx.x;
+  const bool live = i < D;
+  if (live) sh[i] = x[static_cast<size_t>(n) * D + i];
+  if (i == 0) bad_sh = 0;
+  __syncthreads();
+  if (hadamard) {
+    for (int h = 1; h < D; h <<= 1) {
+      float a = 0.0f;
+      if (live) a = (i & h) == 0 ? sh[i] + sh[i + h] : sh[i - h] - sh[i];
+      __syncthreads();
+      if (live) sh[i] = a;
+      __syncthreads();
+    }
+    if (live) sh[i] *= static_cast<float>(1.0 / sqrt(static_cast<double>(D)));
+  }
+  const float v = live ? sh[i] : 0.0f;
+  if (!quant) {
+    if (live) xio[static_cast<size_t>(n) * D + i] = v;
+    return;
+  }
+  // amax over the row; a NaN or infinity anywhere gives a NaN scale and NaN codes, as on the CPU.
+  if (!isfinite(v)) atomicOr(&bad_sh, 1);
+  const float a = warp_max(fabsf(v));
+  if ((i & 31) == 0) red[i >> 5] = a;
+  __syncthreads();
+  float amax = 1e-4f;
+  for (int w = 0; w < (blockDim.x >> 5); w++) amax = fmaxf(amax, red[w]);
+  if (!live) return;
+  const int row = rows_at ? rows_at[n] : n;
+  uint8_t* o = out8 + static_cast<size_t>(row) * D;
+  if (bad_sh) {
+    o[i] = 0x7F;
+    if (i == 0) scales[row] = NAN;
+    return;
+  }
+  int e = 0;
+  const float mfr = frexpf(amax / 448.0f, &e);
+  const float sc = ldexpf(1.0f, mfr == 0.5f ? e - 1 : e);
+  o[i] = float_to_e4m3(v * (1.0f / sc));
+  if (i == 0) scales[row] = sc;
+}
+
+// Scores: a block per (t, 128 keys); q and w of token t in shared memory; a thread per key.
+constexpr int kIdxKeys = 128;
+
+template <bool FP8>
+__global__ void indexer_scores_kernel(float* out, int ldo, const void* qv, const float* w, const void* keys,
+                                      const float* key_scales, int S, int Hi, int D, const int* positions) {
+  extern __shared__ float sq[];  // Hi·D query values (decoded) + Hi weights
+  const int t = blockIdx.y;
+  const int HD = Hi * D;
+  for (int i = threadIdx.x; i < HD; i += blockDim.x) {
+    const size_t gi = static_cast<size_t>(t) * HD + i;
+    sq[i] = FP8 ? e4m3_to_float(reinterpret_cast<const uint8_t*>(qv)[gi]) : reinterpret_cast<const float*>(qv)[gi];
+  }
+  for (int i = threadIdx.x; i < Hi; i += blockDim.x) sq[HD + i] = w[static_cast<size_t>(t) * Hi + i];
+  __syncthreads();
+  const int s = blockIdx.x * kIdxKeys + threadIdx.x;
+  if (s >= S) return;
+  const int pos = positions[t];
+  float* o = out + static_cast<size_t>(t) * ldo + s;
+  if (s > pos) {
+    *o = -INFINITY;
+    return;
+  }
+  float total = 0.0f;
+  for (int h = 0; h < Hi; h++) {
+    float dot = 0.0f;
+    for (int d = 0; d < D; d++) {
+      const size_t ki = static_cast<size_t>(s) * D + d;
+      const float kvv = FP8 ? e4m3_to_float(reinterpret_cast<const uint8_t*>(keys)[ki]) : reinterpret_cast<const float*>(keys)[ki];
+      dot += sq[h * D + d] * kvv;
+    }
+    total += sq[HD + h] * fmaxf(dot, 0.0f);
+  }
+  *o = FP8 ? total * key_scales[s] : total;
+}
+
+// ---- top-k -------------------------------------------------------------------------------------------------
+constexpr int kTopkThreads = 512;
+
+__device__ __forceinline__ uint32_t score_key(float f) {
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7f800000u) == 0x7f800000u) return 0;
+  if (u == 0x80000000u) u = 0;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// One block per row: the threshold key by a 4×8-bit radix select (histograms in shared memory), then one ordered
+// pass with a block scan that emits keys above the threshold and the lowest-indexed ties, in column order.
+__global__ void __launch_bounds__(kTopkThreads) topk_kernel(int* idx, const float* scores, int ld, int S_static, int k,
+                                                            const int* S_dev) {
+  using Scan = cub::BlockScan<int, kTopkThreads>;
+  using Reduce = cub::BlockReduce<int, kTopkThreads>;
+  __shared__ union {
+    typename Scan::TempStorage scan;
+    typename Reduce::TempStorage reduce;
+  } tmp;
+  __shared__ int hist[256];
+  __shared__ uint32_t prefix_sh;
+  __shared__ int need_sh, finite_sh, carry_sh, tie_carry_sh;
+  const int S = S_dev ? *S_dev : S_static;
+  const float* row = scores + static_cast<size_t>(blockIdx.x) * ld;
+  int* o = idx + static_cast<size_t>(blockIdx.x) * k;
+  if (threadIdx.x == 0) {
+    finite_sh = 0;
+    prefix_sh = 0;
+    need_sh = k;
+  }
+  __syncthreads();
+  int fin = 0;
+  for (int s = threadIdx.x; s < S; s += kTopkThreads) fin += score_key(row[s]) != 0;
+  fin = Reduce(tmp.reduce).Sum(fin);
+  if (threadIdx.x == 0) finite_sh = fin;
+  __syncthreads();
+  const bool take_all = finite_sh <= k;
+  uint32_t thr = 1;  // select keys ≥ thr ... refined below
+  int ties_needed = 0;
+  if (!take_all) {
+    // Radix select: after level L, prefix holds the top 8(L+1) bits of the k-th largest key.
+    for (int level = 0; level < 4; level++) {
+      const int shift = 24 - 8 * level;
+      for (int i = threadIdx.x; i < 256; i += kTopkThreads) hist[i] = 0;
+      __syncthreads();
+      const uint32_t prefix = prefix_sh;
+      const uint32_t mask = level == 0 ? 0u : (0xFFFFFFFFu << (shift + 8));
+      for (int s = threadIdx.x; s < S; s += kTopkThreads) {
+        const uint32_t key = score_key(row[s]);
+        if (key != 0 && (key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
+      }
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        int need = need_sh, b = 255;
+        for (; b > 0; b--) {
+          if (hist[b] >= need) break;
+          need -= hist[b];
+        }
+        need_sh = need;
+        prefix_sh = prefix | (static_cast<uint32_t>(b) << shift);
+      }
+      __syncthreads();
+    }
+    thr = prefix_sh;        // the k-th largest key
+    ties_needed = need_sh;  // how many keys equal to thr to take (lowest columns first)
+  }
+  if (threadIdx.x == 0) {
+    carry_sh = 0;
+    tie_carry_sh = 0;
+  }
+  __syncthreads();
+  for (int base = 0; base < S; base += kTopkThreads) {
+    const int s = base + threadIdx.x;
+    const uint32_t key = s < S ? score_key(row[s]) : 0u;
+    const int is_tie = (!take_all && key == thr && key != 0) ? 1 : 0;
+    int tie_before, tie_total;
+    Scan(tmp.scan).ExclusiveSum(is_tie, tie_before, tie_total);
+    __syncthreads();
+    const bool sel = key != 0 && (take_all || key > thr || (is_tie && tie_carry_sh + tie_before < ties_needed));
+    int sel_before, sel_total;
+    Scan(tmp.scan).ExclusiveSum(sel ? 1 : 0, sel_before, sel_total);
+    if (sel) o[carry_sh + sel_before] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      carry_sh += sel_total;
+      tie_carry_sh += tie_total;
+    }
+    __syncthreads();
+  }
+  for (int i = carry_sh + threadIdx.x; i < k; i += kTopkThreads) o[i] = -1;
+}
+
+// ---- MoE ---------------------------------------------------------------------------------------------------
+// A warp per token; lane 0 does the selection serially (E ≤ a few hundred, K ≤ 16): the same comparisons as
+// the CPU (descending, ties → lower index, NaN last).
+__device__ __forceinline__ bool better(float va, int a, float vb, int b) {
+  if (va != vb) {
+    if (isnan(va)) return false;
+    if (isnan(vb)) return true;
+    return va > vb;
+  }
+  return a < b;
+}
+
+constexpr int kMaxExperts = 512;
+
+__global__ void moe_route_kernel(int* ids, float* weights, const float* logits, int T, int E, int K, int scoring,
+                                 int method, int nGroup, int topkGroup, const float* bias, bool normTopk, float scale) {
+  const int t = blockIdx.x;
+  __shared__ float scores[kMaxExperts], choice[kMaxExperts];
+  __shared__ float red[32];
+  const float* lg = logits + static_cast<size_t>(t) * E;
+  if (scoring == 0) {
+    for (int e = threadIdx.x; e < E; e += blockDim.x) scores[e] = 1.0f / (1.0f + expf(-lg[e]));
+  } else {
+    float m = -INFINITY;
+    for (int e = threadIdx.x; e < E; e += blockDim.x) m = fmaxf(m, lg[e]);
+    m = warp_max(m);
+    for (int e = threadIdx.x; e < E; e += blockDim.x) scores[e] = expf(lg[e] - m);
+    __syncwarp();
+    if (threadIdx.x == 0) {
+      float sum = 0.0f;
+      for (int e = 0; e < E; e++) sum += scores[e];  // serial: the CPU's order
+      red[0] = sum;
+    }
+    __syncwarp();
+    const float sum = red[0];
+    for (int e = threadIdx.x; e < E; e += blockDim.x) scores[e] /= sum;
+  }
+  __syncwarp();
+  for (int e = threadIdx.x; e < E; e += blockDim.x) choice[e] = bias ? scores[e] + bias[e] : scores[e];
+  __syncwarp();
+  if (threadIdx.x != 0) return;
+  if (method != 0 && nGroup > 1) {
+    const int per = E / nGroup;
+    float gscore[64];
+    bool keep[64];
+    for (int g = 0; g < nGroup; g++) {
+      const float* c = choice + g * per;
+      if (method == 1) {
+        float m = c[0];
+        for (int i = 1; i < per; i++) m = fmaxf(m, c[i]);
+        gscore[g] = m;
+      } else {
+        float a = -INFINITY, b = -INFINITY;
+        for (int i = 0; i < per; i++) {
+          if (c[i] > a) {
+            b = a;
+            a = c[i];
+          } else if (c[i] > b) {
+            b = c[i];
+          }
+        }
+        gscore[g] = per >= 2 ? a + b : a;
+      }
+      keep[g] = false;
+    }
+    for (int j = 0; j < topkGroup; j++) {
+      int best = -1;
+      for (int g = 0; g < nGroup; g++)
+        if (!keep[g] && (best < 0 || better(gscore[g], g, gscore[best], best))) best = g;
+      keep[best] = true;
+    }
+    for (int g = 0; g < nGroup; g++)
+      if (!keep[g])
+        for (int i = 0; i < per; i++) choice[g * per + i] = 0.0f;
+  }
+  int* oid = ids + static_cast<size_t>(t) * K;
+  float* ow = weights + static_cast<size_t>(t) * K;
+  // K selections; "taken" tracked by a bitmask over E ≤ 512.
+  uint32_t taken[kMaxExperts / 32];
+  for (int i = 0; i < kMaxExperts / 32; i++) taken[i] = 0;
+  float sum = 0.0f;
+  for (int j = 0; j < K; j++) {
+    int best = -1;
+    for (int e = 0; e < E; e++) {
+      if (taken[e >> 5] & (1u << (e & 31))) continue;
+      if (best < 0 || better(choice[e], e, choice[best], best)) best = e;
+    }
+    taken[best >> 5] |= 1u << (best & 31);
+    oid[j] = best;
+    ow[j] = scores[best];
+    sum += ow[j];
+  }
+  const float den = sum + 1e-20f;
+  for (int j = 0; j < K; j++) ow[j] = (normTopk ? ow[j] / den : ow[j]) * scale;
+}
+
+// One block: counts per expert, offsets, slot positions in (token, j) order within each expert (deterministic),
+// and the tile list.
+__global__ void moe_permute_kernel(const int* ids, int T, int K, int E, int* counts, int* slot_rows, int* slot_pos,
+                                   int4* tiles, int* num_tiles) {
+  // counts[e] then running offsets; serial over slots in thread 0 keeps the order deterministic. T·K is at most a
+  // prefill chunk times K (a few thousand), cheap next to the expert GEMMs.
+  if (threadIdx.x != 0) return;
+  for (int e = 0; e <= E; e++) counts[e] = 0;
+  const int n = T * K;
+  for (int i = 0; i < n; i++) counts[ids[i] + 1]++;
+  for (int e = 0; e < E; e++) counts[e + 1] += counts[e];  // counts[e] = first permuted row of expert e
+  int nt = 0;
+  for (int e = 0; e < E; e++)
+    for (int m = counts[e]; m < counts[e + 1]; m += kGemmTileM) tiles[nt++] = make_int4(e, m, min(m + kGemmTileM, counts[e + 1]), 0);
+  *num_tiles = nt;
+  // Fill: reuse counts as cursors.
+  for (int i = 0; i < n; i++) {
+    const int e = ids[i];
+    const int p = counts[e]++;
+    slot_rows[p] = i / K;
+    slot_pos[i] = p;
+  }
+}
+
+__global__ void moe_combine_kernel(float* out, const float* y, const float* w, const int* slot_pos, int K, int D,
+                                   bool accumulate) {
+  const int t = blockIdx.y;
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d >= D) return;
+  float acc = accumulate ? out[static_cast<size_t>(t) * D + d] : 0.0f;
+  for (int j = 0; j < K; j++) {
+    const int slot = t * K + j;
+    const int p = slot_pos ? slot_pos[slot] : slot;
+    acc += w[slot] * y[static_cast<size_t>(p) * D + d];
+  }
+  out[static_cast<size_t>(t) * D + d] = acc;
+}
+
+// ---- sampling ----------------------------------------------------------------------------------------------
+constexpr int kSampleThreads = 1024;
+
+__global__ void __launch_bounds__(kSampleThreads) sample_kernel(int* token, const float* logits, int V, float temp,
+                                                                const float* u) {
+  using Reduce = cub::BlockReduce<float, kSampleThreads>;
+  using Scan = cub::BlockScan<float, kSampleThreads>;
+  __shared__ union {
+    typename Reduce::TempStorage r;
+    typename Scan::TempStorage s;
+  } tmp;
+  __shared__ float bv[32];
+  __shared__ int bi[32];
+  __shared__ float m_sh, sum_sh, carry_sh;
+  __shared__ int found_sh;
+  // Argmax, lowest index on ties.
+  float best = -INFINITY;
+  int besti = 0x7fffffff;
+  for (int i = threadIdx.x; i < V; i += kSampleThreads) {
+    const float v = logits[i];
+    if (v > best || (v == best && i < besti)) {
+      best = v;
+      besti = i;
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, besti, o);
+    if (ov > best || (ov == best && oi < besti)) {
+      best = ov;
+      besti = oi;
+    }
+  }
+  if ((threadIdx.x & 31) == 0) {
+    bv[threadIdx.x >> 5] = best;
+    bi[threadIdx.x >> 5] = besti;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float b = bv[0];
+    int i0 = bi[0];
+    for (int w = 1; w < kSampleThreads / 32; w++)
+      if (bv[w] > b || (bv[w] == b && bi[w] < i0)) {
+        b = bv[w];
+        i0 = bi[w];
+      }
+    m_sh = b;
+    *token = i0 == 0x7fffffff ? 0 : i0;
+  }
+  if (temp <= 0.0f) return;
+  __syncthreads();
+  const float m = m_sh, inv = 1.0f / temp;
+  float part = 0.0f;
+  for (int i = threadIdx.x; i < V; i += kSampleThreads) part += expf((logits[i] - m) * inv);
+  const float total = Reduce(tmp.r).Sum(part);
+  if (threadIdx.x == 0) {
+    sum_sh = total;
+    carry_sh = 0.0f;
+    found_sh = 0x7fffffff;
+  }
+  __syncthreads();
+  const float target = *u * sum_sh;
+  for (int base = 0; base < V; base += kSampleThreads) {
+    const int i = base + threadIdx.x;
+    const float p = i < V ? expf((logits[i] - m) * inv) : 0.0f;
+    float before, chunk;
+    Scan(tmp.s).ExclusiveSum(p, before, chunk);
+    const float c0 = carry_sh;
+    if (i < V && p > 0.0f && c0 + before + p > target) atomicMin(&found_sh, i);
+    __syncthreads();
+    if (threadIdx.x == 0) carry_sh = c0 + chunk;
+    __syncthreads();
+    if (found_sh != 0x7fffffff) break;
+  }
+  // Rounding can leave the target just past the last cumulative sum: keep the argmax then.
+  if (threadIdx.x == 0 && found_sh != 0x7fffffff) *token = found_sh;
+}
+
+}  // namespace
+
+// ---- host wrappers -----------------------------------------------------------------------------------------
+void rms_norm(cudaStream_t s, float* out, int ld_out, const float* x, int ld_x, int T, int dim, const float* weight, float eps) {
+  if (T <= 0) return;
+  rms_norm_kernel<<<T, kNormThreads, 0, s>>>(out, ld_out, x, ld_x, dim, weight, eps);
+  check(cudaGetLastError(), "rms_norm");
+}
+
+void layer_norm(cudaStream_t s, float* out, int ld_out, const float* x, int ld_x, int T, int dim, const float* weight,
+                const float* bias, float eps) {
+  if (T <= 0) return;
+  layer_norm_kernel<<<T, kNormThreads, 0, s>>>(out, ld_out, x, ld_x, dim, weight, bias, eps);
+  check(cudaGetLastError(), "layer_norm");
+}
+
+void rope(cudaStream_t s, float* x, int T, int nHeads, int headStride, int offset, int ropeDim, const int* positions,
+          const float* invFreq, float attentionFactor, bool interleaved) {
+  const int half = ropeDim / 2;
+  const int64_t n = static_cast<int64_t>(T) * nHeads * half;
+  if (n <= 0) return;
+  rope_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, T, nHeads, headStride, offset, half, positions, invFreq,
+                                                  attentionFactor, interleaved);
+  check(cudaGetLastError(), "rope");
+}
+
+void embedding(cudaStream_t s, float* out, const int* ids, int n, const DevWeight& w) {
+  if (n <= 0) return;
+  embedding_kernel<<<dim3(blocks_for(w.cols, 256), n), 256, 0, s>>>(out, ids, n, w);
+  check(cudaGetLastError(), "embedding");
+}
+
+void silu_mul(cudaStream_t s, float* out, const float* gate, const float* up, int64_t n) {
+  if (n <= 0) return;
+  silu_mul_kernel<<<blocks_for(n, 256), 256, 0, s>>>(out, gate, up, n);
+  check(cudaGetLastError(), "silu_mul");
+}
+
+void add_inplace(cudaStream_t s, float* a, const float* b, int64_t n) {
+  if (n <= 0) return;
+  add_kernel<<<blocks_for(n, 256), 256, 0, s>>>(a, b, n);
+  check(cudaGetLastError(), "add_inplace");
+}
+
+void copy_rows(cudaStream_t s, float* dst, int ldd, const float* src, int lds, int T, int width) {
+  if (T <= 0 || width <= 0) return;
+  copy_rows_kernel<<<dim3(blocks_for(width, 256), T), 256, 0, s>>>(dst, ldd, src, lds, width);
+  check(cudaGetLastError(), "copy_rows");
+}
+
+void scatter_rows(cudaStream_t s, float* dst, const float* src, int T, int width, const int* positions) {
+  if (T <= 0 || width <= 0) return;
+  scatter_rows_kernel<<<dim3(blocks_for(width, 256), T), 256, 0, s>>>(dst, src, width, positions);
+  check(cudaGetLastError(), "scatter_rows");
+}
+
+void scale_inplace(cudaStream_t s, float* x, int64_t n, float a, const float* mul) {
+  if (n <= 0) return;
+  scale_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, n, a, mul);
+  check(cudaGetLastError(), "scale_inplace");
+}
+
+void mla_absorb_query(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
+                      int v, const DevWeight& kvB) {
+  if (T <= 0) return;
+  absorb_kernel<<<dim3(blocks_for(kvB.cols, 128), T * H), 128, 0, s>>>(out, outStride, q, qStride, T, H, nope, v, kvB);
+  check(cudaGetLastError(), "mla_absorb_query");
+}
+
+void mla_expand_value(cudaStream_t s, float* out, const float* o, int T, int H, int kvLora, int nope, int v,
+                      const DevWeight& kvB) {
+  const int64_t warps = static_cast<int64_t>(T) * H * v;
+  if (warps <= 0) return;
+  expand_kernel<<<blocks_for(warps * 32, 256), 256, 0, s>>>(out, o, T, H, kvLora, nope, v, kvB);
+  check(cudaGetLastError(), "mla_expand_value");
+}
+
+void store_latent_rows(cudaStream_t s, uint16_t* cache, const float* rows, int T, int latent, const int* positions) {
+  if (T <= 0) return;
+  store_latent_kernel<<<dim3(blocks_for(latent, 256), T), 256, 0, s>>>(cache, rows, latent, positions);
+  check(cudaGetLastError(), "store_latent_rows");
+}
+
+void mla_attention_generic(cudaStream_t s, float* out, const float* q, const uint16_t* cache, int T, int H, int kvLora, int rope,
+                   float scale, const int* indices, int k, const int* positions) {
+  if (T <= 0) return;
+  if (kvLora + rope > kAttnMaxPerLane * 32) throw std::runtime_error("mla_attention: latent width above 768");
+  const int latent = kvLora + rope;
+  if (latent <= 256)
+    mla_attention_kernel<8><<<T * H, kAttnWarps * 32, 0, s>>>(out, q, cache, H, kvLora, rope, scale, indices, k, positions);
+  else if (latent <= 576)
+    mla_attention_kernel<18><<<T * H, kAttnWarps * 32, 0, s>>>(out, q, cache, H, kvLora, rope, scale, indices, k, positions);
+  else
+    mla_attention_kernel<24><<<T * H, kAttnWarps * 32, 0, s>>>(out, q, cache, H, kvLora, rope, scale, indices, k, positions);
+  check(cudaGetLastError(), "mla_attention");
+}
+
+void hadamard_quant_rows(cudaStream_t s, uint8_t* out8, float* scales, const float* x, int N, int D, const int* rows_at,
+                         bool hadamard) {
+  if (N <= 0) return;
+  if (D < 1 || D > 1024 || (D & (D - 1)) != 0) throw std::runtime_error("hadamard_quant_rows: D must be a power of two ≤ 1024");
+  hadamard_quant_kernel<<<N, D < 32 ? 32 : D, D * sizeof(float), s>>>(out8, scales, nullptr, x, D, rows_at, hadamard, true);
+  check(cudaGetLastError(), "hadamard_quant_rows");
+}
+
+void hadamard_rows_generic(cudaStream_t s, float* x, int N, int D) {
+  if (N <= 0) return;
+  if (D < 1 || D > 1024 || (D & (D - 1)) != 0) throw std::runtime_error("hadamard_rows: D must be a power of two ≤ 1024");
+  hadamard_quant_kernel<<<N, D < 32 ? 32 : D, D * sizeof(float), s>>>(nullptr, nullptr, x, x, D, nullptr, true, false);
+  check(cudaGetLastError(), "hadamard_rows");
+}
+
+void indexer_scores_f32_generic(cudaStream_t s, float* out, int ldo, const float* q, const float* w, const float* keys, int T,
+                        int S, int Hi, int D, const int* positions) {
+  if (T <= 0 || S <= 0) return;
+  const size_t sm = (static_cast<size_t>(Hi) * D + Hi) * sizeof(float);
+  indexer_scores_kernel<false><<<dim3(blocks_for(S, kIdxKeys), T), kIdxKeys, sm, s>>>(out, ldo, q, w, keys, nullptr, S,
+                                                                                     Hi, D, positions);
+  check(cudaGetLastError(), "indexer_scores_f32");
+}
+
+void indexer_scores_fp8_generic(cudaStream_t s, float* out, int ldo, const uint8_t* q8, const float* w, const uint8_t* keys,
+                        const float* key_scales, int T, int S, int Hi, int D, const int* positions) {
+  if (T <= 0 || S <= 0) return;
+  const size_t sm = (static_cast<size_t>(Hi) * D + Hi) * sizeof(float);
+  indexer_scores_kernel<true><<<dim3(blocks_for(S, kIdxKeys), T), kIdxKeys, sm, s>>>(out, ldo, q8, w, keys, key_scales,
+                                                                                    S, Hi, D, positions);
+  check(cudaGetLastError(), "indexer_scores_fp8");
+}
+
+void topk_generic(cudaStream_t s, int* idx, const float* scores, int ld, int T, int S, int k, const int* S_dev) {
+  if (T <= 0 || k <= 0) return;
+  topk_kernel<<<T, kTopkThreads, 0, s>>>(idx, scores, ld, S, k, S_dev);
+  check(cudaGetLastError(), "topk");
+}
+
+void moe_route(cudaStream_t s, int* ids, float* weights, const float* logits, int T, int E, int K, int scoring,
+               int method, int nGroup, int topkGroup, const float* bias, bool normTopk, float scale) {
+  if (T <= 0) return;
+  if (E > kMaxExperts || nGroup > 64) throw std::runtime_error("moe_route: at most 512 experts and 64 groups");
+  moe_route_kernel<<<T, 32, 0, s>>>(ids, weights, logits, T, E, K, scoring, method, nGroup, topkGroup, bias, normTopk,
+                                    scale);
+  check(cudaGetLastError(), "moe_route");
+}
+
+int moe_permute(cudaStream_t s, const int* ids, int T, int K, int E, int* counts, int* slot_rows, int* slot_pos,
+                int4* tiles, int* num_tiles) {
+  if (T <= 0) return 0;
+  moe_permute_kernel<<<1, 32, 0, s>>>(ids, T, K, E, counts, slot_rows, slot_pos, tiles, num_tiles);
+  check(cudaGetLastError(), "moe_permute");
+  return (T * K) / kGemmTileM + E;
+}
+
+void moe_combine(cudaStream_t s, float* out, const float* y, const float* weights, const int* slot_pos, int T, int K,
+                 int D, bool accumulate) {
+  if (T <= 0) return;
+  moe_combine_kernel<<<dim3(blocks_for(D, 256), T), 256, 0, s>>>(out, y, weights, slot_pos, K, D, accumulate);
+  check(cudaGetLastError(), "moe_combine");
+}
+
+void sample(cudaStream_t s, int* token, const float* logits, int V, float temperature, const float* u) {
+  sample_kernel<<<1, kSampleThreads, 0, s>>>(token, logits, V, temperature, u);
+  check(cudaGetLastError(), "sample");
+}
+
+}  // namespace cuda
+}  // namespace glance

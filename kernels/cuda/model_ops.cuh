@@ -1,0 +1,132 @@
+// Device-pointer API of the model ops (everything of the forward pass except 3a's attention kernels):
+// GEMV/GEMM for fp32/bf16/fp16/DeepSeek-FP8 weights, norms, RoPE, embeddings, MoE routing and expert
+// permutation, SiLU-mul, the FP8 indexer-key quantiser, generic (any-shape) indexer scores, exact top-k and
+// latent MQA attention, and sampling.
+//
+// Every function enqueues on `stream` and never synchronises, never allocates: the model runner captures a
+// whole decode step as one CUDA graph. Scalars that change per step (positions, token ids, expert ids) are read
+// from device memory for that reason. Each op has the same contract as its CPU twin in kernels/cpu (documented in
+// sidecar/src/native/contract.ts); test/gpu checks them against it. Activations are fp32; weights stay in their
+// checkpoint dtype on the device and are dequantised in registers (FP8: e4m3 · weight_scale_inv per 128×128 block).
+//
+// cuBLAS is not part of this toolkit (and not loaded at run time): the GEMMs here are our own — a warp-per-row
+// GEMV for decode (bandwidth-bound) and an mma.sync bf16 tensor-core GEMM for prefill (activations rounded to
+// bf16, weights dequantised to bf16 in shared memory, fp32 accumulation).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace glance {
+namespace cuda {
+
+// Same numbering as glance::DType (kernels/cpu/dtype.h).
+enum WDType : int { kF32 = 0, kBF16 = 1, kF16 = 2, kF8E4M3 = 3 };
+
+// A weight [rows, cols] row-major in device memory. FP8: scale_inv [ceil(rows/128), scale_cols] fp32.
+struct DevWeight {
+  const uint8_t* data = nullptr;
+  const float* scale_inv = nullptr;
+  int dtype = kF32;
+  int rows = 0;
+  int cols = 0;
+  int scale_cols = 0;
+};
+
+// ---- matrix products ---------------------------------------------------------------------------------------
+// out[m, r] (+)= Σ_c x[m, c] · W[r, c] for m < M, r < W.rows (x: M rows of stride ldx; out: stride ldo).
+// M ≤ 8 uses the GEMV, larger M the tensor-core GEMM.
+void linear(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate);
+// Force one path (tests compare both against the CPU).
+void gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate);
+void gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate);
+
+// Grouped (MoE) products. `shape` is any expert of the group (all share dtype and shape); table: [E] DevWeight on the
+// device.
+// GEMV form (decode): out[i, r] = Σ_c x[i / x_div, c] · table[ids[i]][r, c] for i < M slots.
+void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
+                  const DevWeight* table, const int* ids, const DevWeight& shape);
+// GEMM form (prefill): tiles[j] = {expert, m0, m1} for j < *num_tiles (device), rows m of x are x[x_rows[m]] (x_rows
+// null: m); out[m, r] = Σ_c x[..] · table[expert of m's tile][r, c]. max_tiles bounds the grid.
+void grouped_gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, const int* x_rows,
+                  const DevWeight* table, const int4* tiles, const int* num_tiles, int max_tiles, const DevWeight& shape);
+// Rows per GEMM tile (the MoE tile list is built in multiples of it).
+constexpr int kGemmTileM = 64;
+
+// ---- elementwise and norms ---------------------------------------------------------------------------------
+// out[t, :dim] = x[t, :dim] · rsqrt(mean(x²) + eps) · weight (rows of stride ld_x / ld_out; in place allowed).
+void rms_norm(cudaStream_t s, float* out, int ld_out, const float* x, int ld_x, int T, int dim, const float* weight, float eps);
+void layer_norm(cudaStream_t s, float* out, int ld_out, const float* x, int ld_x, int T, int dim, const float* weight,
+                const float* bias, float eps);
+// In place on x [T, nHeads, headStride], dims [offset, offset + ropeDim) of every head; positions[t] on the device.
+void rope(cudaStream_t s, float* x, int T, int nHeads, int headStride, int offset, int ropeDim, const int* positions,
+          const float* invFreq, float attentionFactor, bool interleaved);
+// out[i, :] = W[ids[i], :] (ids on the device, checked by the caller).
+void embedding(cudaStream_t s, float* out, const int* ids, int n, const DevWeight& w);
+void silu_mul(cudaStream_t s, float* out, const float* gate, const float* up, int64_t n);
+// a[i] += b[i]
+void add_inplace(cudaStream_t s, float* a, const float* b, int64_t n);
+// dst[positions[t] · width + c] = src[t · width + c] (rows into a cache at device-held positions).
+void scatter_rows(cudaStream_t s, float* dst, const float* src, int T, int width, const int* positions);
+// Copies [T, width] rows from src (stride lds) to dst (stride ldd).
+void copy_rows(cudaStream_t s, float* dst, int ldd, const float* src, int lds, int T, int width);
+// Multiplies x[i] by a * (mul ? mul[i] : 1).
+void scale_inplace(cudaStream_t s, float* x, int64_t n, float a, const float* mul);
+
+// ---- MLA pieces -------------------------------------------------------------------------------------------
+// kvB = kv_b_proj [H(nope+v), kvLora]. out[t,h,c] (stride outStride per head) = Σ_d q[t,h,d] W_UK[h][d][c].
+void mla_absorb_query(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
+                      int v, const DevWeight& kvB);
+// out[t, h·v + j] = Σ_c o[t,h,c] · W_UV[h][j][c].
+void mla_expand_value(cudaStream_t s, float* out, const float* o, int T, int H, int kvLora, int nope, int v,
+                      const DevWeight& kvB);
+// Writes fp32 latent rows [T, latent] into the bf16 cache at rows positions[t].
+void store_latent_rows(cudaStream_t s, uint16_t* cache, const float* rows, int T, int latent, const int* positions);
+// MQA attention over bf16 latent rows (cache [*, kvLora + rope]); q [T, H, kvLora + rope]; out [T, H, kvLora].
+// indices [T, k] (−1 skipped) or null for dense causal (s ≤ positions[t]). Any shape.
+void mla_attention_generic(cudaStream_t s, float* out, const float* q, const uint16_t* cache, int T, int H, int kvLora, int rope,
+                   float scale, const int* indices, int k, const int* positions);
+
+// ---- lightning indexer ------------------------------------------------------------------------------------
+// Per row of x [N, D] (D a power of two ≤ 1024): Hadamard (scale D^-0.5), then e4m3 with a power-of-two scale
+// (DeepSeek act_quant, ue8m0) -- kernels/cpu/{hadamard,quantize}.cc. Rows go to out8 + rows_at[n]·D (rows_at null:
+// n) and scales likewise. hadamard=false skips the rotation.
+void hadamard_quant_rows(cudaStream_t s, uint8_t* out8, float* scales, const float* x, int N, int D, const int* rows_at,
+                         bool hadamard);
+// In-place Hadamard of rows (fp32 indexer path keeps none; exposed for tests).
+void hadamard_rows_generic(cudaStream_t s, float* x, int N, int D);
+// Scores over fp32 keys [*, D] or e4m3 keys [*, D] + scales (the 132-byte layout at D = 128): out [T, ldo],
+// out[t, s] for s < S: Σ_h w[t,h] relu(q[t,h]·k[s]) (· keyScale[s]) for s ≤ positions[t], else −inf.
+void indexer_scores_f32_generic(cudaStream_t s, float* out, int ldo, const float* q, const float* w, const float* keys, int T,
+                        int S, int Hi, int D, const int* positions);
+void indexer_scores_fp8_generic(cudaStream_t s, float* out, int ldo, const uint8_t* q8, const float* w, const uint8_t* keys,
+                        const float* key_scales, int T, int S, int Hi, int D, const int* positions);
+// Exact top-k per row (CPU contract: largest finite values, ties → lower column, ascending column order, −1 pad).
+// scores [T, ld] (first S columns used); idx [T, k]. S may be a device value (S_dev non-null: the row length is
+// *S_dev, S is then the bound of the row stride), so a graph can replay with a growing context.
+void topk_generic(cudaStream_t s, int* idx, const float* scores, int ld, int T, int S, int k, const int* S_dev);
+
+// ---- MoE -------------------------------------------------------------------------------------------------
+// Router with the CPU semantics (kernels/cpu/moe.cc). scoring 0 sigmoid / 1 softmax; method 0 greedy,
+// 1 group_limited_greedy, 2 noaux_tc.
+void moe_route(cudaStream_t s, int* ids, float* weights, const float* logits, int T, int E, int K, int scoring,
+               int method, int nGroup, int topkGroup, const float* bias, bool normTopk, float scale);
+// Token → expert permutation of the T·K slots: slot_rows[p] = token of the p-th permuted slot, slot_pos[t·K+j] = p,
+// tiles = {expert, m0, m1} in kGemmTileM steps, *num_tiles. counts: scratch [E + 1]. Returns the tile bound.
+int moe_permute(cudaStream_t s, const int* ids, int T, int K, int E, int* counts, int* slot_rows, int* slot_pos,
+                int4* tiles, int* num_tiles);
+// out[t] (+)= Σ_j weights[t,j] · y[slot_pos[t·K+j]] (slot_pos null: slot t·K+j).
+void moe_combine(cudaStream_t s, float* out, const float* y, const float* weights, const int* slot_pos, int T, int K,
+                 int D, bool accumulate);
+
+// ---- sampling --------------------------------------------------------------------------------------------
+// token[0] = argmax (lowest index on ties) when temperature ≤ 0, else a sample of softmax(logits / temperature)
+// drawn with the uniform *u in [0, 1) (device memory, so a graph replays with new draws).
+void sample(cudaStream_t s, int* token, const float* logits, int V, float temperature, const float* u);
+
+// Throws std::runtime_error naming `what` when the last launch or call failed.
+void check(cudaError_t e, const char* what);
+
+}  // namespace cuda
+}  // namespace glance

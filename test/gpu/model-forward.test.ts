@@ -1,0 +1,144 @@
+// The whole forward pass on the GPU (sidecar/src/engine/gpu + kernels/cuda/model_runner.cu):
+//   - the golden HF fixtures through the CUDA path: logits within bf16 tolerance, the same greedy tokens;
+//   - the embedded model (models/glance-tiny) GPU vs CPU: prompt logits, and teacher-forced decode steps past
+//     index_topk (sparse selection live) and past a prefill-chunk boundary;
+//   - decode by CUDA graph equals decode op by op, bit for bit;
+//   - budgets: a context that does not fit is a clear context_overflow error, not a crash.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import test from 'node:test';
+
+import { loadModelOnDevice } from '../../sidecar/src/engine/device';
+import { GlanceError } from '../../sidecar/src/engine/errors';
+import type { GpuModel } from '../../sidecar/src/engine/gpu/gpu-model';
+import { loadModel, type Model } from '../../sidecar/src/engine/model';
+import { argmax, decodeF32, fixturesDir, relativeError } from '../helpers/golden';
+import { gpuSkipReason, randInt } from './gpu-helpers';
+
+const skip = gpuSkipReason();
+const BF16_TOL = 1e-2;
+
+async function gpuModel(dir: string, indexerPrecision: 'fp32' | 'fp8', gpuMemory?: string): Promise<GpuModel> {
+  const r = await loadModelOnDevice(dir, { device: 'cuda', attention: 'sparse', indexerPrecision, ...(gpuMemory ? { gpuMemory } : {}) });
+  assert.equal(r.kind, 'cuda', `expected the CUDA model, got ${r.device}`);
+  return r.model as GpuModel;
+}
+
+function greedy(model: Model, prompt: number[], n: number): number[] {
+  const seq = model.createSequence(prompt.length + n + 1);
+  let logits = seq.forward(Int32Array.from(prompt), false);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const next = argmax(logits);
+    out.push(next);
+    if (i + 1 < n) logits = seq.forward(Int32Array.of(next), false);
+  }
+  return out;
+}
+
+interface Expected {
+  ids: number[];
+  logits_f32_b64: string;
+  logits_f32math_b64?: string;
+  greedy: { prompt_ids: number[]; new_ids: number[]; compare_first_n?: number };
+  dtype: string;
+}
+
+const goldenRoot = path.join(fixturesDir(), 'golden');
+const goldenNames = fs.existsSync(goldenRoot)
+  ? fs.readdirSync(goldenRoot).filter((n) => fs.existsSync(path.join(goldenRoot, n, 'expected.json'))).sort()
+  : [];
+
+for (const name of goldenNames) {
+  const dir = path.join(goldenRoot, name);
+  const expected = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as Expected;
+  test(`golden ${name} on the GPU: logits of every position within bf16 tolerance of HF, same greedy tokens`, { skip }, async () => {
+    const model = await gpuModel(dir, 'fp32');
+    try {
+      const ref = decodeF32(expected.logits_f32math_b64 ?? expected.logits_f32_b64);
+      const ours = model.createSequence().forward(Int32Array.from(expected.ids), true);
+      const err = relativeError(ours, ref);
+      assert.ok(err <= BF16_TOL, `relative error vs HF ${err.toExponential(3)} > ${BF16_TOL}`);
+      const n = expected.greedy.compare_first_n ?? expected.greedy.new_ids.length;
+      assert.deepEqual(greedy(model, expected.greedy.prompt_ids, n), expected.greedy.new_ids.slice(0, n));
+    } finally {
+      model.dispose();
+    }
+  });
+}
+
+const tinyDir = path.resolve(__dirname, '..', '..', '..', 'models', 'glance-tiny');
+
+test('glance-tiny: GPU vs CPU, prompt logits and teacher-forced decode past index_topk', { skip }, async () => {
+  const cpu = await loadModel(tinyDir, { attention: 'sparse', indexerPrecision: 'fp8' });
+  const gpu = await gpuModel(tinyDir, 'fp8');
+  try {
+    const V = cpu.config.vocabSize;
+    const topk = cpu.config.indexer!.topk;
+    // A prompt that crosses a prefill chunk (256) and index_topk, then decode steps on top.
+    const prompt = Int32Array.from({ length: topk + 40 }, () => 1 + randInt(V - 1));
+    const cs = cpu.createSequence(1024);
+    const gs = gpu.createSequence(1024);
+    const a = cs.forward(prompt, true);
+    const b = gs.forward(prompt, true);
+    const errPrompt = relativeError(b, a);
+    assert.ok(errPrompt <= BF16_TOL, `prompt logits relative error ${errPrompt.toExponential(3)}`);
+    let agree = 0;
+    const steps = 48;
+    let next = argmax(a.subarray((prompt.length - 1) * V));
+    for (let i = 0; i < steps; i++) {
+      const la = cs.forward(Int32Array.of(next), false);
+      const lb = gs.forward(Int32Array.of(next), false);
+      const e = relativeError(lb, la);
+      assert.ok(e <= BF16_TOL, `decode step ${i}: relative error ${e.toExponential(3)}`);
+      if (argmax(la) === argmax(lb)) agree++;
+      next = argmax(la); // teacher-forced by the CPU
+    }
+    assert.ok(agree >= steps - 2, `greedy choices agree on ${agree}/${steps} steps`);
+  } finally {
+    gpu.dispose();
+  }
+});
+
+test('decode by CUDA graph equals decode op by op (bit for bit), across the dense→sparse switch and a graph bucket', { skip }, async () => {
+  const gpu = await gpuModel(tinyDir, 'fp8');
+  try {
+    const V = gpu.config.vocabSize;
+    const topk = gpu.config.indexer!.topk;
+    const prompt = Int32Array.from({ length: topk - 20 }, () => 1 + randInt(V - 1));
+    const graphSeq = gpu.createSequence(4096);
+    const stepSeq = gpu.createSequence(4096);
+    stepSeq.gpu.setUseGraph(false);
+    let lg = graphSeq.forward(prompt, false);
+    let ls = stepSeq.forward(prompt, false);
+    assert.deepEqual(lg, ls, 'prefill logits');
+    for (let i = 0; i < 60; i++) {
+      const next = argmax(lg);
+      lg = graphSeq.forward(Int32Array.of(next), false);
+      ls = stepSeq.forward(Int32Array.of(next), false);
+      assert.ok(Buffer.from(lg.buffer).equals(Buffer.from(ls.buffer)), `step ${i} (context ${graphSeq.length}): graph and op-by-op logits differ`);
+    }
+    assert.ok(graphSeq.gpu.graphsCaptured >= 2, `expected a dense-phase and a sparse-phase graph, got ${graphSeq.gpu.graphsCaptured}`);
+    assert.equal(stepSeq.gpu.graphsCaptured, 0);
+    // Device-side sampling gives the argmax of the same logits.
+    const r = graphSeq.gpu.stepSample(argmax(lg), 0, 0, true);
+    assert.equal(r.token, argmax(r.logits!));
+  } finally {
+    gpu.dispose();
+  }
+});
+
+test('a context that does not fit the GPU budget is a clear context_overflow error', { skip }, async () => {
+  const gpu = await gpuModel(tinyDir, 'fp8', '256MiB');
+  try {
+    assert.throws(() => gpu.createSequence(10_000_000), (e: unknown) => e instanceof GlanceError && e.code === 'context_overflow' && /GPU memory/.test(e.message));
+    const seq = gpu.createSequence(300);
+    assert.throws(() => seq.forward(new Int32Array(301).fill(5), false), (e: unknown) => e instanceof GlanceError && e.code === 'context_overflow');
+    // still usable after the refusal
+    assert.equal(seq.forward(new Int32Array(10).fill(5), false).length, gpu.config.vocabSize);
+    assert.equal(seq.length, 10);
+  } finally {
+    gpu.dispose();
+  }
+});
