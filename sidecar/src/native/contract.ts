@@ -42,7 +42,46 @@ export interface CudaInfo {
  *  to the device, runs the kernel and copies the outputs back (for tests and benchmarks). Same contracts as the CPU
  *  ops of the same name unless said otherwise. An empty object when the addon was built without CUDA
  *  (cudaInfo().built = false); the ops throw an Error naming the CUDA failure when no device is usable. */
-export interface CudaOps {}
+export interface CudaOps {
+  /** hadamardRows on the GPU (bit-identical to the CPU op). D ≤ 8192. */
+  hadamardRows?(x: Float32Array, N: number, D: number): void;
+  /** quantizeFp8Rows on the GPU (bit-identical bytes and scales). */
+  quantizeFp8Rows?(out: Uint8Array, scales: Float32Array, x: Float32Array, N: number, D: number): void;
+  /** indexerScoresFp8 on the GPU (same contract; fp32 sums in another order). */
+  indexerScoresFp8?(
+    out: Float32Array, q: Uint8Array, weights: Float32Array, keys: Uint8Array, keyScales: Float32Array,
+    T: number, S: number, Hi: number, D: number, positions: Int32Array,
+  ): void;
+  /** indexerScoresFp8 then topk, chunked over queries (chunkRows queries' logits at a time; 0 = about 1 GiB):
+   *  the token selection of a decode step or a prefill. idx: [T, k]. */
+  indexerTopk?(
+    idx: Int32Array, q: Uint8Array, weights: Float32Array, keys: Uint8Array, keyScales: Float32Array,
+    T: number, S: number, Hi: number, D: number, positions: Int32Array, k: number, chunkRows: number,
+  ): void;
+  /** topk on the GPU: identical output to the CPU op (ascending columns, lower columns win ties, −1 padding). */
+  topk?(idx: Int32Array, scores: Float32Array, T: number, S: number, k: number): void;
+  /** Sparse absorbed-MLA attention (mlaAttention's sparse case) with bf16 q [T, H, kvLora+rope] and kv
+   *  [S, kvLora+rope] given as bf16 bit patterns; out fp32 [T, H, kvLora]; indices [T, k] (−1 = skip).
+   *  Needs kvLora % 16 = 0, kvLora ≤ 512, (kvLora + rope) % 8 = 0. */
+  sparseMlaAttention?(
+    out: Float32Array, q: Uint16Array, kv: Uint16Array, S: number, T: number, H: number,
+    kvLora: number, rope: number, scale: number, indices: Int32Array, k: number,
+  ): void;
+  /** Device-to-device copy bandwidth (read + written bytes per second). */
+  benchCopy?(megabytes: number): { gbps: number; us: number };
+  /** Decode token selection (indexer scores + top-k) on device-generated inputs; medians in µs. */
+  benchIndexerDecode?(opts: { S?: number; Hi?: number; D?: number; k?: number; T?: number; iters?: number }): {
+    indexerUs: number; topkUs: number; streamUs: number; graphUs: number; keyBytes: number; copies: number;
+  };
+  /** Sparse MLA on device-generated inputs; medians in µs; flops = 2·T·H·k·(2·kvLora + rope). */
+  benchSparseMla?(opts: {
+    S?: number; T?: number; H?: number; kvLora?: number; rope?: number; k?: number; iters?: number; graph?: boolean;
+  }): { streamUs: number; graphUs: number; flops: number };
+  /** Causal prefill token selection over T tokens (chunked indexer + top-k); median ms. */
+  benchIndexerPrefill?(opts: { T?: number; Hi?: number; D?: number; k?: number; chunkRows?: number; iters?: number }): {
+    ms: number; chunkRows: number; flops: number;
+  };
+}
 
 export type RouterScoring = 'sigmoid' | 'softmax';
 /** greedy: plain top-k; group_limited_greedy (deepseek_v2): group score = max in group;

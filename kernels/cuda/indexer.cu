@@ -1,0 +1,333 @@
+// Lightning-indexer FP8 scores (contract in indexer.cuh).
+//
+// Tensor-core path (Hi a multiple of 8 up to 128, D = 64 or 128): the GEMM is keys [S, D] x q^T [D, Hi] per query,
+// with M = keys (16 per mma), N = heads (8 per mma), K = D. A block (8 warps) holds QB queries' q (and weights) in
+// shared memory and walks key tiles of 256 rows; each warp takes 32 keys of a tile and loads their bytes straight
+// from the cache into A fragments with 16-byte loads: a quad of lanes reads 64 contiguous bytes of a key row, so a
+// warp instruction reads 8 rows x 64 B with no waste. The k order inside a fragment is therefore not d order; the
+// B fragments (q rows from shared memory) use the same byte-to-slot mapping, and a dot product does not care about
+// the order of its terms. The epilogue is in registers: relu(acc) x weight summed over the thread's heads, then
+// over the 4 lanes of a quad (2 shuffles), x key scale, one store per key and query.
+//   sm_89+: mma.m16n8k32 e4m3 x e4m3 -> f32 (exact products, fp32 sums).
+//   sm_80:  each e4m3 byte is widened to f16 (exact, value x 2^-8) and two mma.m16n8k16 f16 do the same k range;
+//           the 2^16 is folded into the head weights (exact powers of two).
+// Key tiles wholly past every query's position only write -inf. Decode (T = 1) splits the keys over blocks of one
+// tile each; prefill gives every block all the key tiles of its query chunk, so q stays in shared memory.
+//
+// Other shapes: one thread per (query, key), fp32, same math.
+#include <algorithm>
+#include <cmath>
+
+#include "common.cuh"
+#include "indexer.cuh"
+#include "topk.cuh"
+
+namespace glance {
+namespace cuda {
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kKeysPerWarp = 32;  // two groups of 16 (the mma M)
+constexpr int kTileKeys = kWarps * kKeysPerWarp;
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
+constexpr float kAccScale = 65536.0f;  // f16 path: products come out x 2^-16
+#else
+constexpr float kAccScale = 1.0f;
+#endif
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
+__device__ __forceinline__ void mma_f16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                              uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+#endif
+
+// c += A[16 x 32] . B[32 x 8] with e4m3 operands in the m16n8k32 fragment layout (a0/a2: row g, a1/a3: row g+8).
+__device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  uint32_t a0l, a0h, a1l, a1h, a2l, a2h, a3l, a3h, b0l, b0h, b1l, b1h;
+  e4m3x4_to_f16x2_scaled(a0, a0l, a0h);
+  e4m3x4_to_f16x2_scaled(a1, a1l, a1h);
+  e4m3x4_to_f16x2_scaled(a2, a2l, a2h);
+  e4m3x4_to_f16x2_scaled(a3, a3l, a3h);
+  e4m3x4_to_f16x2_scaled(b0, b0l, b0h);
+  e4m3x4_to_f16x2_scaled(b1, b1l, b1h);
+  // k slots (t*2, t*2+1) <- bytes 0,1 and (8+t*2, 9+t*2) <- bytes 2,3 of the same words in A and B.
+  mma_f16_16816(c, a0l, a1l, a0h, a1h, b0l, b0h);
+  mma_f16_16816(c, a2l, a3l, a2h, a3h, b1l, b1h);
+#endif
+}
+
+__device__ __forceinline__ uint4 load_stream16(const uint8_t* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+template <int DC>
+constexpr int q_row_units() {  // 16-byte units per q row in shared memory: D/16 padded to 4 mod 8 (no bank conflicts)
+  return DC * 4 + ((4 - (DC * 4) % 8) + 8) % 8;
+}
+
+template <int QB, int DC>
+__global__ void __launch_bounds__(kThreads) indexer_fp8_mma_kernel(
+    float* __restrict__ out, int64_t ld_out, const uint8_t* __restrict__ q, const float* __restrict__ weights,
+    const uint8_t* __restrict__ keys, const float* __restrict__ key_scales, int T, int S, int Hi,
+    const int32_t* __restrict__ positions, int tiles_per_block) {
+  constexpr int D = DC * 64;
+  constexpr int kUnits = D / 16;
+  constexpr int kRowUnits = q_row_units<DC>();
+  extern __shared__ uint4 smem[];
+  uint4* qs = smem;                                                 // [QB][Hi][kRowUnits]
+  float* ws = reinterpret_cast<float*>(qs + QB * Hi * kRowUnits);  // [QB][Hi]
+  __shared__ int s_pos[QB];
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tig = lane & 3;
+  const int t0 = blockIdx.y * QB;
+  const int nq = min(QB, T - t0);
+  for (int i = tid; i < QB * Hi * kUnits; i += kThreads) {
+    const int qi = i / (Hi * kUnits);
+    const int rem = i - qi * Hi * kUnits;
+    const int h = rem / kUnits, u = rem - h * kUnits;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (qi < nq) v = reinterpret_cast<const uint4*>(q + (static_cast<int64_t>(t0 + qi) * Hi + h) * D)[u];
+    qs[(qi * Hi + h) * kRowUnits + u] = v;
+  }
+  for (int i = tid; i < QB * Hi; i += kThreads) {
+    const int qi = i / Hi;
+    ws[i] = qi < nq ? weights[static_cast<int64_t>(t0 + qi) * Hi + (i - qi * Hi)] * kAccScale : 0.0f;
+  }
+  if (tid < QB) s_pos[tid] = tid < nq ? positions[t0 + tid] : -1;
+  __syncthreads();
+  int pos[QB];
+  int max_pos = -1;
+#pragma unroll
+  for (int qi = 0; qi < QB; qi++) {
+    pos[qi] = s_pos[qi];
+    max_pos = max(max_pos, pos[qi]);
+  }
+
+  const int n_tiles = (S + kTileKeys - 1) / kTileKeys;
+  const int tile_begin = blockIdx.x * tiles_per_block;
+  const int tile_end = min(n_tiles, tile_begin + tiles_per_block);
+  for (int tile = tile_begin; tile < tile_end; tile++) {
+    const int s_base = tile * kTileKeys;
+    if (s_base > max_pos) {  // every key of the tile is after every query: -inf
+      for (int i = tid; i < nq * kTileKeys; i += kThreads) {
+        const int qi = i / kTileKeys, s = s_base + (i - qi * kTileKeys);
+        if (s < S) out[static_cast<int64_t>(t0 + qi) * ld_out + s] = -INFINITY;
+      }
+      continue;
+    }
+    const int s_warp = s_base + warp * kKeysPerWarp;
+    uint4 a[2][2][DC];  // [key group][row g, g+8][64-byte chunk]
+#pragma unroll
+    for (int kg = 0; kg < 2; kg++)
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const int s = min(s_warp + kg * 16 + r * 8 + g, S - 1);
+        const uint8_t* row = keys + static_cast<int64_t>(s) * D + tig * 16;
+#pragma unroll
+        for (int c = 0; c < DC; c++) a[kg][r][c] = load_stream16(row + c * 64);
+      }
+    float part[QB][2][2];
+#pragma unroll
+    for (int qi = 0; qi < QB; qi++)
+#pragma unroll
+      for (int kg = 0; kg < 2; kg++) part[qi][kg][0] = part[qi][kg][1] = 0.0f;
+
+#pragma unroll
+    for (int qi = 0; qi < QB; qi++) {
+#pragma unroll 2
+      for (int nt = 0; nt < Hi / 8; nt++) {
+        const uint4* qrow = qs + (qi * Hi + nt * 8 + g) * kRowUnits + tig;
+        uint4 b[DC];
+#pragma unroll
+        for (int c = 0; c < DC; c++) b[c] = qrow[c * 4];
+        const float2 w = *reinterpret_cast<const float2*>(ws + qi * Hi + nt * 8 + tig * 2);
+#pragma unroll
+        for (int kg = 0; kg < 2; kg++) {
+          float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+          for (int c = 0; c < DC; c++) {
+            mma_e4m3(acc, a[kg][0][c].x, a[kg][1][c].x, a[kg][0][c].y, a[kg][1][c].y, b[c].x, b[c].y);
+            mma_e4m3(acc, a[kg][0][c].z, a[kg][1][c].z, a[kg][0][c].w, a[kg][1][c].w, b[c].z, b[c].w);
+          }
+          part[qi][kg][0] += w.x * fmaxf(acc[0], 0.0f) + w.y * fmaxf(acc[1], 0.0f);
+          part[qi][kg][1] += w.x * fmaxf(acc[2], 0.0f) + w.y * fmaxf(acc[3], 0.0f);
+        }
+      }
+    }
+    // Sum over the quad (the other heads of each row), then lane tig stores key (kg, r) = (tig / 2, tig % 2).
+    const int s = s_warp + (tig >> 1) * 16 + (tig & 1) * 8 + g;
+    const float ks = s < S ? key_scales[s] : 0.0f;
+#pragma unroll
+    for (int qi = 0; qi < QB; qi++) {
+      float v[4];
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        float x = part[qi][j >> 1][j & 1];
+        x += __shfl_xor_sync(0xffffffffu, x, 1);
+        x += __shfl_xor_sync(0xffffffffu, x, 2);
+        v[j] = x;
+      }
+      const float mine = tig == 0 ? v[0] : tig == 1 ? v[1] : tig == 2 ? v[2] : v[3];
+      if (qi < nq && s < S) out[static_cast<int64_t>(t0 + qi) * ld_out + s] = s <= pos[qi] ? mine * ks : -INFINITY;
+    }
+  }
+}
+
+__global__ void indexer_fp8_generic_kernel(float* __restrict__ out, int64_t ld_out, const uint8_t* __restrict__ q,
+                                           const float* __restrict__ weights, const uint8_t* __restrict__ keys,
+                                           const float* __restrict__ key_scales, int T, int S, int Hi, int D,
+                                           const int32_t* __restrict__ positions) {
+  const int s = blockIdx.x * blockDim.x + threadIdx.x;
+  if (s >= S) return;
+  for (int t = blockIdx.y; t < T; t += gridDim.y) {
+    const int p = positions[t];
+    float r = -INFINITY;
+    if (s <= p) {
+      float total = 0.0f;
+      for (int h = 0; h < Hi; h++) {
+        const uint8_t* qh = q + (static_cast<int64_t>(t) * Hi + h) * D;
+        const uint8_t* k = keys + static_cast<int64_t>(s) * D;
+        float dot = 0.0f;
+        for (int d = 0; d < D; d++) dot += e4m3_to_float(qh[d]) * e4m3_to_float(k[d]);
+        total += weights[static_cast<int64_t>(t) * Hi + h] * fmaxf(dot, 0.0f);
+      }
+      r = total * key_scales[s];
+    }
+    out[static_cast<int64_t>(t) * ld_out + s] = r;
+  }
+}
+
+int sm_count() {
+  static int cached = 0;
+  if (cached == 0) {
+    int dev = 0;
+    GLANCE_CUDA_CHECK(cudaGetDevice(&dev));
+    GLANCE_CUDA_CHECK(cudaDeviceGetAttribute(&cached, cudaDevAttrMultiProcessorCount, dev));
+  }
+  return cached;
+}
+
+template <int QB, int DC>
+void launch_mma(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
+                const float* key_scales, int T, int S, int Hi, const int32_t* positions, cudaStream_t stream) {
+  const int q_chunks = (T + QB - 1) / QB;
+  const int n_tiles = (S + kTileKeys - 1) / kTileKeys;
+  const int sms = sm_count();
+  int tiles_per_block = n_tiles;
+  if (q_chunks < 2 * sms) {
+    const int64_t want_blocks = 4LL * sms;
+    tiles_per_block = static_cast<int>(
+        std::max<int64_t>(1, (static_cast<int64_t>(n_tiles) * q_chunks + want_blocks - 1) / want_blocks));
+    tiles_per_block = std::min(tiles_per_block, n_tiles);
+  }
+  const dim3 grid((n_tiles + tiles_per_block - 1) / tiles_per_block, q_chunks);
+  const size_t smem = static_cast<size_t>(QB) * Hi * q_row_units<DC>() * 16 + static_cast<size_t>(QB) * Hi * 4;
+  GLANCE_CUDA_CHECK(cudaFuncSetAttribute(indexer_fp8_mma_kernel<QB, DC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+  indexer_fp8_mma_kernel<QB, DC><<<grid, kThreads, smem, stream>>>(out, ld_out, q, weights, keys, key_scales, T, S,
+                                                                    Hi, positions, tiles_per_block);
+  GLANCE_CUDA_CHECK_LAUNCH("indexer_fp8_mma_kernel");
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace
+
+bool indexer_fast_path(int64_t Hi, int64_t D) { return Hi >= 8 && Hi <= 128 && Hi % 8 == 0 && (D == 64 || D == 128); }
+
+void indexer_scores_fp8(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
+                        const float* key_scales, int64_t T, int64_t S, int64_t Hi, int64_t D,
+                        const int32_t* positions, cudaStream_t stream) {
+  const char* op = "indexer_scores_fp8";
+  if (T < 0 || S < 0 || Hi < 0 || D < 0) invalid_argument(op, "negative size");
+  if (ld_out < S) invalid_argument(op, "ld_out = " + std::to_string(ld_out) + " is less than S = " + std::to_string(S));
+  if (S > INT32_MAX - kTileKeys || T > INT32_MAX || Hi > 4096 || D > 4096)
+    invalid_argument(op, "sizes out of range (S, T < 2^31, Hi, D <= 4096)");
+  if (T == 0 || S == 0) return;
+  const int Ti = static_cast<int>(T), Si = static_cast<int>(S), Hii = static_cast<int>(Hi);
+  if (indexer_fast_path(Hi, D) && aligned16(q) && aligned16(keys) && (T + 3) / 4 <= 65535) {
+    const bool d128 = D == 128;
+    if (T >= 4) {
+      if (d128) launch_mma<4, 2>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
+      else launch_mma<4, 1>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
+    } else if (T >= 2) {
+      if (d128) launch_mma<2, 2>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
+      else launch_mma<2, 1>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
+    } else {
+      if (d128) launch_mma<1, 2>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
+      else launch_mma<1, 1>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
+    }
+    return;
+  }
+  const dim3 grid(static_cast<unsigned>((S + 127) / 128), static_cast<unsigned>(std::min<int64_t>(T, 65535)));
+  indexer_fp8_generic_kernel<<<grid, 128, 0, stream>>>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii,
+                                                        static_cast<int>(D), positions);
+  GLANCE_CUDA_CHECK_LAUNCH("indexer_fp8_generic_kernel");
+}
+
+int64_t indexer_topk_default_chunk_rows(int64_t T, int64_t S) {
+  const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 28) / std::max<int64_t>(S, 1));  // 1 GiB of fp32 logits
+  return std::min<int64_t>(std::max<int64_t>(T, 1), rows);
+}
+
+size_t indexer_topk_workspace_bytes(int64_t T, int64_t S, int64_t chunk_rows) {
+  if (chunk_rows <= 0) chunk_rows = indexer_topk_default_chunk_rows(T, S);
+  const int64_t rows = std::min<int64_t>(std::max<int64_t>(T, 1), chunk_rows);
+  const size_t logits = (static_cast<size_t>(rows) * std::max<int64_t>(S, 1) * sizeof(float) + 255) / 256 * 256;
+  return logits + topk_workspace_bytes(rows, S);
+}
+
+void indexer_topk(int32_t* idx, const uint8_t* q, const float* weights, const uint8_t* keys, const float* key_scales,
+                  int64_t T, int64_t S, int64_t Hi, int64_t D, const int32_t* positions,
+                  const int32_t* positions_host, int64_t k, int64_t chunk_rows, void* workspace,
+                  size_t workspace_bytes, cudaStream_t stream) {
+  const char* op = "indexer_topk";
+  if (chunk_rows <= 0) chunk_rows = indexer_topk_default_chunk_rows(T, S);
+  const size_t need = indexer_topk_workspace_bytes(T, S, chunk_rows);
+  if (workspace == nullptr || workspace_bytes < need)
+    invalid_argument(op, "workspace of " + std::to_string(workspace_bytes) + " bytes is too small (" +
+                             std::to_string(need) + " needed: indexer_topk_workspace_bytes)");
+  if (T <= 0 || k <= 0) return;
+  const int64_t rows = std::min<int64_t>(T, chunk_rows);
+  float* logits = static_cast<float*>(workspace);
+  const size_t logits_bytes = (static_cast<size_t>(rows) * std::max<int64_t>(S, 1) * sizeof(float) + 255) / 256 * 256;
+  void* topk_ws = static_cast<uint8_t*>(workspace) + logits_bytes;
+  const size_t topk_ws_bytes = workspace_bytes - logits_bytes;
+  for (int64_t t0 = 0; t0 < T; t0 += rows) {
+    const int64_t n = std::min<int64_t>(rows, T - t0);
+    int64_t s_used = S;
+    if (positions_host != nullptr) {
+      int64_t mx = -1;
+      for (int64_t i = 0; i < n; i++) mx = std::max<int64_t>(mx, positions_host[t0 + i]);
+      s_used = std::min<int64_t>(S, mx + 1);
+    }
+    if (s_used <= 0) {  // no query of the chunk sees any key
+      GLANCE_CUDA_CHECK(cudaMemsetAsync(idx + t0 * k, 0xFF, static_cast<size_t>(n * k) * sizeof(int32_t), stream));
+      continue;
+    }
+    indexer_scores_fp8(logits, s_used, q + t0 * Hi * D, weights + t0 * Hi, keys, key_scales, n, s_used, Hi, D,
+                       positions + t0, stream);
+    topk(idx + t0 * k, logits, s_used, n, s_used, k, topk_ws, topk_ws_bytes, stream);
+  }
+}
+
+}  // namespace cuda
+}  // namespace glance

@@ -1,0 +1,439 @@
+// Sparse MLA (absorbed MQA form) over top-k selected latent rows (contract in sparse_mla.cuh).
+//
+// A block owns HG x 16 heads of one query and a range of its selected rows (all of them in prefill; a split in
+// decode). Its warps are HG groups of WS: in Q.K^T a group's WS warps split the 32 tokens of a tile, in P.V they
+// split the kv_lora output dims (NT n-tiles of 8 each), so accumulators stay in registers: O[16 heads][NT*8 dims]
+// per warp. Per tile of 32 selected rows:
+//   wait for the tile's cp.async gather; S = Q.K^T (ldmatrix + mma) -> shared; row softmax update (running max m,
+//   sum l, rescale factor alpha) -> P (bf16) -> shared; O = O * alpha + P.V (V = the same rows, ldmatrix.trans);
+//   then the freed buffer gathers tile j + 2.
+// Scores are kept in the log2 domain (scale * log2 e folded in), so exp2f everywhere; m and l are per head.
+// Split-KV partials (unnormalised O, m, l) go to the workspace and sparse_mla_combine_kernel merges them.
+#include <algorithm>
+#include <cmath>
+
+#include "common.cuh"
+#include "sparse_mla.cuh"
+
+namespace glance {
+namespace cuda {
+
+namespace {
+
+constexpr int kTile = 32;       // selected rows per pipeline stage
+constexpr int kSRow = kTile + 1;  // fp32 score row stride (shared)
+constexpr int kPRow = kTile + 8;  // bf16 probability row stride (shared): 80 B, odd in 16-byte units
+constexpr int kMaxDv = 512;
+constexpr int kMaxD = 640;
+
+struct Params {
+  float* out;
+  float* part_o;   // [nsplit][T][H][DV]
+  float* part_ml;  // [nsplit][T][H][2]
+  const uint16_t* q;
+  const uint16_t* kv;
+  const int32_t* indices;
+  int S, T, H, DV, D, Dp, k;
+  int tokens_per_split, nsplit;
+  float scale_log2;
+};
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__host__ __device__ constexpr int round_up16(int x) { return (x + 15) / 16 * 16; }
+
+// Shared memory layout (bytes), shared by host and device.
+struct Smem {
+  int row;  // bf16 elements per q / kv row in shared memory
+  size_t q, kv, s, p, alpha, m, l, valid, total;
+  __host__ __device__ Smem(int rows, int Dp) {
+    row = Dp + 8;  // Dp/8 + 1 16-byte units: odd, so ldmatrix rows hit distinct banks
+    q = 0;
+    kv = q + static_cast<size_t>(rows) * row * 2;
+    s = kv + static_cast<size_t>(2) * kTile * row * 2;
+    p = s + static_cast<size_t>(rows) * kSRow * 4;
+    p = (p + 15) / 16 * 16;
+    alpha = p + static_cast<size_t>(rows) * kPRow * 2;
+    m = alpha + rows * 4;
+    l = m + rows * 4;
+    valid = l + rows * 4;
+    total = valid + 2 * kTile * 4;
+  }
+};
+
+template <int HG, int WS, int NT>
+__global__ void __launch_bounds__(HG* WS * 32) sparse_mla_kernel(const Params p) {
+  constexpr int kWarps = HG * WS;
+  constexpr int kThreads = kWarps * 32;
+  constexpr int kRows = HG * 16;
+  constexpr int kTPR = kThreads / kRows;  // softmax threads per head row
+  constexpr int kCPT = kTile / kTPR;      // tokens per softmax thread
+  constexpr int kTPW = kTile / WS;        // tokens per warp in Q.K^T
+  constexpr int kNTQ = kTPW / 8;          // n-tiles per warp in Q.K^T
+  static_assert(kNTQ == 1 || kNTQ == 2, "Q.K^T n-tiles per warp");
+  static_assert(NT % 2 == 0, "P.V n-tiles come in pairs");
+
+  extern __shared__ __align__(16) uint8_t smem[];
+  const Smem L(kRows, p.Dp);
+  __nv_bfloat16* q_s = reinterpret_cast<__nv_bfloat16*>(smem + L.q);
+  __nv_bfloat16* kv_s = reinterpret_cast<__nv_bfloat16*>(smem + L.kv);
+  float* s_s = reinterpret_cast<float*>(smem + L.s);
+  __nv_bfloat16* p_s = reinterpret_cast<__nv_bfloat16*>(smem + L.p);
+  float* alpha_s = reinterpret_cast<float*>(smem + L.alpha);
+  float* m_s = reinterpret_cast<float*>(smem + L.m);
+  float* l_s = reinterpret_cast<float*>(smem + L.l);
+  int* valid_s = reinterpret_cast<int*>(smem + L.valid);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tig = lane & 3;
+  const int split = blockIdx.x, hb = blockIdx.y, t = blockIdx.z;
+  const int row = L.row;
+  const int D = p.D, Dp = p.Dp, DV = p.DV;
+  const int chunks = D / 8;  // 16-byte pieces of a row
+  const int tok_begin = split * p.tokens_per_split;
+  const int tok_end = min(p.k, tok_begin + p.tokens_per_split);
+  const int n_tiles = tok_end > tok_begin ? (tok_end - tok_begin + kTile - 1) / kTile : 0;
+  const int32_t* idx_t = p.indices + static_cast<int64_t>(t) * p.k;
+
+  // Zero the padding columns [D, Dp) of q and of both kv buffers (never written by the gathers).
+  if (Dp > D) {
+    for (int r = tid; r < kRows + 2 * kTile; r += kThreads) {
+      __nv_bfloat16* base = r < kRows ? q_s + r * row : kv_s + (r - kRows) * row;
+      for (int c = D; c < Dp; c++) base[c] = __float2bfloat16(0.0f);
+    }
+  }
+  if (tid < kRows) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.0f;
+  }
+  // q rows of this block's heads (heads >= H: zeros).
+  for (int i = tid; i < kRows * chunks; i += kThreads) {
+    const int r = i / chunks, c = i - r * chunks;
+    const int h = hb * kRows + r;
+    const bool ok = h < p.H;
+    const uint16_t* src = p.q + (static_cast<int64_t>(t) * p.H + (ok ? h : 0)) * D + c * 8;
+    cp_async16(q_s + r * row + c * 8, src, ok ? 16 : 0);
+  }
+  auto gather = [&](int tile, int buf) {
+    const int base = tok_begin + tile * kTile;
+    __nv_bfloat16* dst = kv_s + buf * kTile * row;
+    for (int i = tid; i < kTile * chunks; i += kThreads) {
+      const int r = i / chunks, c = i - r * chunks;
+      const int pos = base + r;
+      const int id = pos < tok_end ? idx_t[pos] : -1;
+      const bool ok = id >= 0 && id < p.S;
+      cp_async16(dst + r * row + c * 8, p.kv + static_cast<int64_t>(ok ? id : 0) * D + c * 8, ok ? 16 : 0);
+    }
+    if (tid < kTile) {
+      const int pos = base + tid;
+      const int id = pos < tok_end ? idx_t[pos] : -1;
+      valid_s[buf * kTile + tid] = id >= 0 && id < p.S;
+    }
+  };
+  if (n_tiles > 0) gather(0, 0);
+  cp_async_commit();
+  if (n_tiles > 1) gather(1, 1);
+  cp_async_commit();
+
+  const int hg = warp / WS, wsi = warp % WS;
+  float acc[NT][4];
+#pragma unroll
+  for (int i = 0; i < NT; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+
+  for (int j = 0; j < n_tiles; j++) {
+    const int buf = j & 1;
+    const __nv_bfloat16* kvb = kv_s + buf * kTile * row;
+    cp_async_wait<1>();
+    __syncthreads();
+    {  // S = Q.K^T for heads hg*16.. and tokens wsi*kTPW..
+      float sacc[kNTQ][4];
+#pragma unroll
+      for (int n = 0; n < kNTQ; n++) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+      const __nv_bfloat16* a_ptr = q_s + (hg * 16 + (lane & 15)) * row + (lane >> 4) * 8;
+      const __nv_bfloat16* b_ptr;
+      if (kNTQ == 2) b_ptr = kvb + (wsi * kTPW + (lane & 7) + ((lane >> 4) << 3)) * row + ((lane >> 3) & 1) * 8;
+      else b_ptr = kvb + (wsi * kTPW + (lane & 7)) * row + ((lane >> 3) & 1) * 8;
+#pragma unroll 4
+      for (int kk = 0; kk < Dp; kk += 16) {
+        uint32_t a[4];
+        ldmatrix_x4(a, a_ptr + kk);
+        if (kNTQ == 2) {
+          uint32_t b[4];
+          ldmatrix_x4(b, b_ptr + kk);
+          mma_bf16(sacc[0], a, b[0], b[1]);
+          mma_bf16(sacc[kNTQ - 1], a, b[2], b[3]);
+        } else {
+          uint32_t b[2];
+          ldmatrix_x2(b, b_ptr + kk);
+          mma_bf16(sacc[0], a, b[0], b[1]);
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < kNTQ; n++) {
+        const int col = wsi * kTPW + n * 8 + tig * 2;
+        float* r0 = s_s + (hg * 16 + g) * kSRow + col;
+        float* r1 = s_s + (hg * 16 + g + 8) * kSRow + col;
+        r0[0] = sacc[n][0] * p.scale_log2;
+        r0[1] = sacc[n][1] * p.scale_log2;
+        r1[0] = sacc[n][2] * p.scale_log2;
+        r1[1] = sacc[n][3] * p.scale_log2;
+      }
+    }
+    __syncthreads();
+    {  // online softmax, kTPR consecutive threads per head row
+      const int r = tid / kTPR, part = tid % kTPR;
+      float v[kCPT];
+      float mx = -INFINITY;
+#pragma unroll
+      for (int c = 0; c < kCPT; c++) {
+        const int tok = part * kCPT + c;
+        v[c] = valid_s[buf * kTile + tok] ? s_s[r * kSRow + tok] : -INFINITY;
+        mx = fmaxf(mx, v[c]);
+      }
+#pragma unroll
+      for (int o = kTPR / 2; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_old = m_s[r];
+      const float m_new = fmaxf(m_old, mx);
+      float alpha = 1.0f, sum = 0.0f;
+      if (m_new != -INFINITY) {
+        alpha = exp2f(m_old - m_new);
+#pragma unroll
+        for (int c = 0; c < kCPT; c++) {
+          v[c] = exp2f(v[c] - m_new);
+          sum += v[c];
+        }
+      } else {
+#pragma unroll
+        for (int c = 0; c < kCPT; c++) v[c] = 0.0f;
+      }
+#pragma unroll
+      for (int o = kTPR / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+#pragma unroll
+      for (int c = 0; c < kCPT; c++) p_s[r * kPRow + part * kCPT + c] = __float2bfloat16(v[c]);
+      __syncwarp();
+      if (part == 0) {
+        m_s[r] = m_new;
+        l_s[r] = l_s[r] * alpha + sum;
+        alpha_s[r] = alpha;
+      }
+    }
+    __syncthreads();
+    {  // O = O * alpha + P.V for heads hg*16.. and dims wsi*NT*8..
+      const float a_lo = alpha_s[hg * 16 + g], a_hi = alpha_s[hg * 16 + g + 8];
+#pragma unroll
+      for (int i = 0; i < NT; i++) {
+        acc[i][0] *= a_lo;
+        acc[i][1] *= a_lo;
+        acc[i][2] *= a_hi;
+        acc[i][3] *= a_hi;
+      }
+      const int d0 = wsi * NT * 8;
+#pragma unroll
+      for (int kk = 0; kk < kTile; kk += 16) {
+        uint32_t a[4];
+        ldmatrix_x4(a, p_s + (hg * 16 + (lane & 15)) * kPRow + kk + (lane >> 4) * 8);
+        const __nv_bfloat16* v_ptr = kvb + (kk + (lane & 7) + ((lane >> 3) & 1) * 8) * row + (lane >> 4) * 8;
+#pragma unroll
+        for (int np = 0; np < NT / 2; np++) {
+          const int d = d0 + np * 16;
+          if (d < DV) {
+            uint32_t b[4];
+            ldmatrix_x4_trans(b, v_ptr + d);
+            mma_bf16(acc[2 * np], a, b[0], b[1]);
+            mma_bf16(acc[2 * np + 1], a, b[2], b[3]);
+          }
+        }
+      }
+    }
+    __syncthreads();
+    if (j + 2 < n_tiles) gather(j + 2, buf);
+    cp_async_commit();
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+
+  // Epilogue: rows g and g+8 of this warp's head group, dims d0 + nt*8 + tig*2 + {0, 1}.
+  const int d0 = wsi * NT * 8;
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int r = hg * 16 + g + half * 8;
+    const int h = hb * kRows + r;
+    if (h >= p.H) continue;
+    const float m = m_s[r], l = l_s[r];
+    const int64_t th = static_cast<int64_t>(t) * p.H + h;
+    if (p.nsplit == 1) {
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      float* o = p.out + th * DV;
+#pragma unroll
+      for (int i = 0; i < NT; i++) {
+        const int d = d0 + i * 8 + tig * 2;
+        if (d < DV) *reinterpret_cast<float2*>(o + d) = make_float2(acc[i][half * 2] * inv, acc[i][half * 2 + 1] * inv);
+      }
+    } else {
+      const int64_t slot = static_cast<int64_t>(split) * p.T * p.H + th;
+      float* o = p.part_o + slot * DV;
+#pragma unroll
+      for (int i = 0; i < NT; i++) {
+        const int d = d0 + i * 8 + tig * 2;
+        if (d < DV) *reinterpret_cast<float2*>(o + d) = make_float2(acc[i][half * 2], acc[i][half * 2 + 1]);
+      }
+      if (wsi == 0 && tig == 0) *reinterpret_cast<float2*>(p.part_ml + slot * 2) = make_float2(m, l);
+    }
+  }
+}
+
+// out[t,h,:] = sum_i O_i * 2^(m_i - M) / sum_i l_i * 2^(m_i - M) over the splits (0 if no split saw a valid row).
+__global__ void sparse_mla_combine_kernel(float* __restrict__ out, const float* __restrict__ part_o,
+                                          const float* __restrict__ part_ml, int TH, int DV, int nsplit) {
+  const int th = blockIdx.x;
+  __shared__ float s_w[64];
+  __shared__ float s_inv;
+  if (threadIdx.x == 0) {
+    float M = -INFINITY;
+    for (int i = 0; i < nsplit; i++) M = fmaxf(M, part_ml[(static_cast<int64_t>(i) * TH + th) * 2]);
+    float Lsum = 0.0f;
+    for (int i = 0; i < nsplit; i++) {
+      const float m = part_ml[(static_cast<int64_t>(i) * TH + th) * 2];
+      const float l = part_ml[(static_cast<int64_t>(i) * TH + th) * 2 + 1];
+      const float w = (M == -INFINITY || m == -INFINITY) ? 0.0f : exp2f(m - M);
+      s_w[i] = w;
+      Lsum += l * w;
+    }
+    s_inv = Lsum > 0.0f ? 1.0f / Lsum : 0.0f;
+  }
+  __syncthreads();
+  const float inv = s_inv;
+  for (int d = threadIdx.x; d < DV; d += blockDim.x) {
+    float o = 0.0f;
+    for (int i = 0; i < nsplit; i++)
+      if (s_w[i] != 0.0f) o += part_o[(static_cast<int64_t>(i) * TH + th) * DV + d] * s_w[i];
+    out[static_cast<int64_t>(th) * DV + d] = o * inv;
+  }
+}
+
+constexpr int kMaxSplits = 64;
+
+struct Plan {
+  bool wide;  // 64 heads per block (prefill)
+  int nsplit, tokens_per_split;
+};
+
+int device_sms() {
+  static int cached = 0;
+  if (cached == 0) {
+    int dev = 0;
+    GLANCE_CUDA_CHECK(cudaGetDevice(&dev));
+    GLANCE_CUDA_CHECK(cudaDeviceGetAttribute(&cached, cudaDevAttrMultiProcessorCount, dev));
+  }
+  return cached;
+}
+
+Plan make_plan(int64_t T, int64_t H, int64_t D, int64_t k) {
+  Plan pl{false, 1, static_cast<int>(std::max<int64_t>(k, 1))};
+  const int sms = device_sms();
+  const size_t wide_smem = Smem(64, round_up16(static_cast<int>(D))).total;
+  pl.wide = H > 16 && T * ((H + 63) / 64) >= sms && wide_smem <= static_cast<size_t>(max_shared_memory_per_block());
+  const int64_t blocks = std::min<int64_t>(T, 65535) * ((H + (pl.wide ? 63 : 15)) / (pl.wide ? 64 : 16));
+  if (!pl.wide && blocks < sms && k > kTile) {
+    int64_t n = std::min<int64_t>({(k + kTile - 1) / kTile, (sms + blocks - 1) / blocks, kMaxSplits});
+    const int64_t tps = ((k + n - 1) / n + kTile - 1) / kTile * kTile;
+    pl.tokens_per_split = static_cast<int>(tps);
+    pl.nsplit = static_cast<int>((k + tps - 1) / tps);
+  }
+  return pl;
+}
+
+template <int HG, int WS, int NT>
+void launch(const Params& p, int64_t T, int64_t H, cudaStream_t stream) {
+  const size_t smem = Smem(HG * 16, p.Dp).total;
+  GLANCE_CUDA_CHECK(cudaFuncSetAttribute(sparse_mla_kernel<HG, WS, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+  const dim3 grid(p.nsplit, static_cast<unsigned>((H + HG * 16 - 1) / (HG * 16)), static_cast<unsigned>(T));
+  sparse_mla_kernel<HG, WS, NT><<<grid, HG * WS * 32, smem, stream>>>(p);
+  GLANCE_CUDA_CHECK_LAUNCH("sparse_mla_kernel");
+}
+
+}  // namespace
+
+size_t sparse_mla_workspace_bytes(int64_t T, int64_t H, int64_t kv_lora, int64_t rope, int64_t k) {
+  if (T <= 0 || H <= 0 || k <= 0) return 0;
+  const Plan pl = make_plan(T, H, kv_lora + rope, k);
+  if (pl.nsplit <= 1) return 0;
+  return static_cast<size_t>(pl.nsplit) * T * H * (kv_lora + 2) * sizeof(float);
+}
+
+void sparse_mla_attention(float* out, const uint16_t* q, const uint16_t* kv, int64_t S, int64_t T, int64_t H,
+                          int64_t kv_lora, int64_t rope, float scale, const int32_t* indices, int64_t k,
+                          void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  const char* op = "sparse_mla_attention";
+  if (S < 0 || T < 0 || H < 0 || kv_lora < 0 || rope < 0 || k < 0) invalid_argument(op, "negative size");
+  const int64_t D = kv_lora + rope;
+  if (D % 8 != 0 || kv_lora % 16 != 0 || kv_lora > kMaxDv || D > kMaxD || kv_lora == 0)
+    invalid_argument(op, "unsupported shape kv_lora = " + std::to_string(kv_lora) + ", rope = " +
+                             std::to_string(rope) + " (need kv_lora % 16 == 0, kv_lora <= 512, (kv_lora + rope) % 8 "
+                             "== 0, kv_lora + rope <= 640)");
+  if (S > INT32_MAX || H > 65535 * 64 || k > INT32_MAX) invalid_argument(op, "sizes out of range");
+  if (T == 0 || H == 0) return;
+  if (k == 0) {
+    GLANCE_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(T * H * kv_lora) * sizeof(float), stream));
+    return;
+  }
+  const Plan pl = make_plan(T, H, D, k);
+  Params p{};
+  p.S = static_cast<int>(S);
+  p.H = static_cast<int>(H);
+  p.DV = static_cast<int>(kv_lora);
+  p.D = static_cast<int>(D);
+  p.Dp = round_up16(static_cast<int>(D));
+  p.k = static_cast<int>(k);
+  p.tokens_per_split = pl.tokens_per_split;
+  p.nsplit = pl.nsplit;
+  p.scale_log2 = scale * 1.4426950408889634f;
+  p.kv = kv;
+  if (pl.nsplit > 1) {
+    const size_t need = static_cast<size_t>(pl.nsplit) * T * H * (kv_lora + 2) * sizeof(float);
+    if (workspace == nullptr || workspace_bytes < need)
+      invalid_argument(op, "workspace of " + std::to_string(workspace_bytes) + " bytes is too small (" +
+                               std::to_string(need) + " needed: sparse_mla_workspace_bytes)");
+    p.part_o = static_cast<float*>(workspace);
+    p.part_ml = p.part_o + static_cast<size_t>(pl.nsplit) * T * H * kv_lora;
+  }
+  for (int64_t t0 = 0; t0 < T; t0 += 65535) {
+    const int64_t Tc = std::min<int64_t>(65535, T - t0);
+    p.T = static_cast<int>(Tc);
+    p.out = out + t0 * H * kv_lora;
+    p.q = q + t0 * H * D;
+    p.indices = indices + t0 * k;
+    if (pl.wide) launch<4, 2, 32>(p, Tc, H, stream);
+    else launch<1, 4, 16>(p, Tc, H, stream);
+    if (pl.nsplit > 1) {
+      sparse_mla_combine_kernel<<<static_cast<unsigned>(Tc * H), 128, 0, stream>>>(p.out, p.part_o, p.part_ml,
+                                                                                   static_cast<int>(Tc * H), p.DV,
+                                                                                   pl.nsplit);
+      GLANCE_CUDA_CHECK_LAUNCH("sparse_mla_combine_kernel");
+    }
+  }
+}
+
+}  // namespace cuda
+}  // namespace glance
