@@ -95,6 +95,8 @@ cuda::ModelSpec parse_spec(const Napi::Object& o) {
   s.inv_freq = vec(o, "invFreq");
   s.sparse = flag(o, "sparse");
   s.indexer_fp8 = flag(o, "indexerFp8");
+  s.kv_cache_fp32 = flag(o, "kvCacheFp32");
+  s.gemm_precision = static_cast<int>(num(o, "gemmPrecision"));
   s.max_positions = static_cast<int>(num(o, "maxPositions"));
   s.budget_bytes = static_cast<int64_t>(num(o, "budgetBytes"));
   s.embed = weight(o, "embed", "spec");
@@ -378,7 +380,7 @@ std::unique_ptr<DevBuf> up_bf16(const ArrayArg<float>& a) {
 
 using Fn = Napi::Value (*)(const Napi::CallbackInfo&);
 
-// matmul(out, x, T, w, path: 'auto' | 'gemv' | 'gemm')
+// matmul(out, x, T, w, path: 'auto' | 'gemv' | 'gemm' (split bf16) | 'gemm-bf16')
 Napi::Value OpMatmul(const Napi::CallbackInfo& info) {
   Args a(info, "cuda.modelOps.matmul", 5);
   auto out = a.f32(0, "out");
@@ -394,6 +396,8 @@ Napi::Value OpMatmul(const Napi::CallbackInfo& info) {
   const int ld = static_cast<int>(w.cols), lo = static_cast<int>(w.rows);
   if (path == "gemv") cuda::gemv(nullptr, dout->as<float>(), lo, dx->as<float>(), ld, T, dw.w, false);
   else if (path == "gemm") cuda::gemm(nullptr, dout->as<float>(), lo, dx->as<float>(), ld, T, dw.w, false);
+  else if (path == "gemm-bf16")
+    cuda::gemm(nullptr, dout->as<float>(), lo, dx->as<float>(), ld, T, dw.w, false, cuda::GemmPrecision::kBf16);
   else cuda::linear(nullptr, dout->as<float>(), lo, dx->as<float>(), ld, T, dw.w, false);
   down(out, *dout);
   return info.Env().Undefined();

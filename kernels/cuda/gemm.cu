@@ -6,8 +6,10 @@
 //   weight load, warp-shuffle reduction. FP8: an 8-value chunk never straddles a 128-wide scale block, so one
 //   scale load serves the chunk.
 // - GEMM (prefill): tensor cores through mma.sync.m16n8k16 bf16 (sm_80+, also on sm_90a). A 64×64 output tile per
-//   128-thread block, k-steps of 32; the activation tile is rounded to bf16 and the weight tile dequantised to bf16
-//   while staging into shared memory (so FP8 weights are never expanded in device memory), fp32 accumulation.
+//   128-thread block, k-steps of 32; the activation tile and the dequantised weight tile are converted to bf16 while
+//   staging into shared memory (so FP8 weights are never expanded in device memory), fp32 accumulation. Precision:
+//   plain bf16 operands, or split bf16 (hi + lo parts, 2–3 MMAs per product: fp32-grade, the default of the runner,
+//   because the indexer's top-k selection is sensitive to rounding at near-ties).
 //   Register double-buffering overlaps the next tile's global loads with the current tile's MMAs.
 // Grouped variants serve the MoE experts: the GEMV picks the expert of each slot from device memory (graph-safe),
 // the GEMM walks a device-built tile list {expert, m0, m1}.
@@ -141,10 +143,15 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], const 
 
 // Each thread stages 2 groups of 8 values of A (rows of x) and 2 of B (rows of W) per k-step:
 // group id = tid + 128·j → row = id / 4 (0..63), k offset = (id % 4) · 8.
-template <int DT, bool VECW>
+// SPLIT: each operand is held as hi + lo bf16 parts (x ≈ hi + lo to ~2^-16) and a product takes three MMAs
+// (hi·hi + hi·lo + lo·hi; two when the weight is bf16, whose lo part is zero): fp32-grade results (≈1e-5 relative)
+// at 2–3× the tensor-core work. Without SPLIT, operands are rounded to bf16 (≈4e-3 relative per product).
+template <int DT, bool VECW, bool SPLIT>
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(const GemmParams p) {
-  __shared__ __align__(16) uint16_t As[BM][BK + kPad];
-  __shared__ __align__(16) uint16_t Bs[BN][BK + kPad];
+  constexpr int NP = SPLIT ? 2 : 1;  // parts per operand
+  constexpr bool B_LO = SPLIT && DT != kBF16;
+  __shared__ __align__(16) uint16_t As[NP][BM][BK + kPad];
+  __shared__ __align__(16) uint16_t Bs[NP][BN][BK + kPad];
   int m_begin = blockIdx.x * BM, m_end = p.M;
   DevWeight w = p.w;
   if (p.tiles) {
@@ -210,17 +217,34 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(const GemmParams p) 
       }
     }
   };
+  // hi = bf16(v); lo = bf16(v − hi)
+  auto pack8 = [](const float v[8], uint4& hi, uint4& lo) {
+    uint32_t h[4], l[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * e], v[2 * e + 1]);
+      h[e] = *reinterpret_cast<const uint32_t*>(&b);
+      if (SPLIT) {
+        const float2 f = __bfloat1622float2(b);
+        l[e] = pack_bf16(v[2 * e] - f.x, v[2 * e + 1] - f.y);
+      }
+    }
+    hi = make_uint4(h[0], h[1], h[2], h[3]);
+    if (SPLIT) lo = make_uint4(l[0], l[1], l[2], l[3]);
+  };
   auto store_tile = [&]() {
 #pragma unroll
     for (int j = 0; j < 2; j++) {
       const int row = (tid + kGemmThreads * j) >> 2;
-      uint4 ua, ub;
-      ua.x = pack_bf16(av[j][0], av[j][1]); ua.y = pack_bf16(av[j][2], av[j][3]);
-      ua.z = pack_bf16(av[j][4], av[j][5]); ua.w = pack_bf16(av[j][6], av[j][7]);
-      ub.x = pack_bf16(bv[j][0], bv[j][1]); ub.y = pack_bf16(bv[j][2], bv[j][3]);
-      ub.z = pack_bf16(bv[j][4], bv[j][5]); ub.w = pack_bf16(bv[j][6], bv[j][7]);
-      *reinterpret_cast<uint4*>(&As[row][koff[j]]) = ua;
-      *reinterpret_cast<uint4*>(&Bs[row][koff[j]]) = ub;
+      uint4 ah, al, bh, bl;
+      pack8(av[j], ah, al);
+      pack8(bv[j], bh, bl);
+      *reinterpret_cast<uint4*>(&As[0][row][koff[j]]) = ah;
+      *reinterpret_cast<uint4*>(&Bs[0][row][koff[j]]) = bh;
+      if (SPLIT) {
+        *reinterpret_cast<uint4*>(&As[NP - 1][row][koff[j]]) = al;
+        if (B_LO) *reinterpret_cast<uint4*>(&Bs[NP - 1][row][koff[j]]) = bl;
+      }
     }
   };
 
@@ -232,25 +256,36 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(const GemmParams p) 
     if (k0 + BK < K) load_tile(k0 + BK);  // in flight during the MMAs below
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 16) {
-      uint32_t a[2][4], b[4][2];
+      uint32_t a[NP][2][4], b[NP][4][2];
 #pragma unroll
-      for (int i = 0; i < 2; i++) {
-        const int r0 = wm + i * 16 + g;
-        a[i][0] = *reinterpret_cast<const uint32_t*>(&As[r0][kk + 2 * c4]);
-        a[i][1] = *reinterpret_cast<const uint32_t*>(&As[r0 + 8][kk + 2 * c4]);
-        a[i][2] = *reinterpret_cast<const uint32_t*>(&As[r0][kk + 2 * c4 + 8]);
-        a[i][3] = *reinterpret_cast<const uint32_t*>(&As[r0 + 8][kk + 2 * c4 + 8]);
-      }
+      for (int q = 0; q < NP; q++) {
 #pragma unroll
-      for (int j = 0; j < 4; j++) {
-        const int n0 = wn + j * 8 + g;
-        b[j][0] = *reinterpret_cast<const uint32_t*>(&Bs[n0][kk + 2 * c4]);
-        b[j][1] = *reinterpret_cast<const uint32_t*>(&Bs[n0][kk + 2 * c4 + 8]);
+        for (int i = 0; i < 2; i++) {
+          const int r0 = wm + i * 16 + g;
+          a[q][i][0] = *reinterpret_cast<const uint32_t*>(&As[q][r0][kk + 2 * c4]);
+          a[q][i][1] = *reinterpret_cast<const uint32_t*>(&As[q][r0 + 8][kk + 2 * c4]);
+          a[q][i][2] = *reinterpret_cast<const uint32_t*>(&As[q][r0][kk + 2 * c4 + 8]);
+          a[q][i][3] = *reinterpret_cast<const uint32_t*>(&As[q][r0 + 8][kk + 2 * c4 + 8]);
+        }
+        if (q == 0 || B_LO) {
+#pragma unroll
+          for (int j = 0; j < 4; j++) {
+            const int n0 = wn + j * 8 + g;
+            b[q][j][0] = *reinterpret_cast<const uint32_t*>(&Bs[q][n0][kk + 2 * c4]);
+            b[q][j][1] = *reinterpret_cast<const uint32_t*>(&Bs[q][n0][kk + 2 * c4 + 8]);
+          }
+        }
       }
 #pragma unroll
       for (int i = 0; i < 2; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) mma_bf16(acc[i][j], a[i], b[j]);
+        for (int j = 0; j < 4; j++) {
+          if (SPLIT) {
+            mma_bf16(acc[i][j], a[NP - 1][i], b[0][j]);            // lo · hi
+            if (B_LO) mma_bf16(acc[i][j], a[0][i], b[NP - 1][j]);  // hi · lo
+          }
+          mma_bf16(acc[i][j], a[0][i], b[0][j]);  // hi · hi
+        }
     }
   }
 
@@ -276,19 +311,25 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(const GemmParams p) 
   }
 }
 
-template <int DT>
+template <int DT, bool SPLIT>
 void launch_gemm_t(cudaStream_t s, const GemmParams& p, dim3 grid, bool vecw) {
-  if (vecw) gemm_kernel<DT, true><<<grid, kGemmThreads, 0, s>>>(p);
-  else gemm_kernel<DT, false><<<grid, kGemmThreads, 0, s>>>(p);
+  if (vecw) gemm_kernel<DT, true, SPLIT><<<grid, kGemmThreads, 0, s>>>(p);
+  else gemm_kernel<DT, false, SPLIT><<<grid, kGemmThreads, 0, s>>>(p);
 }
 
-void launch_gemm(cudaStream_t s, const GemmParams& p, int dtype, dim3 grid, bool vecw) {
+template <bool SPLIT>
+void launch_gemm_p(cudaStream_t s, const GemmParams& p, int dtype, dim3 grid, bool vecw) {
   switch (dtype) {
-    case kF32: launch_gemm_t<kF32>(s, p, grid, vecw); break;
-    case kBF16: launch_gemm_t<kBF16>(s, p, grid, vecw); break;
-    case kF16: launch_gemm_t<kF16>(s, p, grid, vecw); break;
-    default: launch_gemm_t<kF8E4M3>(s, p, grid, vecw); break;
+    case kF32: launch_gemm_t<kF32, SPLIT>(s, p, grid, vecw); break;
+    case kBF16: launch_gemm_t<kBF16, SPLIT>(s, p, grid, vecw); break;
+    case kF16: launch_gemm_t<kF16, SPLIT>(s, p, grid, vecw); break;
+    default: launch_gemm_t<kF8E4M3, SPLIT>(s, p, grid, vecw); break;
   }
+}
+
+void launch_gemm(cudaStream_t s, const GemmParams& p, int dtype, dim3 grid, bool vecw, GemmPrecision prec) {
+  if (prec == GemmPrecision::kSplitBf16) launch_gemm_p<true>(s, p, dtype, grid, vecw);
+  else launch_gemm_p<false>(s, p, dtype, grid, vecw);
 }
 
 }  // namespace
@@ -306,18 +347,20 @@ void gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, c
   check(cudaGetLastError(), "gemv");
 }
 
-void gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate) {
+void gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate,
+          GemmPrecision prec) {
   if (M <= 0 || w.rows <= 0) return;
   GemmParams p{x, ldx, nullptr, out, ldo, M, w, nullptr, nullptr, nullptr, accumulate,
                ldx % 4 == 0 && aligned16(x) && w.cols % 8 == 0};
   const dim3 grid((M + BM - 1) / BM, (w.rows + BN - 1) / BN);
-  launch_gemm(s, p, w.dtype, grid, w.cols % 8 == 0 && aligned16(w.data));
+  launch_gemm(s, p, w.dtype, grid, w.cols % 8 == 0 && aligned16(w.data), prec);
   check(cudaGetLastError(), "gemm");
 }
 
-void linear(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate) {
+void linear(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate,
+            GemmPrecision prec) {
   if (M <= kGemvMaxM) gemv(s, out, ldo, x, ldx, M, w, accumulate);
-  else gemm(s, out, ldo, x, ldx, M, w, accumulate);
+  else gemm(s, out, ldo, x, ldx, M, w, accumulate, prec);
 }
 
 void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
@@ -331,12 +374,13 @@ void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, 
 }
 
 void grouped_gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, const int* x_rows,
-                  const DevWeight* table, const int4* tiles, const int* num_tiles, int max_tiles, const DevWeight& shape) {
+                  const DevWeight* table, const int4* tiles, const int* num_tiles, int max_tiles, const DevWeight& shape,
+                  GemmPrecision prec) {
   if (max_tiles <= 0 || shape.rows <= 0) return;
   GemmParams p{x, ldx, x_rows, out, ldo, 0, shape, table, tiles, num_tiles, false,
                ldx % 4 == 0 && aligned16(x) && shape.cols % 8 == 0};
   const dim3 grid(max_tiles, (shape.rows + BN - 1) / BN);
-  launch_gemm(s, p, shape.dtype, grid, shape.cols % 8 == 0);
+  launch_gemm(s, p, shape.dtype, grid, shape.cols % 8 == 0, prec);
   check(cudaGetLastError(), "grouped_gemm");
 }
 

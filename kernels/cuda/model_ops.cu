@@ -162,9 +162,12 @@ __global__ void store_latent_kernel(uint16_t* cache, const float* rows, int late
 constexpr int kAttnWarps = 4;
 constexpr int kAttnMaxPerLane = 24;  // latent ≤ 768
 
-template <int kAttnMaxPerLane>
+__device__ __forceinline__ float cache_value(const uint16_t* row, int c) { return bf16_bits_to_float(row[c]); }
+__device__ __forceinline__ float cache_value(const float* row, int c) { return row[c]; }
+
+template <int kAttnMaxPerLane, class CacheT>
 __global__ void __launch_bounds__(kAttnWarps * 32) mla_attention_kernel(float* out, const float* q,
-                                                                         const uint16_t* cache, int H, int L, int R,
+                                                                         const CacheT* cache, int H, int L, int R,
                                                                          float scale, const int* indices, int k,
                                                                          const int* positions) {
   const int th = blockIdx.x, t = th / H;
@@ -183,13 +186,13 @@ __global__ void __launch_bounds__(kAttnWarps * 32) mla_attention_kernel(float* o
   for (int j = warp; j < n; j += kAttnWarps) {
     const int s = indices ? indices[static_cast<size_t>(t) * k + j] : j;
     if (s < 0) continue;
-    const uint16_t* row = cache + static_cast<size_t>(s) * latent;
+    const CacheT* row = cache + static_cast<size_t>(s) * latent;
     float kv[kAttnMaxPerLane];
     float dot = 0.0f;
 #pragma unroll
     for (int i = 0; i < kAttnMaxPerLane; i++) {
       const int c = lane + 32 * i;
-      kv[i] = c < latent ? bf16_bits_to_float(row[c]) : 0.0f;
+      kv[i] = c < latent ? cache_value(row, c) : 0.0f;
       dot += qv[i] * kv[i];
     }
     const float sc = warp_sum(dot) * scale;
@@ -275,7 +278,7 @@ __global__ void hadamard_quant_kernel(uint8_t* out8, float* scales, float* xio, 
 // Scores: a block per (t, 128 keys); q and w of token t in shared memory; a thread per key.
 constexpr int kIdxKeys = 128;
 
-template <bool FP8>
+template <bool FP8, int HMAX>
 __global__ void indexer_scores_kernel(float* out, int ldo, const void* qv, const float* w, const void* keys,
                                       const float* key_scales, int S, int Hi, int D, const int* positions) {
   extern __shared__ float sq[];  // Hi·D query values (decoded) + Hi weights
@@ -295,17 +298,36 @@ __global__ void indexer_scores_kernel(float* out, int ldo, const void* qv, const
     *o = -INFINITY;
     return;
   }
-  float total = 0.0f;
-  for (int h = 0; h < Hi; h++) {
-    float dot = 0.0f;
-    for (int d = 0; d < D; d++) {
-      const size_t ki = static_cast<size_t>(s) * D + d;
-      const float kvv = FP8 ? e4m3_to_float(reinterpret_cast<const uint8_t*>(keys)[ki]) : reinterpret_cast<const float*>(keys)[ki];
-      dot += sq[h * D + d] * kvv;
-    }
-    total += sq[HD + h] * fmaxf(dot, 0.0f);
+  // Each key element is decoded once and used by every head (HMAX ≥ Hi dot products in registers).
+  float dot[HMAX];
+#pragma unroll
+  for (int h = 0; h < HMAX; h++) dot[h] = 0.0f;
+  for (int d = 0; d < D; d++) {
+    const size_t ki = static_cast<size_t>(s) * D + d;
+    const float kvv = FP8 ? e4m3_to_float(reinterpret_cast<const uint8_t*>(keys)[ki]) : reinterpret_cast<const float*>(keys)[ki];
+#pragma unroll
+    for (int h = 0; h < HMAX; h++)
+      if (h < Hi) dot[h] += sq[h * D + d] * kvv;
   }
+  float total = 0.0f;
+#pragma unroll
+  for (int h = 0; h < HMAX; h++)
+    if (h < Hi) total += sq[HD + h] * fmaxf(dot[h], 0.0f);
   *o = FP8 ? total * key_scales[s] : total;
+}
+
+template <bool FP8>
+void launch_indexer(cudaStream_t s, float* out, int ldo, const void* q, const float* w, const void* keys,
+                    const float* key_scales, int T, int S, int Hi, int D, const int* positions) {
+  const size_t sm = (static_cast<size_t>(Hi) * D + Hi) * sizeof(float);
+  if (sm > 48 * 1024) throw std::runtime_error("indexer scores: Hi·D above 12K values");
+  const dim3 grid(blocks_for(S, kIdxKeys), T);
+  if (Hi <= 4) indexer_scores_kernel<FP8, 4><<<grid, kIdxKeys, sm, s>>>(out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  else if (Hi <= 8) indexer_scores_kernel<FP8, 8><<<grid, kIdxKeys, sm, s>>>(out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  else if (Hi <= 16) indexer_scores_kernel<FP8, 16><<<grid, kIdxKeys, sm, s>>>(out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  else if (Hi <= 32) indexer_scores_kernel<FP8, 32><<<grid, kIdxKeys, sm, s>>>(out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  else if (Hi <= 64) indexer_scores_kernel<FP8, 64><<<grid, kIdxKeys, sm, s>>>(out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  else throw std::runtime_error("indexer scores: more than 64 indexer heads");
 }
 
 // ---- top-k -------------------------------------------------------------------------------------------------
@@ -696,11 +718,12 @@ void store_latent_rows(cudaStream_t s, uint16_t* cache, const float* rows, int T
   check(cudaGetLastError(), "store_latent_rows");
 }
 
-void mla_attention_generic(cudaStream_t s, float* out, const float* q, const uint16_t* cache, int T, int H, int kvLora, int rope,
-                   float scale, const int* indices, int k, const int* positions) {
+template <class CacheT>
+void launch_attention(cudaStream_t s, float* out, const float* q, const CacheT* cache, int T, int H, int kvLora, int rope,
+                      float scale, const int* indices, int k, const int* positions) {
   if (T <= 0) return;
-  if (kvLora + rope > kAttnMaxPerLane * 32) throw std::runtime_error("mla_attention: latent width above 768");
   const int latent = kvLora + rope;
+  if (latent > kAttnMaxPerLane * 32) throw std::runtime_error("mla_attention: latent width above 768");
   if (latent <= 256)
     mla_attention_kernel<8><<<T * H, kAttnWarps * 32, 0, s>>>(out, q, cache, H, kvLora, rope, scale, indices, k, positions);
   else if (latent <= 576)
@@ -708,6 +731,16 @@ void mla_attention_generic(cudaStream_t s, float* out, const float* q, const uin
   else
     mla_attention_kernel<24><<<T * H, kAttnWarps * 32, 0, s>>>(out, q, cache, H, kvLora, rope, scale, indices, k, positions);
   check(cudaGetLastError(), "mla_attention");
+}
+
+void mla_attention_generic(cudaStream_t s, float* out, const float* q, const uint16_t* cache, int T, int H, int kvLora,
+                           int rope, float scale, const int* indices, int k, const int* positions) {
+  launch_attention(s, out, q, cache, T, H, kvLora, rope, scale, indices, k, positions);
+}
+
+void mla_attention_generic(cudaStream_t s, float* out, const float* q, const float* cache, int T, int H, int kvLora,
+                           int rope, float scale, const int* indices, int k, const int* positions) {
+  launch_attention(s, out, q, cache, T, H, kvLora, rope, scale, indices, k, positions);
 }
 
 void hadamard_quant_rows(cudaStream_t s, uint8_t* out8, float* scales, const float* x, int N, int D, const int* rows_at,
@@ -728,18 +761,14 @@ void hadamard_rows_generic(cudaStream_t s, float* x, int N, int D) {
 void indexer_scores_f32_generic(cudaStream_t s, float* out, int ldo, const float* q, const float* w, const float* keys, int T,
                         int S, int Hi, int D, const int* positions) {
   if (T <= 0 || S <= 0) return;
-  const size_t sm = (static_cast<size_t>(Hi) * D + Hi) * sizeof(float);
-  indexer_scores_kernel<false><<<dim3(blocks_for(S, kIdxKeys), T), kIdxKeys, sm, s>>>(out, ldo, q, w, keys, nullptr, S,
-                                                                                     Hi, D, positions);
+  launch_indexer<false>(s, out, ldo, q, w, keys, nullptr, T, S, Hi, D, positions);
   check(cudaGetLastError(), "indexer_scores_f32");
 }
 
 void indexer_scores_fp8_generic(cudaStream_t s, float* out, int ldo, const uint8_t* q8, const float* w, const uint8_t* keys,
                         const float* key_scales, int T, int S, int Hi, int D, const int* positions) {
   if (T <= 0 || S <= 0) return;
-  const size_t sm = (static_cast<size_t>(Hi) * D + Hi) * sizeof(float);
-  indexer_scores_kernel<true><<<dim3(blocks_for(S, kIdxKeys), T), kIdxKeys, sm, s>>>(out, ldo, q8, w, keys, key_scales,
-                                                                                    S, Hi, D, positions);
+  launch_indexer<true>(s, out, ldo, q8, w, keys, key_scales, T, S, Hi, D, positions);
   check(cudaGetLastError(), "indexer_scores_fp8");
 }
 

@@ -35,12 +35,17 @@ struct DevWeight {
 };
 
 // ---- matrix products ---------------------------------------------------------------------------------------
+// Tensor-core operand precision of the GEMM: bf16 (≈4e-3 relative per product) or split bf16 (hi + lo, fp32-grade).
+enum class GemmPrecision : int { kBf16 = 0, kSplitBf16 = 1 };
+
 // out[m, r] (+)= Σ_c x[m, c] · W[r, c] for m < M, r < W.rows (x: M rows of stride ldx; out: stride ldo).
-// M ≤ 8 uses the GEMV, larger M the tensor-core GEMM.
-void linear(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate);
+// M ≤ 8 uses the GEMV (fp32 math), larger M the tensor-core GEMM.
+void linear(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate,
+            GemmPrecision prec = GemmPrecision::kSplitBf16);
 // Force one path (tests compare both against the CPU).
 void gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate);
-void gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate);
+void gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate,
+          GemmPrecision prec = GemmPrecision::kSplitBf16);
 
 // Grouped (MoE) products. `shape` is any expert of the group (all share dtype and shape); table: [E] DevWeight on the
 // device.
@@ -50,7 +55,8 @@ void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, 
 // GEMM form (prefill): tiles[j] = {expert, m0, m1} for j < *num_tiles (device), rows m of x are x[x_rows[m]] (x_rows
 // null: m); out[m, r] = Σ_c x[..] · table[expert of m's tile][r, c]. max_tiles bounds the grid.
 void grouped_gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, const int* x_rows,
-                  const DevWeight* table, const int4* tiles, const int* num_tiles, int max_tiles, const DevWeight& shape);
+                  const DevWeight* table, const int4* tiles, const int* num_tiles, int max_tiles, const DevWeight& shape,
+                  GemmPrecision prec = GemmPrecision::kSplitBf16);
 // Rows per GEMM tile (the MoE tile list is built in multiples of it).
 constexpr int kGemmTileM = 64;
 
@@ -86,6 +92,9 @@ void store_latent_rows(cudaStream_t s, uint16_t* cache, const float* rows, int T
 // MQA attention over bf16 latent rows (cache [*, kvLora + rope]); q [T, H, kvLora + rope]; out [T, H, kvLora].
 // indices [T, k] (−1 skipped) or null for dense causal (s ≤ positions[t]). Any shape.
 void mla_attention_generic(cudaStream_t s, float* out, const float* q, const uint16_t* cache, int T, int H, int kvLora, int rope,
+                   float scale, const int* indices, int k, const int* positions);
+// The same over an fp32 latent cache (exact CPU parity; twice the bytes).
+void mla_attention_generic(cudaStream_t s, float* out, const float* q, const float* cache, int T, int H, int kvLora, int rope,
                    float scale, const int* indices, int k, const int* positions);
 
 // ---- lightning indexer ------------------------------------------------------------------------------------

@@ -231,7 +231,7 @@ int64_t GpuModel::used_bytes() const { return impl_->used; }
 int64_t GpuModel::bytes_per_token() const {
   const ModelSpec& s = impl_->spec;
   const int64_t latent = s.kv_lora + s.rope;
-  int64_t per_layer = latent * 2;
+  int64_t per_layer = latent * (s.kv_cache_fp32 ? 4 : 2);
   const bool ix = s.sparse && s.index_heads > 0;
   if (ix) per_layer += s.indexer_fp8 ? s.index_dim + 4 : s.index_dim * 4;
   // + one row of the chunk's indexer score matrix per cached token
@@ -260,7 +260,7 @@ class GpuSequenceImpl {
   cudaStream_t stream = nullptr;
   std::vector<std::pair<void*, int64_t>> allocs;
   // caches
-  std::vector<uint16_t*> kv;
+  std::vector<void*> kv;  // bf16 or fp32 rows [cap, kvLora + rope]
   std::vector<uint8_t*> ix8;
   std::vector<float*> ixscale;
   std::vector<float*> ixf32;
@@ -315,7 +315,8 @@ class GpuSequenceImpl {
     const int nl = static_cast<int>(m.layers.size());
     const std::string what = "the KV cache of " + std::to_string(cap) + " tokens";
     for (int l = 0; l < nl; l++) {
-      kv.push_back(take<uint16_t>(cap * latent, what));
+      kv.push_back(s.kv_cache_fp32 ? static_cast<void*>(take<float>(cap * latent, what))
+                                   : static_cast<void*>(take<uint16_t>(cap * latent, what)));
       if (uses_indexer()) {
         if (s.indexer_fp8) {
           ix8.push_back(take<uint8_t>(cap * Di, what + " (indexer keys)"));
@@ -390,31 +391,32 @@ class GpuSequenceImpl {
       rms_norm(st, x, D, h, D, T, D, L.input_norm, s.rms_eps);
       // ---- attention ----
       if (L.has_q_lora) {
-        linear(st, qr, s.q_lora, x, D, T, L.q_a, false);
+        lin(st, qr, s.q_lora, x, D, T, L.q_a, false);
         rms_norm(st, qr, s.q_lora, qr, s.q_lora, T, s.q_lora, L.q_a_norm, 1e-6f);
-        linear(st, q, H * qh, qr, s.q_lora, T, L.q_b, false);
+        lin(st, q, H * qh, qr, s.q_lora, T, L.q_b, false);
       } else {
-        linear(st, q, H * qh, x, D, T, L.q_proj, false);
+        lin(st, q, H * qh, x, D, T, L.q_proj, false);
       }
       rope(st, q, T, H, qh, s.nope, s.rope, pos_d, m.inv_freq, af, true);
-      linear(st, kvrows, latent, x, D, T, L.kv_a, false);
+      lin(st, kvrows, latent, x, D, T, L.kv_a, false);
       rms_norm(st, kvrows, latent, kvrows, latent, T, s.kv_lora, L.kv_a_norm, 1e-6f);
       rope(st, kvrows, T, 1, latent, s.kv_lora, s.rope, pos_d, m.inv_freq, af, true);
-      store_latent_rows(st, kv[l], kvrows, T, latent, pos_d);
+      if (s.kv_cache_fp32) scatter_rows(st, static_cast<float*>(kv[l]), kvrows, T, latent, pos_d);
+      else store_latent_rows(st, static_cast<uint16_t*>(kv[l]), kvrows, T, latent, pos_d);
       mla_absorb_query(st, qabs, latent, q, qh, T, H, s.nope, s.v_head, L.kv_b);
       copy_rows(st, qabs + s.kv_lora, latent, q + s.nope, qh, T * H, s.rope);
       const int* sel = nullptr;
       if (L.has_indexer && uses_indexer()) {
         const int Hi = s.index_heads, Di = s.index_dim, k = s.index_topk;
-        linear(st, keys, Di, x, D, T, L.ix_wk, false);
+        lin(st, keys, Di, x, D, T, L.ix_wk, false);
         layer_norm(st, keys, Di, keys, Di, T, Di, L.ix_kn_w, L.ix_kn_b, 1e-6f);
         rope(st, keys, T, 1, Di, 0, s.rope, pos_d, m.inv_freq, af, false);
         if (s.indexer_fp8) hadamard_quant_rows(st, ix8[l], ixscale[l], keys, T, Di, pos_d, true);
         else scatter_rows(st, ixf32[l], keys, T, Di, pos_d);
         if (S > k) {
-          linear(st, qi, Hi * Di, qr, s.q_lora, T, L.ix_wq_b, false);
+          lin(st, qi, Hi * Di, qr, s.q_lora, T, L.ix_wq_b, false);
           rope(st, qi, T, Hi, Di, 0, s.rope, pos_d, m.inv_freq, af, false);
-          linear(st, wts, Hi, x, D, T, L.ix_wp, false);
+          lin(st, wts, Hi, x, D, T, L.ix_wp, false);
           const float fold = static_cast<float>(std::pow(static_cast<double>(Hi), -0.5) * std::pow(static_cast<double>(Di), -0.5));
           if (s.indexer_fp8) {
             hadamard_quant_rows(st, q8, qscale, qi, T * Hi, Di, nullptr, true);
@@ -428,17 +430,22 @@ class GpuSequenceImpl {
           sel = idx;
         }
       }
-      mla_attention_generic(st, o, qabs, kv[l], T, H, s.kv_lora, s.rope, s.softmax_scale, sel, sel ? s.index_topk : 0, pos_d);
+      if (s.kv_cache_fp32)
+        mla_attention_generic(st, o, qabs, static_cast<const float*>(kv[l]), T, H, s.kv_lora, s.rope, s.softmax_scale, sel,
+                              sel ? s.index_topk : 0, pos_d);
+      else
+        mla_attention_generic(st, o, qabs, static_cast<const uint16_t*>(kv[l]), T, H, s.kv_lora, s.rope, s.softmax_scale,
+                              sel, sel ? s.index_topk : 0, pos_d);
       mla_expand_value(st, ov, o, T, H, s.kv_lora, s.nope, s.v_head, L.kv_b);
-      linear(st, h, D, ov, H * s.v_head, T, L.o_proj, true);
+      lin(st, h, D, ov, H * s.v_head, T, L.o_proj, true);
       // ---- MLP ----
       rms_norm(st, x, D, h, D, T, D, L.post_norm, s.rms_eps);
       if (!L.is_moe) {
         const int I = L.dense.gate.rows;
-        linear(st, g, I, x, D, T, L.dense.gate, false);
-        linear(st, u, I, x, D, T, L.dense.up, false);
+        lin(st, g, I, x, D, T, L.dense.gate, false);
+        lin(st, u, I, x, D, T, L.dense.up, false);
         silu_mul(st, g, g, u, static_cast<int64_t>(T) * I);
-        linear(st, h, D, g, I, T, L.dense.down, true);
+        lin(st, h, D, g, I, T, L.dense.down, true);
       } else {
         moe(st, L, T);
       }
@@ -446,20 +453,24 @@ class GpuSequenceImpl {
     const int rows = all_logits ? T : 1;
     const float* last = h + static_cast<size_t>(all_logits ? 0 : T - 1) * D;
     rms_norm(st, x, D, last, D, rows, D, m.final_norm, s.rms_eps);
-    linear(st, logits, s.vocab, x, D, rows, m.lm_head, false);
+    lin(st, logits, s.vocab, x, D, rows, m.lm_head, false);
+  }
+
+  void lin(cudaStream_t st, float* out, int ldo, const float* xin, int ldx, int M, const DevWeight& w, bool acc) {
+    linear(st, out, ldo, xin, ldx, M, w, acc, static_cast<GemmPrecision>(s.gemm_precision));
   }
 
   void moe(cudaStream_t st, const DevLayer& L, int T) {
     const int D = s.hidden, E = s.experts, K = s.experts_per_tok;
-    linear(st, rlogits, E, x, D, T, L.router, false);
+    lin(st, rlogits, E, x, D, T, L.router, false);
     moe_route(st, rids, rwts, rlogits, T, E, K, s.scoring, s.method, s.n_group, s.topk_group, L.router_bias, s.norm_topk,
               s.routed_scale);
     if (L.has_shared) {
       const int I = L.shared.gate.rows;
-      linear(st, g, I, x, D, T, L.shared.gate, false);
-      linear(st, u, I, x, D, T, L.shared.up, false);
+      lin(st, g, I, x, D, T, L.shared.gate, false);
+      lin(st, u, I, x, D, T, L.shared.up, false);
       silu_mul(st, g, g, u, static_cast<int64_t>(T) * I);
-      linear(st, mlp_out, D, g, I, T, L.shared.down, false);
+      lin(st, mlp_out, D, g, I, T, L.shared.down, false);
     }
     const int I = L.expert_shape.gate.rows;
     const int slots = T * K;
@@ -472,10 +483,10 @@ class GpuSequenceImpl {
       grouped_gemv(st, y, D, g, I, 1, slots, L.down_table, rids, L.expert_shape.down);
     } else {
       const int max_tiles = moe_permute(st, rids, T, K, E, counts, slot_rows, slot_pos, tiles, num_tiles);
-      grouped_gemm(st, g, I, x, D, slot_rows, L.gate_table, tiles, num_tiles, max_tiles, L.expert_shape.gate);
-      grouped_gemm(st, u, I, x, D, slot_rows, L.up_table, tiles, num_tiles, max_tiles, L.expert_shape.up);
+      grouped_gemm(st, g, I, x, D, slot_rows, L.gate_table, tiles, num_tiles, max_tiles, L.expert_shape.gate, static_cast<GemmPrecision>(s.gemm_precision));
+      grouped_gemm(st, u, I, x, D, slot_rows, L.up_table, tiles, num_tiles, max_tiles, L.expert_shape.up, static_cast<GemmPrecision>(s.gemm_precision));
       silu_mul(st, g, g, u, static_cast<int64_t>(slots) * I);
-      grouped_gemm(st, y, D, g, I, nullptr, L.down_table, tiles, num_tiles, max_tiles, L.expert_shape.down);
+      grouped_gemm(st, y, D, g, I, nullptr, L.down_table, tiles, num_tiles, max_tiles, L.expert_shape.down, static_cast<GemmPrecision>(s.gemm_precision));
       pos_of_slot = slot_pos;
     }
     moe_combine(st, mlp_out, y, rwts, pos_of_slot, T, K, D, L.has_shared);
@@ -638,7 +649,7 @@ void GpuSequence::copy_prefix_from(GpuSequence& src, int length) {
   b.sync();
   const size_t latent = static_cast<size_t>(a.s.kv_lora + a.s.rope), n = static_cast<size_t>(length);
   for (size_t l = 0; l < a.kv.size(); l++) {
-    GLANCE_CUDA_CHECK(cudaMemcpyAsync(a.kv[l], b.kv[l], n * latent * 2, cudaMemcpyDeviceToDevice, a.stream));
+    GLANCE_CUDA_CHECK(cudaMemcpyAsync(a.kv[l], b.kv[l], n * latent * (a.s.kv_cache_fp32 ? 4 : 2), cudaMemcpyDeviceToDevice, a.stream));
     const size_t Di = static_cast<size_t>(a.s.index_dim);
     if (l < a.ix8.size()) {
       GLANCE_CUDA_CHECK(cudaMemcpyAsync(a.ix8[l], b.ix8[l], n * Di, cudaMemcpyDeviceToDevice, a.stream));

@@ -56,6 +56,8 @@ struct ModelSpec {
   std::vector<float> inv_freq;
   bool sparse = true;       // DSA top-k where the model has an indexer
   bool indexer_fp8 = true;  // 132-byte FP8 key cache, else fp32 keys
+  bool kv_cache_fp32 = false;  // latent cache rows in fp32 (CPU parity) instead of bf16
+  int gemm_precision = 1;      // GemmPrecision: 0 bf16 operands, 1 split bf16 (fp32-grade)
   int max_positions = 0;
   std::vector<HostLayer> layers;
   Weight embed, lm_head;

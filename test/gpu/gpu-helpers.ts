@@ -98,7 +98,7 @@ export function roundBf16(a: Float32Array): Float32Array {
 
 /** The addon's cuda.modelOps (kernels/binding/cuda_model.cc); host arrays in and out. */
 export interface ModelOps {
-  matmul(out: Float32Array, x: Float32Array, T: number, w: NativeWeight, path: 'auto' | 'gemv' | 'gemm'): void;
+  matmul(out: Float32Array, x: Float32Array, T: number, w: NativeWeight, path: 'auto' | 'gemv' | 'gemm' | 'gemm-bf16'): void;
   embedding(out: Float32Array, ids: Int32Array, w: NativeWeight): void;
   rmsNorm(out: Float32Array, x: Float32Array, T: number, dim: number, weight: Float32Array, eps: number): void;
   layerNorm(out: Float32Array, x: Float32Array, T: number, dim: number, weight: Float32Array, bias: Float32Array, eps: number): void;

@@ -19,8 +19,10 @@ import { gpuSkipReason, randInt } from './gpu-helpers';
 const skip = gpuSkipReason();
 const BF16_TOL = 1e-2;
 
-async function gpuModel(dir: string, indexerPrecision: 'fp32' | 'fp8', gpuMemory?: string): Promise<GpuModel> {
-  const r = await loadModelOnDevice(dir, { device: 'cuda', attention: 'sparse', indexerPrecision, ...(gpuMemory ? { gpuMemory } : {}) });
+async function gpuModel(dir: string, indexerPrecision: 'fp32' | 'fp8', gpuMemory?: string, kvCache?: 'fp32' | 'bf16'): Promise<GpuModel> {
+  const r = await loadModelOnDevice(dir, {
+    device: 'cuda', attention: 'sparse', indexerPrecision, ...(gpuMemory ? { gpuMemory } : {}), ...(kvCache ? { kvCache } : {}),
+  });
   assert.equal(r.kind, 'cuda', `expected the CUDA model, got ${r.device}`);
   return r.model as GpuModel;
 }
@@ -53,19 +55,22 @@ const goldenNames = fs.existsSync(goldenRoot)
 for (const name of goldenNames) {
   const dir = path.join(goldenRoot, name);
   const expected = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as Expected;
-  test(`golden ${name} on the GPU: logits of every position within bf16 tolerance of HF, same greedy tokens`, { skip }, async () => {
-    const model = await gpuModel(dir, 'fp32');
-    try {
-      const ref = decodeF32(expected.logits_f32math_b64 ?? expected.logits_f32_b64);
-      const ours = model.createSequence().forward(Int32Array.from(expected.ids), true);
-      const err = relativeError(ours, ref);
-      assert.ok(err <= BF16_TOL, `relative error vs HF ${err.toExponential(3)} > ${BF16_TOL}`);
-      const n = expected.greedy.compare_first_n ?? expected.greedy.new_ids.length;
-      assert.deepEqual(greedy(model, expected.greedy.prompt_ids, n), expected.greedy.new_ids.slice(0, n));
-    } finally {
-      model.dispose();
-    }
-  });
+  for (const kvCache of ['bf16', 'fp32'] as const) {
+    test(`golden ${name} on the GPU (${kvCache} latent cache): logits of every position within bf16 tolerance of HF, same greedy tokens`, { skip }, async () => {
+      const model = await gpuModel(dir, 'fp32', undefined, kvCache);
+      try {
+        const ref = decodeF32(expected.logits_f32math_b64 ?? expected.logits_f32_b64);
+        const ours = model.createSequence().forward(Int32Array.from(expected.ids), true);
+        const err = relativeError(ours, ref);
+        console.log(`# golden ${name} ${kvCache} cache: relative error vs HF fp32 math ${err.toExponential(3)}`);
+        assert.ok(err <= BF16_TOL, `relative error vs HF ${err.toExponential(3)} > ${BF16_TOL}`);
+        const n = expected.greedy.compare_first_n ?? expected.greedy.new_ids.length;
+        assert.deepEqual(greedy(model, expected.greedy.prompt_ids, n), expected.greedy.new_ids.slice(0, n));
+      } finally {
+        model.dispose();
+      }
+    });
+  }
 }
 
 const tinyDir = path.resolve(__dirname, '..', '..', '..', 'models', 'glance-tiny');
@@ -83,6 +88,7 @@ test('glance-tiny: GPU vs CPU, prompt logits and teacher-forced decode past inde
     const a = cs.forward(prompt, true);
     const b = gs.forward(prompt, true);
     const errPrompt = relativeError(b, a);
+    console.log(`# glance-tiny prompt logits GPU vs CPU: relative error ${errPrompt.toExponential(3)}`);
     assert.ok(errPrompt <= BF16_TOL, `prompt logits relative error ${errPrompt.toExponential(3)}`);
     let agree = 0;
     const steps = 48;

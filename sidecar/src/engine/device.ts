@@ -25,6 +25,9 @@ export interface DeviceLoadOptions {
   gpuMemory?: number | string;
   attention: AttentionMode;
   indexerPrecision?: IndexerPrecision;
+  /** GPU numerics (see engine/gpu/gpu-model.ts): latent cache dtype and prompt-GEMM precision */
+  kvCache?: 'bf16' | 'fp32';
+  gemm?: 'split' | 'bf16';
   /** with device 'cuda': run on the CPU (and say why in `fallback`) instead of failing when the GPU is unusable */
   cpuFallback?: boolean;
   onProgress?: (done: number, total: number, what: string) => void;
@@ -91,6 +94,8 @@ export async function loadModelOnDevice(dir: string, opts: DeviceLoadOptions): P
       attention: opts.attention,
       indexerPrecision,
       ...(gpuMemoryBytes !== undefined ? { gpuMemoryBytes } : {}),
+      ...(opts.kvCache ? { kvCache: opts.kvCache } : {}),
+      ...(opts.gemm ? { gemm: opts.gemm } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     });
     return { model, device: model.device, kind: 'cuda' };

@@ -6,8 +6,9 @@
 // latent KV cache and indexer key cache for its whole capacity from the GPU-memory budget, so running out of memory
 // is a clear error at createSequence, never a failure mid-generation. A single-token forward is one CUDA-graph launch.
 //
-// Numerics: activations are fp32 as on the CPU; the latent cache is bf16 and prompt-chunk GEMMs run on tensor cores
-// with bf16 operands, so logits agree with the CPU engine to bf16 tolerance (test/gpu), not bit for bit.
+// Numerics: activations are fp32 as on the CPU; decode GEMVs are fp32 math; prompt GEMMs run on tensor cores with
+// split-bf16 operands (fp32-grade); the latent cache is bf16 by default (fp32 on request), so logits agree with the
+// CPU engine to bf16 tolerance (test/gpu), not bit for bit.
 
 import type { NativeAddon, NativeWeight } from '../../native/contract';
 import { GlanceError } from '../errors';
@@ -44,6 +45,10 @@ export interface GpuModelOptions {
   indexerPrecision: IndexerPrecision;
   /** device-memory budget in bytes for weights + caches + scratch; undefined: 90% of the free memory */
   gpuMemoryBytes?: number;
+  /** latent KV cache rows: bf16 (default, half the bytes) or fp32 (the CPU engine's numbers) */
+  kvCache?: 'bf16' | 'fp32';
+  /** prompt GEMMs on tensor cores: split (default: bf16 hi + lo parts, fp32-grade) or bf16 (faster, ≈4e-3 per product) */
+  gemm?: 'split' | 'bf16';
   onProgress?: (done: number, total: number, what: string) => void;
 }
 
@@ -154,6 +159,8 @@ function buildSpec(config: ModelConfig, w: WeightStore, opts: GpuModelOptions): 
     invFreq: c.rope.invFreq,
     sparse,
     indexerFp8: opts.indexerPrecision === 'fp8',
+    kvCacheFp32: opts.kvCache === 'fp32',
+    gemmPrecision: opts.gemm === 'bf16' ? 0 : 1,
     maxPositions: c.maxPositionEmbeddings,
     budgetBytes: opts.gpuMemoryBytes ?? 0,
     embed,
