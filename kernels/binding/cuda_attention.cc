@@ -385,9 +385,11 @@ Napi::Value BenchCopy(const Napi::CallbackInfo& info) {
   });
 }
 
-// Decode-step token selection: indexer scores over S keys for T queries, then top-k. opts {S, Hi, D, k, T, iters}.
-// Returns medians in µs: indexerUs (scores alone), topkUs (top-k alone), streamUs (both, launched on a stream),
-// graphUs (both, one CUDA graph), and keyBytes (bytes of key cache read per step).
+// Decode-step token selection: indexer scores over S keys for T queries, then top-k (indexer_topk, with the level-1
+// histogram fused into the scores kernel). opts {S, Hi, D, k, T, iters, prefetch?}. Returns medians in µs:
+// indexerUs / indexerGraphUs (scores alone), topkGraphUs (stand-alone top-k of those scores), streamUs (the fused
+// pipeline launched on a stream), graphUs (the fused pipeline as one CUDA graph); keyBytes (key cache bytes read).
+// Stream figures include the host's launch gaps; graph figures are what a captured decode step pays.
 Napi::Value BenchIndexerDecode(const Napi::CallbackInfo& info) {
   Args a(info, "cuda.benchIndexerDecode", 1);
   if (!info[0].IsObject()) a.type_error("opts must be an object");
@@ -398,6 +400,9 @@ Napi::Value BenchIndexerDecode(const Napi::CallbackInfo& info) {
   const int64_t k = opt_int(a, o, "k", 2048, 1, 1 << 20);
   const int64_t T = opt_int(a, o, "T", 1, 1, 64);
   const int iters = static_cast<int>(opt_int(a, o, "iters", 50, 1, 10000));
+  const int64_t prefetch = opt_int(a, o, "prefetch", -1, -1, 1);
+  if (prefetch < 0) unsetenv("GLANCE_INDEXER_PREFETCH");
+  else setenv("GLANCE_INDEXER_PREFETCH", prefetch ? "1" : "0", 1);
   return guarded(a, [&]() -> Napi::Value {
     Stream s;
     const size_t key_bytes = static_cast<size_t>(S) * (D + 4);
@@ -415,6 +420,7 @@ Napi::Value BenchIndexerDecode(const Napi::CallbackInfo& info) {
     cuda::fill_iota(pos.as<int32_t>(), T, static_cast<int32_t>(S - T), s);
     DeviceBuffer logits(static_cast<size_t>(T * S) * 4), idx(static_cast<size_t>(T * k) * 4);
     DeviceBuffer ws(cuda::topk_workspace_bytes(T, S));
+    DeviceBuffer fused_ws(cuda::indexer_topk_workspace_bytes(T, S, T));
     auto scores = [&](int i) {
       const int c = i % copies;
       cuda::indexer_scores_fp8(logits.as<float>(), S, q.as<uint8_t>(), w.as<float>(), keys[c]->as<uint8_t>(),
@@ -423,26 +429,31 @@ Napi::Value BenchIndexerDecode(const Napi::CallbackInfo& info) {
     auto select = [&]() {
       cuda::topk(idx.as<int32_t>(), logits.as<float>(), S, T, S, k, ws.as<void>(), ws.bytes(), s);
     };
+    auto fused = [&](int i) {
+      const int c = i % copies;
+      cuda::indexer_topk(idx.as<int32_t>(), q.as<uint8_t>(), w.as<float>(), keys[c]->as<uint8_t>(),
+                         scales[c]->as<float>(), T, S, Hi, D, pos.as<int32_t>(), nullptr, k, T, fused_ws.as<void>(),
+                         fused_ws.bytes(), s);
+    };
     Events ev;
     const double indexer_us = ev.median_us(s, 5, iters, scores);
-    const double topk_us = ev.median_us(s, 5, iters, [&](int) { select(); });
-    const double stream_us = ev.median_us(s, 5, iters, [&](int i) {
-      scores(i);
-      select();
-    });
-    std::vector<std::unique_ptr<Graph>> graphs;
-    for (int c = 0; c < copies; c++)
-      graphs.emplace_back(new Graph(s, [&]() {
-        scores(c);
-        select();
-      }));
-    const double graph_us = ev.median_us(s, 5, iters, [&](int i) { graphs[i % copies]->launch(s); });
+    const double stream_us = ev.median_us(s, 5, iters, fused);
+    std::vector<std::unique_ptr<Graph>> g_scores, g_fused;
+    for (int c = 0; c < copies; c++) {
+      g_scores.emplace_back(new Graph(s, [&]() { scores(c); }));
+      g_fused.emplace_back(new Graph(s, [&]() { fused(c); }));
+    }
+    Graph g_topk(s, [&]() { select(); });
+    const double indexer_graph_us = ev.median_us(s, 5, iters, [&](int i) { g_scores[i % copies]->launch(s); });
+    const double topk_graph_us = ev.median_us(s, 5, iters, [&](int) { g_topk.launch(s); });
+    const double graph_us = ev.median_us(s, 5, iters, [&](int i) { g_fused[i % copies]->launch(s); });
     Napi::Object r = Napi::Object::New(info.Env());
     r.Set("indexerUs", indexer_us);
-    r.Set("topkUs", topk_us);
+    r.Set("indexerGraphUs", indexer_graph_us);
+    r.Set("topkGraphUs", topk_graph_us);
     r.Set("streamUs", stream_us);
     r.Set("graphUs", graph_us);
-    r.Set("keyBytes", static_cast<double>(key_bytes) * T / T);
+    r.Set("keyBytes", static_cast<double>(key_bytes));
     r.Set("copies", copies);
     return r;
   });
@@ -528,8 +539,18 @@ Napi::Value BenchIndexerPrefill(const Napi::CallbackInfo& info) {
       cuda::indexer_topk(idx.as<int32_t>(), q.as<uint8_t>(), w.as<float>(), keys.as<uint8_t>(), ks.as<float>(), T, T,
                          Hi, D, pos.as<int32_t>(), pos_host.data(), k, chunk, ws.as<void>(), ws.bytes(), s);
     });
+    // The scores alone, chunk by chunk as indexer_topk runs them (no top-k): where the time goes.
+    DeviceBuffer logits(static_cast<size_t>(chunk) * T * 4);
+    const double scores_us = ev.median_us(s, 1, iters, [&](int) {
+      for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        const int64_t n = std::min<int64_t>(chunk, T - t0), s_used = std::min<int64_t>(T, t0 + n);
+        cuda::indexer_scores_fp8(logits.as<float>(), s_used, q.as<uint8_t>() + t0 * Hi * D, w.as<float>() + t0 * Hi,
+                                 keys.as<uint8_t>(), ks.as<float>(), n, s_used, Hi, D, pos.as<int32_t>() + t0, s);
+      }
+    });
     Napi::Object r = Napi::Object::New(info.Env());
     r.Set("ms", us / 1000.0);
+    r.Set("scoresMs", scores_us / 1000.0);
     r.Set("chunkRows", static_cast<double>(chunk));
     // Useful indexer MMA work (causal half of the T x T logits): 2·Hi·D·T(T+1)/2.
     r.Set("flops", 2.0 * Hi * D * (static_cast<double>(T) * (T + 1) / 2));

@@ -147,6 +147,24 @@ __device__ __forceinline__ void e4m3x4_to_f16x2_scaled(uint32_t w, uint32_t& lo,
   hi = b23_s | b23_m;
 }
 
+// Order-preserving 32-bit key of a top-k score (kernels/cpu/topk.cc): larger float -> larger key; -0 -> +0;
+// non-finite -> 0, which no finite score has (finite keys are >= 0x00800000).
+__device__ __forceinline__ uint32_t topk_score_key(float f) {
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7f800000u) == 0x7f800000u) return 0;
+  if (u == 0x80000000u) u = 0;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// hist[bin] += 1 for every lane with active set, one shared-memory atomic per distinct bin of the warp (scores
+// cluster in few top-bit buckets, so plain atomics would serialise). Every lane of the warp must call it.
+__device__ __forceinline__ void warp_hist_add(uint32_t* hist, uint32_t bin, bool active) {
+  const unsigned act = __ballot_sync(0xffffffffu, active);
+  if (!active) return;
+  const unsigned peers = __match_any_sync(act, bin);
+  if ((threadIdx.x & 31) == static_cast<unsigned>(__ffs(peers) - 1)) atomicAdd(hist + bin, static_cast<uint32_t>(__popc(peers)));
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -17,6 +17,7 @@
 // Other shapes: one thread per (query, key), fp32, same math.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "common.cuh"
 #include "indexer.cuh"
@@ -38,7 +39,7 @@ constexpr float kAccScale = 65536.0f;  // f16 path: products come out x 2^-16
 constexpr float kAccScale = 1.0f;
 #endif
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 890
 __device__ __forceinline__ void mma_f16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                               uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -83,17 +84,20 @@ constexpr int q_row_units() {  // 16-byte units per q row in shared memory: D/16
   return DC * 4 + ((4 - (DC * 4) % 8) + 8) % 8;
 }
 
-template <int QB, int DC>
-__global__ void __launch_bounds__(kThreads) indexer_fp8_mma_kernel(
+// PREFETCH: each block loops over several key tiles and loads the next tile's fragments before computing the
+// current one (more registers: one resident block per SM); otherwise two blocks per SM and no prefetch.
+template <int QB, int DC, bool PREFETCH>
+__global__ void __launch_bounds__(kThreads, PREFETCH ? 1 : 2) indexer_fp8_mma_kernel(
     float* __restrict__ out, int64_t ld_out, const uint8_t* __restrict__ q, const float* __restrict__ weights,
     const uint8_t* __restrict__ keys, const float* __restrict__ key_scales, int T, int S, int Hi,
-    const int32_t* __restrict__ positions, int tiles_per_block) {
+    const int32_t* __restrict__ positions, int tiles_per_block, uint32_t* __restrict__ hist1, int64_t hist_stride) {
   constexpr int D = DC * 64;
   constexpr int kUnits = D / 16;
   constexpr int kRowUnits = q_row_units<DC>();
   extern __shared__ uint4 smem[];
   uint4* qs = smem;                                                 // [QB][Hi][kRowUnits]
   float* ws = reinterpret_cast<float*>(qs + QB * Hi * kRowUnits);  // [QB][Hi]
+  uint32_t* hs = reinterpret_cast<uint32_t*>(ws + QB * Hi);        // [QB][2048] top-k level-1 histograms (fused)
   __shared__ int s_pos[QB];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tig = lane & 3;
@@ -112,6 +116,8 @@ __global__ void __launch_bounds__(kThreads) indexer_fp8_mma_kernel(
     ws[i] = qi < nq ? weights[static_cast<int64_t>(t0 + qi) * Hi + (i - qi * Hi)] * kAccScale : 0.0f;
   }
   if (tid < QB) s_pos[tid] = tid < nq ? positions[t0 + tid] : -1;
+  if (hist1 != nullptr)
+    for (int i = tid; i < QB * 2048; i += kThreads) hs[i] = 0;
   __syncthreads();
   int pos[QB];
   int max_pos = -1;
@@ -124,17 +130,10 @@ __global__ void __launch_bounds__(kThreads) indexer_fp8_mma_kernel(
   const int n_tiles = (S + kTileKeys - 1) / kTileKeys;
   const int tile_begin = blockIdx.x * tiles_per_block;
   const int tile_end = min(n_tiles, tile_begin + tiles_per_block);
-  for (int tile = tile_begin; tile < tile_end; tile++) {
-    const int s_base = tile * kTileKeys;
-    if (s_base > max_pos) {  // every key of the tile is after every query: -inf
-      for (int i = tid; i < nq * kTileKeys; i += kThreads) {
-        const int qi = i / kTileKeys, s = s_base + (i - qi * kTileKeys);
-        if (s < S) out[static_cast<int64_t>(t0 + qi) * ld_out + s] = -INFINITY;
-      }
-      continue;
-    }
-    const int s_warp = s_base + warp * kKeysPerWarp;
-    uint4 a[2][2][DC];  // [key group][row g, g+8][64-byte chunk]
+  // Key fragments of a tile: [key group][row g, g+8][64-byte chunk]; the next tile's are loaded before the current
+  // one is computed, so its memory latency overlaps the mma work.
+  auto load_tile = [&](uint4 (&dst)[2][2][DC], int tile) {
+    const int s_warp = tile * kTileKeys + warp * kKeysPerWarp;
 #pragma unroll
     for (int kg = 0; kg < 2; kg++)
 #pragma unroll
@@ -142,8 +141,28 @@ __global__ void __launch_bounds__(kThreads) indexer_fp8_mma_kernel(
         const int s = min(s_warp + kg * 16 + r * 8 + g, S - 1);
         const uint8_t* row = keys + static_cast<int64_t>(s) * D + tig * 16;
 #pragma unroll
-        for (int c = 0; c < DC; c++) a[kg][r][c] = load_stream16(row + c * 64);
+        for (int c = 0; c < DC; c++) dst[kg][r][c] = load_stream16(row + c * 64);
       }
+  };
+  uint4 a[2][2][DC];
+  if (PREFETCH && tile_begin < tile_end && tile_begin * kTileKeys <= max_pos) load_tile(a, tile_begin);
+  for (int tile = tile_begin; tile < tile_end; tile++) {
+    const int s_base = tile * kTileKeys;
+    if (s_base > max_pos) {  // every key of the tile is after every query: -inf (and so are all later tiles)
+      for (int i = tid; i < nq * kTileKeys; i += kThreads) {
+        const int qi = i / kTileKeys, s = s_base + (i - qi * kTileKeys);
+        if (s < S) out[static_cast<int64_t>(t0 + qi) * ld_out + s] = -INFINITY;
+      }
+      continue;
+    }
+    const int s_warp = s_base + warp * kKeysPerWarp;
+    const bool have_next = PREFETCH && tile + 1 < tile_end && (tile + 1) * kTileKeys <= max_pos;
+    uint4 an[2][2][DC];
+    if constexpr (PREFETCH) {
+      if (have_next) load_tile(an, tile + 1);
+    } else {
+      load_tile(a, tile);
+    }
     float part[QB][2][2];
 #pragma unroll
     for (int qi = 0; qi < QB; qi++)
@@ -186,7 +205,28 @@ __global__ void __launch_bounds__(kThreads) indexer_fp8_mma_kernel(
         v[j] = x;
       }
       const float mine = tig == 0 ? v[0] : tig == 1 ? v[1] : tig == 2 ? v[2] : v[3];
-      if (qi < nq && s < S) out[static_cast<int64_t>(t0 + qi) * ld_out + s] = s <= pos[qi] ? mine * ks : -INFINITY;
+      const bool stored = qi < nq && s < S;
+      const float val = s <= pos[qi] ? mine * ks : -INFINITY;
+      if (stored) out[static_cast<int64_t>(t0 + qi) * ld_out + s] = val;
+      if (hist1 != nullptr) {
+        const uint32_t key = stored ? topk_score_key(val) : 0u;
+        warp_hist_add(hs + qi * 2048, key >> 21, key != 0);
+      }
+    }
+    if (PREFETCH && have_next) {
+#pragma unroll
+      for (int kg = 0; kg < 2; kg++)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+          for (int c = 0; c < DC; c++) a[kg][r][c] = an[kg][r][c];
+    }
+  }
+  if (hist1 != nullptr) {
+    __syncthreads();
+    for (int i = tid; i < QB * 2048; i += kThreads) {
+      const int qi = i >> 11;
+      if (qi < nq && hs[i]) atomicAdd(hist1 + static_cast<int64_t>(t0 + qi) * hist_stride + (i & 2047), hs[i]);
     }
   }
 }
@@ -225,26 +265,44 @@ int sm_count() {
   return cached;
 }
 
-template <int QB, int DC>
-void launch_mma(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
-                const float* key_scales, int T, int S, int Hi, const int32_t* positions, cudaStream_t stream) {
+template <int QB, int DC, bool PREFETCH>
+void launch_mma_variant(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
+                const float* key_scales, int T, int S, int Hi, const int32_t* positions, uint32_t* hist1,
+                int64_t hist_stride, cudaStream_t stream) {
   const int q_chunks = (T + QB - 1) / QB;
   const int n_tiles = (S + kTileKeys - 1) / kTileKeys;
   const int sms = sm_count();
   int tiles_per_block = n_tiles;
   if (q_chunks < 2 * sms) {
-    const int64_t want_blocks = 4LL * sms;
+    const int64_t want_blocks = (PREFETCH ? 2LL : 4LL) * sms;
     tiles_per_block = static_cast<int>(
         std::max<int64_t>(1, (static_cast<int64_t>(n_tiles) * q_chunks + want_blocks - 1) / want_blocks));
     tiles_per_block = std::min(tiles_per_block, n_tiles);
   }
   const dim3 grid((n_tiles + tiles_per_block - 1) / tiles_per_block, q_chunks);
-  const size_t smem = static_cast<size_t>(QB) * Hi * q_row_units<DC>() * 16 + static_cast<size_t>(QB) * Hi * 4;
-  GLANCE_CUDA_CHECK(cudaFuncSetAttribute(indexer_fp8_mma_kernel<QB, DC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
-  indexer_fp8_mma_kernel<QB, DC><<<grid, kThreads, smem, stream>>>(out, ld_out, q, weights, keys, key_scales, T, S,
-                                                                    Hi, positions, tiles_per_block);
+  const size_t smem = static_cast<size_t>(QB) * Hi * q_row_units<DC>() * 16 + static_cast<size_t>(QB) * Hi * 4 +
+                      (hist1 != nullptr ? static_cast<size_t>(QB) * 2048 * 4 : 0);
+  GLANCE_CUDA_CHECK(cudaFuncSetAttribute(indexer_fp8_mma_kernel<QB, DC, PREFETCH>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  indexer_fp8_mma_kernel<QB, DC, PREFETCH><<<grid, kThreads, smem, stream>>>(out, ld_out, q, weights, keys, key_scales, T, S,
+                                                                    Hi, positions, tiles_per_block, hist1,
+                                                                    hist_stride);
   GLANCE_CUDA_CHECK_LAUNCH("indexer_fp8_mma_kernel");
+}
+
+// GLANCE_INDEXER_PREFETCH=0/1 overrides the default (prefetch for decode-sized query counts) for benchmarking.
+template <int QB, int DC>
+void launch_mma(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
+                const float* key_scales, int T, int S, int Hi, const int32_t* positions, uint32_t* hist1,
+                int64_t hist_stride, cudaStream_t stream) {
+  bool prefetch = QB < 4;
+  if (const char* e = std::getenv("GLANCE_INDEXER_PREFETCH")) prefetch = e[0] == '1';
+  if (prefetch)
+    launch_mma_variant<QB, DC, true>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1, hist_stride,
+                                     stream);
+  else
+    launch_mma_variant<QB, DC, false>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
+                                      hist_stride, stream);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -253,34 +311,46 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 bool indexer_fast_path(int64_t Hi, int64_t D) { return Hi >= 8 && Hi <= 128 && Hi % 8 == 0 && (D == 64 || D == 128); }
 
-void indexer_scores_fp8(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
-                        const float* key_scales, int64_t T, int64_t S, int64_t Hi, int64_t D,
-                        const int32_t* positions, cudaStream_t stream) {
+namespace {
+
+// Returns whether the tensor-core kernel ran (and so, when hist1 is given, accumulated the top-k histograms).
+bool scores_impl(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
+                 const float* key_scales, int64_t T, int64_t S, int64_t Hi, int64_t D, const int32_t* positions,
+                 uint32_t* hist1, int64_t hist_stride, cudaStream_t stream) {
   const char* op = "indexer_scores_fp8";
   if (T < 0 || S < 0 || Hi < 0 || D < 0) invalid_argument(op, "negative size");
   if (ld_out < S) invalid_argument(op, "ld_out = " + std::to_string(ld_out) + " is less than S = " + std::to_string(S));
   if (S > INT32_MAX - kTileKeys || T > INT32_MAX || Hi > 4096 || D > 4096)
     invalid_argument(op, "sizes out of range (S, T < 2^31, Hi, D <= 4096)");
-  if (T == 0 || S == 0) return;
+  if (T == 0 || S == 0) return false;
   const int Ti = static_cast<int>(T), Si = static_cast<int>(S), Hii = static_cast<int>(Hi);
   if (indexer_fast_path(Hi, D) && aligned16(q) && aligned16(keys) && (T + 3) / 4 <= 65535) {
     const bool d128 = D == 128;
     if (T >= 4) {
-      if (d128) launch_mma<4, 2>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
-      else launch_mma<4, 1>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
+      if (d128) launch_mma<4, 2>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, hist1, hist_stride, stream);
+      else launch_mma<4, 1>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, hist1, hist_stride, stream);
     } else if (T >= 2) {
-      if (d128) launch_mma<2, 2>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
-      else launch_mma<2, 1>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
+      if (d128) launch_mma<2, 2>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, hist1, hist_stride, stream);
+      else launch_mma<2, 1>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, hist1, hist_stride, stream);
     } else {
-      if (d128) launch_mma<1, 2>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
-      else launch_mma<1, 1>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, stream);
+      if (d128) launch_mma<1, 2>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, hist1, hist_stride, stream);
+      else launch_mma<1, 1>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii, positions, hist1, hist_stride, stream);
     }
-    return;
+    return true;
   }
   const dim3 grid(static_cast<unsigned>((S + 127) / 128), static_cast<unsigned>(std::min<int64_t>(T, 65535)));
   indexer_fp8_generic_kernel<<<grid, 128, 0, stream>>>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii,
                                                         static_cast<int>(D), positions);
   GLANCE_CUDA_CHECK_LAUNCH("indexer_fp8_generic_kernel");
+  return false;
+}
+
+}  // namespace
+
+void indexer_scores_fp8(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
+                        const float* key_scales, int64_t T, int64_t S, int64_t Hi, int64_t D,
+                        const int32_t* positions, cudaStream_t stream) {
+  scores_impl(out, ld_out, q, weights, keys, key_scales, T, S, Hi, D, positions, nullptr, 0, stream);
 }
 
 int64_t indexer_topk_default_chunk_rows(int64_t T, int64_t S) {
@@ -323,9 +393,13 @@ void indexer_topk(int32_t* idx, const uint8_t* q, const float* weights, const ui
       GLANCE_CUDA_CHECK(cudaMemsetAsync(idx + t0 * k, 0xFF, static_cast<size_t>(n * k) * sizeof(int32_t), stream));
       continue;
     }
-    indexer_scores_fp8(logits, s_used, q + t0 * Hi * D, weights + t0 * Hi, keys, key_scales, n, s_used, Hi, D,
-                       positions + t0, stream);
-    topk(idx + t0 * k, logits, s_used, n, s_used, k, topk_ws, topk_ws_bytes, stream);
+    // The tensor-core scores kernel also builds top-k's level-1 histograms (one pass over the logits saved).
+    topk_prepare_fused_hist1(topk_ws, topk_ws_bytes, n, s_used, stream);
+    const bool fused = scores_impl(logits, s_used, q + t0 * Hi * D, weights + t0 * Hi, keys, key_scales, n, s_used, Hi,
+                                   D, positions + t0, static_cast<uint32_t*>(topk_ws), topk_hist1_row_stride(s_used),
+                                   stream);
+    if (fused) topk_after_fused_hist1(idx + t0 * k, logits, s_used, n, s_used, k, topk_ws, topk_ws_bytes, stream);
+    else topk(idx + t0 * k, logits, s_used, n, s_used, k, topk_ws, topk_ws_bytes, stream);
   }
 }
 

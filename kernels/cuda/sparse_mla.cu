@@ -166,28 +166,41 @@ __global__ void __launch_bounds__(HG* WS * 32) sparse_mla_kernel(const Params p)
     cp_async_wait<1>();
     __syncthreads();
     {  // S = Q.K^T for heads hg*16.. and tokens wsi*kTPW..
-      float sacc[kNTQ][4];
+      // two accumulator sets (even / odd k steps) halve the dependent mma chain
+      float sacc[kNTQ][4], sacc2[kNTQ][4];
 #pragma unroll
-      for (int n = 0; n < kNTQ; n++) sacc[n][0] = sacc[n][1] = sacc[n][2] = sacc[n][3] = 0.0f;
+      for (int n = 0; n < kNTQ; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sacc[n][e] = sacc2[n][e] = 0.0f;
       const __nv_bfloat16* a_ptr = q_s + (hg * 16 + (lane & 15)) * row + (lane >> 4) * 8;
       const __nv_bfloat16* b_ptr;
       if (kNTQ == 2) b_ptr = kvb + (wsi * kTPW + (lane & 7) + ((lane >> 4) << 3)) * row + ((lane >> 3) & 1) * 8;
       else b_ptr = kvb + (wsi * kTPW + (lane & 7)) * row + ((lane >> 3) & 1) * 8;
-#pragma unroll 4
-      for (int kk = 0; kk < Dp; kk += 16) {
+      auto step = [&](int kk, float (&acc)[kNTQ][4]) {
         uint32_t a[4];
         ldmatrix_x4(a, a_ptr + kk);
         if (kNTQ == 2) {
           uint32_t b[4];
           ldmatrix_x4(b, b_ptr + kk);
-          mma_bf16(sacc[0], a, b[0], b[1]);
-          mma_bf16(sacc[kNTQ - 1], a, b[2], b[3]);
+          mma_bf16(acc[0], a, b[0], b[1]);
+          mma_bf16(acc[kNTQ - 1], a, b[2], b[3]);
         } else {
           uint32_t b[2];
           ldmatrix_x2(b, b_ptr + kk);
-          mma_bf16(sacc[0], a, b[0], b[1]);
+          mma_bf16(acc[0], a, b[0], b[1]);
         }
+      };
+      int kk = 0;
+#pragma unroll 2
+      for (; kk + 32 <= Dp; kk += 32) {
+        step(kk, sacc);
+        step(kk + 16, sacc2);
       }
+      if (kk < Dp) step(kk, sacc);
+#pragma unroll
+      for (int n = 0; n < kNTQ; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sacc[n][e] += sacc2[n][e];
 #pragma unroll
       for (int n = 0; n < kNTQ; n++) {
         const int col = wsi * kTPW + n * 8 + tig * 2;
@@ -355,7 +368,8 @@ Plan make_plan(int64_t T, int64_t H, int64_t D, int64_t k) {
   pl.wide = H > 16 && T * ((H + 63) / 64) >= sms && wide_smem <= static_cast<size_t>(max_shared_memory_per_block());
   const int64_t blocks = std::min<int64_t>(T, 65535) * ((H + (pl.wide ? 63 : 15)) / (pl.wide ? 64 : 16));
   if (!pl.wide && blocks < sms && k > kTile) {
-    int64_t n = std::min<int64_t>({(k + kTile - 1) / kTile, (sms + blocks - 1) / blocks, kMaxSplits});
+    // aim at two blocks per SM (the narrow kernel's shared memory allows that)
+    int64_t n = std::min<int64_t>({(k + kTile - 1) / kTile, (2 * sms + blocks - 1) / blocks, kMaxSplits});
     const int64_t tps = ((k + n - 1) / n + kTile - 1) / kTile * kTile;
     pl.tokens_per_split = static_cast<int>(tps);
     pl.nsplit = static_cast<int>((k + tps - 1) / tps);

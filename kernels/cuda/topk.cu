@@ -1,4 +1,9 @@
 // Exact multi-block radix top-k (contract and design in topk.cuh).
+//
+// Per row, the workspace holds the three level histograms, the resolved state of each level (written by block 0
+// of the kernel that resolves it, read by the next kernel, so every kernel scans one histogram only), and the
+// per-chunk (above, equal) counts of the emit pass. Histogram updates are warp-aggregated (warp_hist_add): scores
+// cluster in a few top-bit buckets.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
@@ -14,20 +19,13 @@ constexpr int kThreads = 256;
 constexpr int kPerThread = 16;
 constexpr int kChunk = kThreads * kPerThread;  // columns per block
 constexpr int kBins1 = 2048, kBins2 = 2048, kBins3 = 1024;
-// Per-row workspace, in uint32 words: H1 | H2 | H3 | state (threshold, need_eq) | per-chunk (above, equal).
+// Per-row workspace, in uint32 words: H1 | H2 | H3 | state | per-chunk (above, equal).
+// state: [0] all finite selected (fewer than k+1 finite scores), [1] level-1 bucket, [2] still needed after level 1,
+//        [3] 22-bit prefix after level 2, [4] still needed after level 2, [5] threshold key, [6] equal keys taken.
 constexpr int kOffH2 = kBins1, kOffH3 = kBins1 + kBins2, kOffState = kBins1 + kBins2 + kBins3,
-              kOffCounts = kOffState + 4;
+              kOffCounts = kOffState + 8;
 
 inline int64_t row_words(int64_t n_chunks) { return kOffCounts + 2 * n_chunks; }
-
-// Order-preserving key of a score (as kernels/cpu/topk.cc): larger float -> larger key; -0 -> +0; non-finite -> 0,
-// which no finite score has (finite keys are >= 0x00800000).
-__device__ __forceinline__ uint32_t score_key(float f) {
-  uint32_t u = __float_as_uint(f);
-  if ((u & 0x7f800000u) == 0x7f800000u) return 0;
-  if (u == 0x80000000u) u = 0;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
 
 using Scan = cub::BlockScan<uint32_t, kThreads>;
 
@@ -37,7 +35,6 @@ struct Resolved {
 
 // Bucket of hist[0, NB) (larger bucket = larger keys) where the count from the top reaches `need` (>= 1), and how
 // many keys of that bucket are still needed. total = all keys counted. Block-wide; every thread gets the answer.
-// If total < need, bucket is 0 and need is unchanged (callers handle that case before).
 template <int NB>
 __device__ Resolved resolve(const uint32_t* hist, uint32_t need, typename Scan::TempStorage& tmp, uint32_t* s_out) {
   constexpr int kPer = NB / kThreads;
@@ -66,38 +63,8 @@ __device__ Resolved resolve(const uint32_t* hist, uint32_t need, typename Scan::
   }
   __syncthreads();
   Resolved r{s_out[0], s_out[1], total};
-  __syncthreads();  // s_out and tmp are reused by the caller
+  __syncthreads();
   return r;
-}
-
-struct Threshold {
-  bool all_finite;  // fewer than k finite keys (or exactly k): take every finite key
-  uint32_t prefix;  // the levels resolved so far, as the top bits of the threshold
-  uint32_t need;    // keys still needed from the current bucket
-};
-
-// Resolves `levels` (1..3) levels of row's histograms.
-__device__ Threshold resolve_levels(const uint32_t* ws_row, uint32_t k, int levels, typename Scan::TempStorage& tmp,
-                                    uint32_t* s_out) {
-  Threshold th{false, 0, k};
-  const Resolved r1 = resolve<kBins1>(ws_row, k, tmp, s_out);
-  if (r1.total <= k) {
-    th.all_finite = true;
-    return th;
-  }
-  th.prefix = r1.bucket;
-  th.need = r1.need;
-  if (levels >= 2) {
-    const Resolved r2 = resolve<kBins2>(ws_row + kOffH2, th.need, tmp, s_out);
-    th.prefix = th.prefix << 11 | r2.bucket;
-    th.need = r2.need;
-  }
-  if (levels >= 3) {
-    const Resolved r3 = resolve<kBins3>(ws_row + kOffH3, th.need, tmp, s_out);
-    th.prefix = th.prefix << 10 | r3.bucket;
-    th.need = r3.need;
-  }
-  return th;
 }
 
 // Level-1 histogram (top 11 bits) of one chunk, added into the row's H1.
@@ -113,10 +80,8 @@ __global__ void __launch_bounds__(kThreads) topk_hist1_kernel(const float* __res
 #pragma unroll 4
   for (int j = 0; j < kPerThread; j++) {
     const int s = base + j * kThreads + threadIdx.x;
-    if (s < S) {
-      const uint32_t key = score_key(r[s]);
-      if (key) atomicAdd(&h[key >> 21], 1u);
-    }
+    const uint32_t key = s < S ? topk_score_key(r[s]) : 0u;
+    warp_hist_add(h, key >> 21, key != 0);
   }
   __syncthreads();
   uint32_t* H1 = ws + row * row_stride;
@@ -124,52 +89,88 @@ __global__ void __launch_bounds__(kThreads) topk_hist1_kernel(const float* __res
     if (h[b]) atomicAdd(&H1[b], h[b]);
 }
 
-// Level-2 (LEVEL = 2: bits 20..10 of keys in the level-1 bucket) or level-3 (bits 9..0 of keys matching the top 22
-// bits) histogram of one chunk.
-template <int LEVEL>
-__global__ void __launch_bounds__(kThreads) topk_hist_kernel(const float* __restrict__ scores, int64_t ld, int S,
-                                                              uint32_t* __restrict__ ws, int64_t row_stride, int row0,
-                                                              uint32_t k) {
-  constexpr int kBins = LEVEL == 2 ? kBins2 : kBins3;
-  constexpr int kShift = LEVEL == 2 ? 10 : 0;   // digit position
-  constexpr int kPrefixShift = LEVEL == 2 ? 21 : 10;
+// Level 2: resolves level 1 (block 0 stores it), then histograms bits 20..10 of the keys in the level-1 bucket.
+__global__ void __launch_bounds__(kThreads) topk_hist2_kernel(const float* __restrict__ scores, int64_t ld, int S,
+                                                               uint32_t* __restrict__ ws, int64_t row_stride, int row0,
+                                                               uint32_t k) {
   __shared__ typename Scan::TempStorage tmp;
   __shared__ uint32_t s_out[2];
-  __shared__ uint32_t h[kBins];
+  __shared__ uint32_t h[kBins2];
   const int64_t row = row0 + blockIdx.y;
   uint32_t* ws_row = ws + row * row_stride;
-  const Threshold th = resolve_levels(ws_row, k, LEVEL - 1, tmp, s_out);
-  if (th.all_finite) return;
-  for (int b = threadIdx.x; b < kBins; b += kThreads) h[b] = 0;
+  const Resolved r1 = resolve<kBins1>(ws_row, k, tmp, s_out);
+  const bool all_finite = r1.total <= k;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    ws_row[kOffState] = all_finite;
+    ws_row[kOffState + 1] = r1.bucket;
+    ws_row[kOffState + 2] = r1.need;
+  }
+  if (all_finite) return;
+  for (int b = threadIdx.x; b < kBins2; b += kThreads) h[b] = 0;
   __syncthreads();
   const float* r = scores + row * ld;
   const int base = blockIdx.x * kChunk;
 #pragma unroll 4
   for (int j = 0; j < kPerThread; j++) {
     const int s = base + j * kThreads + threadIdx.x;
-    if (s < S) {
-      const uint32_t key = score_key(r[s]);
-      if (key && (key >> kPrefixShift) == th.prefix) atomicAdd(&h[(key >> kShift) & (kBins - 1)], 1u);
-    }
+    const uint32_t key = s < S ? topk_score_key(r[s]) : 0u;
+    warp_hist_add(h, (key >> 10) & (kBins2 - 1), key != 0 && (key >> 21) == r1.bucket);
   }
   __syncthreads();
-  uint32_t* H = ws_row + (LEVEL == 2 ? kOffH2 : kOffH3);
-  for (int b = threadIdx.x; b < kBins; b += kThreads)
+  uint32_t* H = ws_row + kOffH2;
+  for (int b = threadIdx.x; b < kBins2; b += kThreads)
     if (h[b]) atomicAdd(&H[b], h[b]);
 }
 
-// Per chunk: how many keys are above the threshold and how many equal it. Block (0, row) also stores the threshold.
+// Level 3: resolves level 2 (block 0 stores it), then histograms bits 9..0 of the keys matching the 22-bit prefix.
+__global__ void __launch_bounds__(kThreads) topk_hist3_kernel(const float* __restrict__ scores, int64_t ld, int S,
+                                                               uint32_t* __restrict__ ws, int64_t row_stride,
+                                                               int row0) {
+  __shared__ typename Scan::TempStorage tmp;
+  __shared__ uint32_t s_out[2];
+  __shared__ uint32_t h[kBins3];
+  const int64_t row = row0 + blockIdx.y;
+  uint32_t* ws_row = ws + row * row_stride;
+  if (ws_row[kOffState]) return;  // all finite selected
+  const uint32_t b1 = ws_row[kOffState + 1], n1 = ws_row[kOffState + 2];
+  const Resolved r2 = resolve<kBins2>(ws_row + kOffH2, n1, tmp, s_out);
+  const uint32_t prefix = b1 << 11 | r2.bucket;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    ws_row[kOffState + 3] = prefix;
+    ws_row[kOffState + 4] = r2.need;
+  }
+  for (int b = threadIdx.x; b < kBins3; b += kThreads) h[b] = 0;
+  __syncthreads();
+  const float* r = scores + row * ld;
+  const int base = blockIdx.x * kChunk;
+#pragma unroll 4
+  for (int j = 0; j < kPerThread; j++) {
+    const int s = base + j * kThreads + threadIdx.x;
+    const uint32_t key = s < S ? topk_score_key(r[s]) : 0u;
+    warp_hist_add(h, key & (kBins3 - 1), key != 0 && (key >> 10) == prefix);
+  }
+  __syncthreads();
+  uint32_t* H = ws_row + kOffH3;
+  for (int b = threadIdx.x; b < kBins3; b += kThreads)
+    if (h[b]) atomicAdd(&H[b], h[b]);
+}
+
+// Resolves level 3 (the threshold key and how many keys equal to it are taken; block 0 stores both), then counts
+// per chunk the keys above the threshold and equal to it.
 __global__ void __launch_bounds__(kThreads) topk_count_kernel(const float* __restrict__ scores, int64_t ld, int S,
                                                                uint32_t* __restrict__ ws, int64_t row_stride,
-                                                               int row0, uint32_t k) {
+                                                               int row0) {
   __shared__ typename Scan::TempStorage tmp;
   __shared__ uint32_t s_out[2];
   const int64_t row = row0 + blockIdx.y;
   uint32_t* ws_row = ws + row * row_stride;
-  const Threshold th = resolve_levels(ws_row, k, 3, tmp, s_out);
-  // all finite: threshold key 0 (non-finite), every finite key is above it and no equal key is taken
-  const uint32_t thr = th.all_finite ? 0u : th.prefix;
-  const uint32_t need_eq = th.all_finite ? 0u : th.need;
+  uint32_t thr = 0, need_eq = 0;  // all finite: threshold key 0 (non-finite), no equal key taken
+  if (!ws_row[kOffState]) {
+    const uint32_t prefix = ws_row[kOffState + 3], n2 = ws_row[kOffState + 4];
+    const Resolved r3 = resolve<kBins3>(ws_row + kOffH3, n2, tmp, s_out);
+    thr = prefix << 10 | r3.bucket;
+    need_eq = r3.need;
+  }
   const float* r = scores + row * ld;
   const int base = blockIdx.x * kChunk;
   uint32_t above = 0, equal = 0;
@@ -177,7 +178,7 @@ __global__ void __launch_bounds__(kThreads) topk_count_kernel(const float* __res
   for (int j = 0; j < kPerThread; j++) {
     const int s = base + j * kThreads + threadIdx.x;
     if (s < S) {
-      const uint32_t key = score_key(r[s]);
+      const uint32_t key = topk_score_key(r[s]);
       above += key > thr;
       equal += key == thr;
     }
@@ -189,8 +190,8 @@ __global__ void __launch_bounds__(kThreads) topk_count_kernel(const float* __res
     ws_row[kOffCounts + 2 * blockIdx.x] = packed & 0xFFFFu;
     ws_row[kOffCounts + 2 * blockIdx.x + 1] = packed >> 16;
     if (blockIdx.x == 0) {
-      ws_row[kOffState] = thr;
-      ws_row[kOffState + 1] = need_eq;
+      ws_row[kOffState + 5] = thr;
+      ws_row[kOffState + 6] = need_eq;
     }
   }
 }
@@ -203,7 +204,7 @@ __global__ void __launch_bounds__(kThreads) topk_emit_kernel(int32_t* __restrict
   __shared__ uint32_t s_before[2], s_total[2];
   const int64_t row = row0 + blockIdx.y;
   const uint32_t* ws_row = ws + row * row_stride;
-  const uint32_t thr = ws_row[kOffState], need_eq = ws_row[kOffState + 1];
+  const uint32_t thr = ws_row[kOffState + 5], need_eq = ws_row[kOffState + 6];
   const int chunk = blockIdx.x;
   if (threadIdx.x < 32) {  // sums over the earlier chunks and over all chunks (one warp)
     uint32_t a_before = 0, e_before = 0, a_all = 0, e_all = 0;
@@ -244,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) topk_emit_kernel(int32_t* __restrict
 #pragma unroll
   for (int j = 0; j < kPerThread; j++) {
     const int s = s0 + j;
-    keys[j] = s < S ? score_key(r[s]) : 0u;
+    keys[j] = s < S ? topk_score_key(r[s]) : 0u;
     ca += keys[j] > thr;
     ce += keys[j] == thr && s < S;
   }
@@ -269,6 +270,45 @@ __global__ void __launch_bounds__(kThreads) topk_emit_kernel(int32_t* __restrict
   }
 }
 
+void check_args(const char* op, int64_t ld_scores, int64_t T, int64_t S, int64_t k) {
+  if (T < 0 || S < 0 || k < 0) invalid_argument(op, "negative size");
+  if (ld_scores < S) invalid_argument(op, "ld_scores is less than S");
+  if (S > (int64_t(1) << 30) || k > (int64_t(1) << 30)) invalid_argument(op, "S and k must be below 2^30");
+}
+
+void check_workspace(const char* op, int64_t T, int64_t S, void* workspace, size_t workspace_bytes) {
+  const size_t need = topk_workspace_bytes(T, S);
+  if (workspace == nullptr || workspace_bytes < need)
+    invalid_argument(op, "workspace of " + std::to_string(workspace_bytes) + " bytes is too small (" +
+                             std::to_string(need) + " needed)");
+}
+
+// The passes after level 1 (H1 already accumulated in the workspace).
+void select_after_hist1(int32_t* idx, const float* scores, int64_t ld, int64_t T, int64_t S, int64_t k,
+                        uint32_t* ws, cudaStream_t stream, bool run_hist1) {
+  const int n_chunks = static_cast<int>((S + kChunk - 1) / kChunk);
+  const int64_t stride = row_words(n_chunks);
+  const int Si = static_cast<int>(S);
+  const uint32_t ku = static_cast<uint32_t>(k);
+  for (int64_t row0 = 0; row0 < T; row0 += 65535) {
+    const dim3 grid(n_chunks, static_cast<unsigned>(std::min<int64_t>(65535, T - row0)));
+    const int r0 = static_cast<int>(row0);
+    if (run_hist1) {
+      topk_hist1_kernel<<<grid, kThreads, 0, stream>>>(scores, ld, Si, ws, stride, r0);
+      GLANCE_CUDA_CHECK_LAUNCH("topk_hist1_kernel");
+    }
+    topk_hist2_kernel<<<grid, kThreads, 0, stream>>>(scores, ld, Si, ws, stride, r0, ku);
+    GLANCE_CUDA_CHECK_LAUNCH("topk_hist2_kernel");
+    topk_hist3_kernel<<<grid, kThreads, 0, stream>>>(scores, ld, Si, ws, stride, r0);
+    GLANCE_CUDA_CHECK_LAUNCH("topk_hist3_kernel");
+    topk_count_kernel<<<grid, kThreads, 0, stream>>>(scores, ld, Si, ws, stride, r0);
+    GLANCE_CUDA_CHECK_LAUNCH("topk_count_kernel");
+    topk_emit_kernel<<<grid, kThreads, 0, stream>>>(idx, scores, ld, Si, ws, stride, r0, n_chunks,
+                                                    static_cast<int>(k));
+    GLANCE_CUDA_CHECK_LAUNCH("topk_emit_kernel");
+  }
+}
+
 }  // namespace
 
 size_t topk_workspace_bytes(int64_t T, int64_t S) {
@@ -276,42 +316,38 @@ size_t topk_workspace_bytes(int64_t T, int64_t S) {
   return static_cast<size_t>(T > 0 ? T : 0) * static_cast<size_t>(row_words(n_chunks)) * sizeof(uint32_t);
 }
 
+int64_t topk_hist1_row_stride(int64_t S) { return row_words((S + kChunk - 1) / kChunk); }
+
+void topk_prepare_fused_hist1(void* workspace, size_t workspace_bytes, int64_t T, int64_t S, cudaStream_t stream) {
+  check_workspace("topk_prepare_fused_hist1", T, S, workspace, workspace_bytes);
+  if (T > 0 && S > 0) GLANCE_CUDA_CHECK(cudaMemsetAsync(workspace, 0, topk_workspace_bytes(T, S), stream));
+}
+
+void topk_after_fused_hist1(int32_t* idx, const float* scores, int64_t ld_scores, int64_t T, int64_t S, int64_t k,
+                            void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  const char* op = "topk_after_fused_hist1";
+  check_args(op, ld_scores, T, S, k);
+  if (T == 0 || k == 0) return;
+  if (S == 0) {
+    GLANCE_CUDA_CHECK(cudaMemsetAsync(idx, 0xFF, static_cast<size_t>(T * k) * sizeof(int32_t), stream));
+    return;
+  }
+  check_workspace(op, T, S, workspace, workspace_bytes);
+  select_after_hist1(idx, scores, ld_scores, T, S, k, static_cast<uint32_t*>(workspace), stream, false);
+}
+
 void topk(int32_t* idx, const float* scores, int64_t ld_scores, int64_t T, int64_t S, int64_t k, void* workspace,
           size_t workspace_bytes, cudaStream_t stream) {
   const char* op = "topk";
-  if (T < 0 || S < 0 || k < 0) invalid_argument(op, "negative size");
-  if (ld_scores < S) invalid_argument(op, "ld_scores is less than S");
-  if (S > (int64_t(1) << 30) || k > (int64_t(1) << 30)) invalid_argument(op, "S and k must be below 2^30");
+  check_args(op, ld_scores, T, S, k);
   if (T == 0 || k == 0) return;
   if (S == 0) {
     GLANCE_CUDA_CHECK(cudaMemsetAsync(idx, 0xFF, static_cast<size_t>(T * k) * sizeof(int32_t), stream));  // all -1
     return;
   }
-  const size_t need = topk_workspace_bytes(T, S);
-  if (workspace == nullptr || workspace_bytes < need)
-    invalid_argument(op, "workspace of " + std::to_string(workspace_bytes) + " bytes is too small (" +
-                             std::to_string(need) + " needed)");
-  GLANCE_CUDA_CHECK(cudaMemsetAsync(workspace, 0, need, stream));
-  const int n_chunks = static_cast<int>((S + kChunk - 1) / kChunk);
-  const int64_t stride = row_words(n_chunks);
-  uint32_t* ws = static_cast<uint32_t*>(workspace);
-  const int Si = static_cast<int>(S);
-  const uint32_t ku = static_cast<uint32_t>(k);
-  for (int64_t row0 = 0; row0 < T; row0 += 65535) {
-    const dim3 grid(n_chunks, static_cast<unsigned>(std::min<int64_t>(65535, T - row0)));
-    const int r0 = static_cast<int>(row0);
-    topk_hist1_kernel<<<grid, kThreads, 0, stream>>>(scores, ld_scores, Si, ws, stride, r0);
-    GLANCE_CUDA_CHECK_LAUNCH("topk_hist1_kernel");
-    topk_hist_kernel<2><<<grid, kThreads, 0, stream>>>(scores, ld_scores, Si, ws, stride, r0, ku);
-    GLANCE_CUDA_CHECK_LAUNCH("topk_hist_kernel<2>");
-    topk_hist_kernel<3><<<grid, kThreads, 0, stream>>>(scores, ld_scores, Si, ws, stride, r0, ku);
-    GLANCE_CUDA_CHECK_LAUNCH("topk_hist_kernel<3>");
-    topk_count_kernel<<<grid, kThreads, 0, stream>>>(scores, ld_scores, Si, ws, stride, r0, ku);
-    GLANCE_CUDA_CHECK_LAUNCH("topk_count_kernel");
-    topk_emit_kernel<<<grid, kThreads, 0, stream>>>(idx, scores, ld_scores, Si, ws, stride, r0, n_chunks,
-                                                    static_cast<int>(k));
-    GLANCE_CUDA_CHECK_LAUNCH("topk_emit_kernel");
-  }
+  check_workspace(op, T, S, workspace, workspace_bytes);
+  GLANCE_CUDA_CHECK(cudaMemsetAsync(workspace, 0, topk_workspace_bytes(T, S), stream));
+  select_after_hist1(idx, scores, ld_scores, T, S, k, static_cast<uint32_t*>(workspace), stream, true);
 }
 
 }  // namespace cuda

@@ -28,5 +28,14 @@ size_t topk_workspace_bytes(int64_t T, int64_t S);
 void topk(int32_t* idx, const float* scores, int64_t ld_scores, int64_t T, int64_t S, int64_t k, void* workspace,
           size_t workspace_bytes, cudaStream_t stream);
 
+// For producers that fuse the level-1 histogram into their own epilogue (the indexer in indexer_topk):
+// topk_prepare_fused_hist1 zeroes the workspace; the producer then adds, for every finite score of row t, one to
+// word (key >> 21) of row t's histogram at workspace + t * topk_hist1_row_stride(S) words (uint32), key being
+// topk_score_key (common.cuh); topk_after_fused_hist1 runs the remaining passes.
+int64_t topk_hist1_row_stride(int64_t S);
+void topk_prepare_fused_hist1(void* workspace, size_t workspace_bytes, int64_t T, int64_t S, cudaStream_t stream);
+void topk_after_fused_hist1(int32_t* idx, const float* scores, int64_t ld_scores, int64_t T, int64_t S, int64_t k,
+                            void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace glance

@@ -70,8 +70,11 @@ export interface CudaOps {
   /** Device-to-device copy bandwidth (read + written bytes per second). */
   benchCopy?(megabytes: number): { gbps: number; us: number };
   /** Decode token selection (indexer scores + top-k) on device-generated inputs; medians in µs. */
-  benchIndexerDecode?(opts: { S?: number; Hi?: number; D?: number; k?: number; T?: number; iters?: number }): {
-    indexerUs: number; topkUs: number; streamUs: number; graphUs: number; keyBytes: number; copies: number;
+  benchIndexerDecode?(opts: {
+    S?: number; Hi?: number; D?: number; k?: number; T?: number; iters?: number; prefetch?: 0 | 1;
+  }): {
+    indexerUs: number; indexerGraphUs: number; topkGraphUs: number; streamUs: number; graphUs: number;
+    keyBytes: number; copies: number;
   };
   /** Sparse MLA on device-generated inputs; medians in µs; flops = 2·T·H·k·(2·kvLora + rope). */
   benchSparseMla?(opts: {
@@ -79,7 +82,7 @@ export interface CudaOps {
   }): { streamUs: number; graphUs: number; flops: number };
   /** Causal prefill token selection over T tokens (chunked indexer + top-k); median ms. */
   benchIndexerPrefill?(opts: { T?: number; Hi?: number; D?: number; k?: number; chunkRows?: number; iters?: number }): {
-    ms: number; chunkRows: number; flops: number;
+    ms: number; scoresMs: number; chunkRows: number; flops: number;
   };
 }
 
