@@ -1,0 +1,81 @@
+// Unit tests: lock-file adoption rules, ready line, restart backoff, stderr ring, error classification.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+
+import { PROTOCOL_VERSION } from '../../sidecar/src/protocol';
+import { classifySidecarError } from '../src/supervisor/errorClassifier';
+import { inspectLockFile, lockFilePath } from '../src/supervisor/lockFile';
+import { parseReadyLine } from '../src/supervisor/readyLine';
+import { LineRing, RestartPolicy } from '../src/supervisor/restartPolicy';
+
+function tmp(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'glance-ext-test-'));
+}
+
+test('lockFilePath honours GLANCE_CACHE_DIR like the sidecar', () => {
+  assert.equal(lockFilePath({ GLANCE_CACHE_DIR: '/x/y' }, '/home/u'), '/x/y/sidecar.json');
+  assert.equal(lockFilePath({}, '/home/u'), '/home/u/.cache/glance/sidecar.json');
+});
+
+test('inspectLockFile adopts only a live, compatible sidecar of the same model with a readable token', () => {
+  const dir = tmp();
+  const file = path.join(dir, 'sidecar.json');
+  const tokenFile = path.join(dir, 'token');
+  fs.writeFileSync(tokenFile, 'secret\n');
+  const lock = { port: 4242, host: '127.0.0.1', pid: 77, tokenFile, model: '/models/m', version: '0.1.0', protocolVersion: PROTOCOL_VERSION, device: 'cpu', startedAt: '' };
+  const write = (o: object): void => fs.writeFileSync(file, JSON.stringify(o));
+  assert.equal(inspectLockFile(file, '/models/m').kind, 'none'); // missing
+  fs.writeFileSync(file, '{not json');
+  assert.match((inspectLockFile(file, '/models/m') as { reason: string }).reason, /not JSON/);
+  write(lock);
+  assert.match((inspectLockFile(file, '/models/m', () => false) as { reason: string }).reason, /not running/);
+  const ok = inspectLockFile(file, '/models/m', () => true);
+  assert.equal(ok.kind, 'adopt');
+  assert.equal(ok.kind === 'adopt' ? ok.token : '', 'secret');
+  assert.match((inspectLockFile(file, '/models/other', () => true) as { reason: string }).reason, /serves \/models\/m/);
+  write({ ...lock, protocolVersion: PROTOCOL_VERSION + 1 });
+  assert.match((inspectLockFile(file, '/models/m', () => true) as { reason: string }).reason, /protocol/);
+  write({ ...lock, tokenFile: path.join(dir, 'missing') });
+  assert.match((inspectLockFile(file, '/models/m', () => true) as { reason: string }).reason, /not readable/);
+});
+
+test('parseReadyLine accepts the ready line and ignores other output', () => {
+  assert.deepEqual(parseReadyLine('{"event":"ready","port":5,"pid":9,"model":"m","device":"cpu"}'), {
+    event: 'ready', port: 5, pid: 9, model: 'm', device: 'cpu',
+  });
+  assert.equal(parseReadyLine('loading model 3/10'), null);
+  assert.equal(parseReadyLine('{"event":"other"}'), null);
+  assert.equal(parseReadyLine('{"event":"ready","port":"5","pid":9}'), null);
+});
+
+test('RestartPolicy backs off exponentially and gives up after the budget', () => {
+  const p = new RestartPolicy({ baseDelayMs: 100, maxDelayMs: 1000, maxRestarts: 4, windowMs: 60_000 });
+  assert.deepEqual([p.onCrash(0), p.onCrash(1), p.onCrash(2), p.onCrash(3), p.onCrash(4)], [100, 200, 400, 800, null]);
+  // crashes outside the window are forgotten
+  assert.equal(p.onCrash(200_000), 100);
+  p.reset();
+  assert.equal(p.recentCrashes, 0);
+});
+
+test('LineRing keeps the last lines across chunk boundaries', () => {
+  const r = new LineRing(3);
+  r.push('a\nb');
+  r.push('c\nd\ne\nf');
+  assert.deepEqual(r.tail(), ['d', 'e', 'f']);
+  assert.deepEqual(r.tail(2), ['e', 'f']);
+});
+
+test('classifySidecarError gives advice for common failures', () => {
+  assert.equal(classifySidecarError(['CUDA error: out of memory'], 1, null).kind, 'out-of-memory');
+  assert.equal(classifySidecarError(['glance: no CUDA device found'], 1, null).kind, 'no-gpu');
+  assert.equal(classifySidecarError(['Error: listen EADDRINUSE: address already in use 127.0.0.1:7420'], 1, null).kind, 'port-in-use');
+  assert.equal(classifySidecarError(['glance: model.safetensors: header is invalid'], 1, null).kind, 'corrupt-model');
+  assert.equal(classifySidecarError(['glance: model directory /x does not exist'], 1, null).kind, 'missing-model');
+  assert.equal(classifySidecarError([], null, 'SIGKILL').kind, 'out-of-memory');
+  const unknown = classifySidecarError(['boom'], 3, null);
+  assert.equal(unknown.kind, 'unknown');
+  assert.match(unknown.advice, /exit code 3/);
+});
