@@ -4,7 +4,7 @@ import { test } from 'node:test';
 
 import { CompletionCache } from '../src/completion/cache';
 import { AdaptiveDebounce, sleepCancellable } from '../src/completion/debounce';
-import { filterCompletion } from '../src/completion/filters';
+import { filterCompletion, stripRepeatedLinePrefix } from '../src/completion/filters';
 
 test('debounce: a fixed setting wins; too few keystrokes give the middle of the range', () => {
   const d = new AdaptiveDebounce({ minMs: 60, maxMs: 340, window: 10, pauseMs: 1500 });
@@ -89,4 +89,13 @@ test('filters suppress empty text and what only repeats the text after the curso
   assert.equal(filterCompletion({ text: '  \n\n', lineSuffix: '', followingLines: [], maxLines: 8 }), null);
   assert.equal(filterCompletion({ text: 'foo', lineSuffix: 'foo(bar)', followingLines: [], maxLines: 8 }), null);
   assert.equal(filterCompletion({ text: 'x, y)', lineSuffix: ')', followingLines: [], maxLines: 8 }), 'x, y');
+});
+
+test('filters drop a restart of the current line', () => {
+  assert.equal(stripRepeatedLinePrefix('  return a + b;', '  return '), 'a + b;');
+  assert.equal(stripRepeatedLinePrefix('x = 1;', '  let '), 'x = 1;');
+  assert.equal(stripRepeatedLinePrefix('  foo(bar);', '  foo('), 'bar);');
+  assert.equal(stripRepeatedLinePrefix('returnValue;', '  return'), 'returnValue;');
+  assert.equal(stripRepeatedLinePrefix('a + b;', '  return '), 'a + b;');
+  assert.equal(filterCompletion({ text: '  return a + b;', linePrefix: '  return ', lineSuffix: '', followingLines: [], maxLines: 8 }), 'a + b;');
 });

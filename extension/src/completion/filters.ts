@@ -4,6 +4,8 @@
 export interface FilterInput {
   /** the model's text, to insert at the cursor */
   text: string;
+  /** the current line's text before the cursor */
+  linePrefix?: string;
   /** the current line's text after the cursor */
   lineSuffix: string;
   /** the lines below the cursor's line (a few are enough) */
@@ -16,7 +18,7 @@ const CLOSERS_ONLY = /^[\s)\]}>'"`;,]*$/;
 
 /** Returns the text to show, or null when nothing useful is left. */
 export function filterCompletion(input: FilterInput): string | null {
-  let text = input.text.replace(/\r\n/g, '\n');
+  let text = stripRepeatedLinePrefix(input.text.replace(/\r\n/g, '\n'), input.linePrefix ?? '');
   const midLine = !CLOSERS_ONLY.test(input.lineSuffix);
   const lines = text.split('\n');
 
@@ -45,4 +47,19 @@ export function filterCompletion(input: FilterInput): string | null {
   const suffixStart = input.lineSuffix.trimStart();
   if (suffixStart !== '' && suffixStart.startsWith(text.trim())) return null;
   return text;
+}
+
+/**
+ * Models sometimes restart the current line: after `  return ` they answer `  return a + b;`. When the first
+ * line of the answer begins with the line's text before the cursor, keep only what comes after it.
+ */
+export function stripRepeatedLinePrefix(text: string, linePrefix: string): string {
+  const typed = linePrefix.trim();
+  if (typed === '') return text;
+  const first = text.trimStart();
+  if (!first.startsWith(typed)) return text;
+  const rest = first.slice(typed.length);
+  // `return` repeated must not swallow `returnValue`: the repeat has to end where the typed text ended
+  if (/^\w/.test(rest) && /\w$/.test(typed)) return text;
+  return /\s$/.test(linePrefix) ? rest.replace(/^[ \t]+/, '') : rest;
 }

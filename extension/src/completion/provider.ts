@@ -60,11 +60,12 @@ export class InlineCompletionProvider implements vscode.InlineCompletionItemProv
       suffix: text.slice(offset, offset + CACHE_SUFFIX_CHARS),
     };
     const line = document.lineAt(position.line);
+    const linePrefix = line.text.slice(0, position.character);
     const lineSuffix = line.text.slice(position.character);
     const followingLines: string[] = [];
     for (let l = position.line + 1; l < Math.min(document.lineCount, position.line + 6); l++) followingLines.push(document.lineAt(l).text);
     const show = (raw: string): vscode.InlineCompletionList | null => {
-      const filtered = filterCompletion({ text: raw, lineSuffix, followingLines, maxLines: config.maxLines });
+      const filtered = filterCompletion({ text: raw, linePrefix, lineSuffix, followingLines, maxLines: config.maxLines });
       if (filtered === null) return null;
       return new vscode.InlineCompletionList([new vscode.InlineCompletionItem(filtered, new vscode.Range(position, position))]);
     };
