@@ -403,6 +403,9 @@ Napi::Value BenchIndexerDecode(const Napi::CallbackInfo& info) {
   const int64_t prefetch = opt_int(a, o, "prefetch", -1, -1, 1);
   if (prefetch < 0) unsetenv("GLANCE_INDEXER_PREFETCH");
   else setenv("GLANCE_INDEXER_PREFETCH", prefetch ? "1" : "0", 1);
+  const int64_t single = opt_int(a, o, "topkSingle", -1, -1, 1);
+  if (single < 0) unsetenv("GLANCE_TOPK_SINGLE");
+  else setenv("GLANCE_TOPK_SINGLE", single ? "1" : "0", 1);
   return guarded(a, [&]() -> Napi::Value {
     Stream s;
     const size_t key_bytes = static_cast<size_t>(S) * (D + 4);

@@ -7,6 +7,8 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
+#include <cstdlib>
+
 #include "common.cuh"
 #include "topk.cuh"
 
@@ -43,7 +45,7 @@ __device__ Resolved resolve(const uint32_t* hist, uint32_t need, typename Scan::
   uint32_t sum = 0;
 #pragma unroll
   for (int j = 0; j < kPer; j++) {
-    h[j] = hist[first - j];
+    h[j] = __ldcg(hist + first - j);  // L2: written by other blocks
     sum += h[j];
   }
   uint32_t above, total;
@@ -270,6 +272,186 @@ __global__ void __launch_bounds__(kThreads) topk_emit_kernel(int32_t* __restrict
   }
 }
 
+// ---- single-kernel path for small grids (decode) -----------------------------------------------------------------
+// When every block of the grid can be resident at once (rows x chunks <= SMs), the passes run in one kernel with a
+// barrier per row between them (an atomic arrival counter in the row's workspace, zeroed with it), which saves the
+// launch gaps of the multi-kernel path. Same arithmetic, same output.
+
+__device__ __forceinline__ void row_barrier(uint32_t* counter, uint32_t nblocks, uint32_t& target) {
+  __syncthreads();
+  target += nblocks;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(counter, 1u);
+    while (*reinterpret_cast<volatile uint32_t*>(counter) < target) __nanosleep(40);
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+template <bool kHist1>
+__global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restrict__ idx, const float* __restrict__ scores,
+                                                                int64_t ld, int S, uint32_t* __restrict__ ws,
+                                                                int64_t row_stride, int n_chunks, uint32_t k) {
+  __shared__ typename Scan::TempStorage tmp;
+  __shared__ uint32_t s_out[2];
+  __shared__ uint32_t h[kBins1];
+  __shared__ uint32_t s_before[2], s_total[2];
+  const int64_t row = blockIdx.y;
+  uint32_t* ws_row = ws + row * row_stride;
+  uint32_t* counter = ws_row + kOffState + 7;
+  uint32_t target = 0;
+  const float* r = scores + row * ld;
+  const int chunk = blockIdx.x;
+  const int base = chunk * kChunk;
+  // Keys of this thread's 16 columns (strided, as the histogram passes read them), kept in registers.
+  uint32_t keys[kPerThread];
+#pragma unroll
+  for (int j = 0; j < kPerThread; j++) {
+    const int s = base + j * kThreads + threadIdx.x;
+    keys[j] = s < S ? topk_score_key(r[s]) : 0u;
+  }
+  auto flush = [&](uint32_t* H, int bins) {
+    __syncthreads();
+    for (int b = threadIdx.x; b < bins; b += kThreads)
+      if (h[b]) atomicAdd(&H[b], h[b]);
+  };
+  auto clear = [&](int bins) {
+    for (int b = threadIdx.x; b < bins; b += kThreads) h[b] = 0;
+    __syncthreads();
+  };
+  if (kHist1) {
+    clear(kBins1);
+#pragma unroll
+    for (int j = 0; j < kPerThread; j++) warp_hist_add(h, keys[j] >> 21, keys[j] != 0);
+    flush(ws_row, kBins1);
+    row_barrier(counter, gridDim.x, target);
+  }
+  const Resolved r1 = resolve<kBins1>(ws_row, k, tmp, s_out);
+  const bool all_finite = r1.total <= k;
+  uint32_t thr = 0, need_eq = 0;
+  if (!all_finite) {
+    clear(kBins2);
+#pragma unroll
+    for (int j = 0; j < kPerThread; j++)
+      warp_hist_add(h, (keys[j] >> 10) & (kBins2 - 1), keys[j] != 0 && (keys[j] >> 21) == r1.bucket);
+    flush(ws_row + kOffH2, kBins2);
+  }
+  row_barrier(counter, gridDim.x, target);
+  if (!all_finite) {
+    const Resolved r2 = resolve<kBins2>(ws_row + kOffH2, r1.need, tmp, s_out);
+    const uint32_t prefix = r1.bucket << 11 | r2.bucket;
+    clear(kBins3);
+#pragma unroll
+    for (int j = 0; j < kPerThread; j++)
+      warp_hist_add(h, keys[j] & (kBins3 - 1), keys[j] != 0 && (keys[j] >> 10) == prefix);
+    flush(ws_row + kOffH3, kBins3);
+    row_barrier(counter, gridDim.x, target);
+    const Resolved r3 = resolve<kBins3>(ws_row + kOffH3, r2.need, tmp, s_out);
+    thr = prefix << 10 | r3.bucket;
+    need_eq = r3.need;
+  } else {
+    row_barrier(counter, gridDim.x, target);
+  }
+  // Per-chunk counts of keys above / equal to the threshold.
+  {
+    uint32_t above = 0, equal = 0;
+#pragma unroll
+    for (int j = 0; j < kPerThread; j++) {
+      const int s = base + j * kThreads + threadIdx.x;
+      above += keys[j] > thr;
+      equal += keys[j] == thr && s < S;
+    }
+    using Reduce = cub::BlockReduce<uint32_t, kThreads>;
+    __shared__ typename Reduce::TempStorage rtmp;
+    const uint32_t packed = Reduce(rtmp).Sum(above | (equal << 16));
+    if (threadIdx.x == 0) {
+      ws_row[kOffCounts + 2 * chunk] = packed & 0xFFFFu;
+      ws_row[kOffCounts + 2 * chunk + 1] = packed >> 16;
+    }
+  }
+  row_barrier(counter, gridDim.x, target);
+  // Emit (as topk_emit_kernel).
+  if (threadIdx.x < 32) {
+    uint32_t a_before = 0, e_before = 0, a_all = 0, e_all = 0;
+    for (int c = threadIdx.x; c < n_chunks; c += 32) {
+      const uint32_t a = *reinterpret_cast<volatile uint32_t*>(ws_row + kOffCounts + 2 * c);
+      const uint32_t e = *reinterpret_cast<volatile uint32_t*>(ws_row + kOffCounts + 2 * c + 1);
+      if (c < chunk) {
+        a_before += a;
+        e_before += e;
+      }
+      a_all += a;
+      e_all += e;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      a_before += __shfl_xor_sync(0xffffffffu, a_before, o);
+      e_before += __shfl_xor_sync(0xffffffffu, e_before, o);
+      a_all += __shfl_xor_sync(0xffffffffu, a_all, o);
+      e_all += __shfl_xor_sync(0xffffffffu, e_all, o);
+    }
+    if (threadIdx.x == 0) {
+      s_before[0] = a_before;
+      s_before[1] = e_before;
+      s_total[0] = a_all;
+      s_total[1] = e_all;
+    }
+  }
+  __syncthreads();
+  const uint32_t a_before = s_before[0], e_before = s_before[1];
+  const uint32_t take_eq = e_before >= need_eq ? 0u : need_eq - e_before;
+  const uint32_t out_base = a_before + min(e_before, need_eq);
+  int32_t* out = idx + row * static_cast<int64_t>(k);
+  // The emit walks contiguous columns per thread (position order), so the keys are re-read in that layout.
+  const int s0 = base + threadIdx.x * kPerThread;
+  uint32_t ck[kPerThread];
+  uint32_t ca = 0, ce = 0;
+#pragma unroll
+  for (int j = 0; j < kPerThread; j++) {
+    const int s = s0 + j;
+    ck[j] = s < S ? topk_score_key(r[s]) : 0u;
+    ca += ck[j] > thr;
+    ce += ck[j] == thr && s < S;
+  }
+  uint32_t prefix;
+  Scan(tmp).ExclusiveSum(ca | (ce << 16), prefix);
+  uint32_t a_i = prefix & 0xFFFFu, e_i = prefix >> 16;
+#pragma unroll
+  for (int j = 0; j < kPerThread; j++) {
+    const int s = s0 + j;
+    if (s >= S) break;
+    if (ck[j] > thr) {
+      out[out_base + a_i + min(e_i, take_eq)] = s;
+      a_i++;
+    } else if (ck[j] == thr) {
+      if (e_i < take_eq) out[out_base + a_i + e_i] = s;
+      e_i++;
+    }
+  }
+  if (chunk == 0) {
+    const uint32_t selected = s_total[0] + min(s_total[1], need_eq);
+    for (int i = static_cast<int>(selected) + threadIdx.x; i < static_cast<int>(k); i += kThreads) out[i] = -1;
+  }
+}
+
+int sm_count_topk() {
+  static int cached = 0;
+  if (cached == 0) {
+    int dev = 0;
+    GLANCE_CUDA_CHECK(cudaGetDevice(&dev));
+    GLANCE_CUDA_CHECK(cudaDeviceGetAttribute(&cached, cudaDevAttrMultiProcessorCount, dev));
+  }
+  return cached;
+}
+
+// GLANCE_TOPK_SINGLE=0 disables the single-kernel path (for benchmarking both).
+bool use_single_kernel(int64_t T, int n_chunks) {
+  if (const char* e = std::getenv("GLANCE_TOPK_SINGLE"))
+    if (e[0] == '0') return false;
+  return T * n_chunks <= sm_count_topk();
+}
+
 void check_args(const char* op, int64_t ld_scores, int64_t T, int64_t S, int64_t k) {
   if (T < 0 || S < 0 || k < 0) invalid_argument(op, "negative size");
   if (ld_scores < S) invalid_argument(op, "ld_scores is less than S");
@@ -290,6 +472,13 @@ void select_after_hist1(int32_t* idx, const float* scores, int64_t ld, int64_t T
   const int64_t stride = row_words(n_chunks);
   const int Si = static_cast<int>(S);
   const uint32_t ku = static_cast<uint32_t>(k);
+  if (use_single_kernel(T, n_chunks)) {
+    const dim3 grid(n_chunks, static_cast<unsigned>(T));
+    if (run_hist1) topk_single_kernel<true><<<grid, kThreads, 0, stream>>>(idx, scores, ld, Si, ws, stride, n_chunks, ku);
+    else topk_single_kernel<false><<<grid, kThreads, 0, stream>>>(idx, scores, ld, Si, ws, stride, n_chunks, ku);
+    GLANCE_CUDA_CHECK_LAUNCH("topk_single_kernel");
+    return;
+  }
   for (int64_t row0 = 0; row0 < T; row0 += 65535) {
     const dim3 grid(n_chunks, static_cast<unsigned>(std::min<int64_t>(65535, T - row0)));
     const int r0 = static_cast<int>(row0);

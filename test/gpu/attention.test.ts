@@ -180,9 +180,13 @@ test('cuda.indexerScoresFp8 matches the CPU op (tensor-core and generic paths, c
     const x = indexerInputs(c);
     const ref = new Float32Array(c.T * c.S).fill(Number.NaN);
     native.indexerScoresFp8(ref, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions);
-    const out = new Float32Array(c.T * c.S).fill(Number.NaN);
-    scores(out, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions);
-    assertClose(out, ref, `indexerScoresFp8 ${JSON.stringify({ ...c, positions: undefined })}`, 1e-4);
+    for (const prefetch of ['1', '0']) {  // both variants of the tensor-core kernel
+      process.env.GLANCE_INDEXER_PREFETCH = prefetch;
+      const out = new Float32Array(c.T * c.S).fill(Number.NaN);
+      scores(out, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions);
+      assertClose(out, ref, `indexerScoresFp8 ${JSON.stringify({ ...c, positions: undefined })} prefetch ${prefetch}`, 1e-4);
+    }
+    delete process.env.GLANCE_INDEXER_PREFETCH;
   }
 });
 
@@ -212,15 +216,20 @@ test('cuda.topk is identical to the CPU op (ties, non-finite scores, k > S, mult
     { T: 5, S: 10001, k: 77, ties: false },
     { T: 4, S: 9000, k: 9000, ties: true },
     { T: 2, S: 0, k: 5, ties: false },
+    { T: 70, S: 9000, k: 600, ties: true },
   ];
   for (const c of cases) {
     const scores = c.ties ? tieScores(c.T, c.S) : randF32(c.T * c.S, 100);
     if (!c.ties && c.S > 10) for (let i = 0; i < 10; i++) scores[randInt(scores.length)] = Number.NEGATIVE_INFINITY;
     const ref = new Int32Array(c.T * c.k).fill(-2);
     native.topk(ref, scores, c.T, c.S, c.k);
-    const out = new Int32Array(c.T * c.k).fill(-2);
-    topk(out, scores, c.T, c.S, c.k);
-    assertIdentical(out, ref, `topk ${JSON.stringify(c)}`);
+    for (const single of ['1', '0']) {  // one kernel with row barriers (small grids) and one kernel per pass
+      process.env.GLANCE_TOPK_SINGLE = single;
+      const out = new Int32Array(c.T * c.k).fill(-2);
+      topk(out, scores, c.T, c.S, c.k);
+      assertIdentical(out, ref, `topk ${JSON.stringify(c)} single-kernel ${single}`);
+    }
+    delete process.env.GLANCE_TOPK_SINGLE;
   }
   // every row -inf: all -1
   const out = new Int32Array(8).fill(-2);
@@ -238,10 +247,11 @@ test('cuda.indexerTopk selects the CPU op\'s tokens (tie-aware) and equals GPU s
     { T: 10, S: 5000, Hi: 32, D: 128, k: 300, chunkRows: 3, causal: true },
     { T: 6, S: 800, Hi: 4, D: 32, k: 100, chunkRows: 4, causal: true },
   ];
-  for (const c of cases) {
+  for (const c of cases) for (const single of ['1', '0']) {
+    process.env.GLANCE_TOPK_SINGLE = single;
     const positions = c.causal ? Array.from({ length: c.T }, (_, t) => Math.floor(((t + 1) * c.S) / c.T) - 1) : undefined;
     const x = indexerInputs({ ...c, positions });
-    const label = `indexerTopk ${JSON.stringify(c)}`;
+    const label = `indexerTopk ${JSON.stringify(c)} single-kernel top-k ${single}`;
     const idx = new Int32Array(c.T * c.k).fill(-2);
     indexerTopk(idx, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions, c.k, c.chunkRows);
     // exact: GPU scores then GPU top-k
@@ -272,6 +282,7 @@ test('cuda.indexerTopk selects the CPU op\'s tokens (tie-aware) and equals GPU s
       for (const s of ref)
         if (!oursSet.has(s)) assert.ok(row[s] <= threshold + slack, `${label} row ${t}: dropped ${s} (score ${row[s]}) above the threshold ${threshold} ${seedNote}`);
     }
+    delete process.env.GLANCE_TOPK_SINGLE;
   }
 });
 
