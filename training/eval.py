@@ -375,17 +375,44 @@ def run_tasks(model, tok, held, files, cases, ctx_len, max_new, sparse, deadline
             log(f"  {'sparse' if sparse else 'dense'} cases {ci + 1}/{len(cases)}: " + ", ".join(
                 f"{k} {hits[k] / (ci + 1):.3f}" for k in keys) + f" ({time.time() - t0:.0f}s)")
     n = max(1, done)
-    res = {f"{k}_em": hits[k] / n for k in keys}
-    res.update({f"{k}_em_raw": hits_raw[k] / n for k in keys})
+    return summarise_tasks(dict(hits=hits, hits_raw=hits_raw, cases=done, cases_planned=len(cases),
+                                ctx_sum=float(np.sum(ctx_used)) if ctx_used else 0.0, generated_tokens=gen_tokens,
+                                seconds=time.time() - t0, examples=examples))
+
+
+def summarise_tasks(raw: dict) -> dict:
+    """Rates from hit counts (one worker's, or several workers' summed by merge_tasks)."""
+    n = max(1, raw["cases"])
+    res = dict(raw)
+    res.update({f"{k}_em": v / n for k, v in raw["hits"].items()})
+    res.update({f"{k}_em_raw": v / n for k, v in raw["hits_raw"].items()})
     res["fim_repo_gain"] = res["fim_repo_em"] - res["fim_file_em"]
     res["next_repo_gain"] = res["next_repo_em"] - res["next_file_em"]
-    res["cases"] = done
-    res["cases_planned"] = len(cases)
-    res["mean_repo_ctx_tokens"] = float(np.mean(ctx_used)) if ctx_used else 0.0
-    res["generated_tokens"] = gen_tokens
-    res["seconds"] = time.time() - t0
-    res["examples"] = examples
+    res["mean_repo_ctx_tokens"] = raw["ctx_sum"] / n
     return res
+
+
+def merge_tasks(parts: list[dict]) -> dict:
+    keys = parts[0]["hits"].keys()
+    raw = dict(hits={k: sum(p["hits"][k] for p in parts) for k in keys},
+               hits_raw={k: sum(p["hits_raw"][k] for p in parts) for k in keys},
+               cases=sum(p["cases"] for p in parts), cases_planned=sum(p["cases_planned"] for p in parts),
+               ctx_sum=sum(p["ctx_sum"] for p in parts), generated_tokens=sum(p["generated_tokens"] for p in parts),
+               seconds=max(p["seconds"] for p in parts), workers=len(parts),
+               examples=[e for p in parts for e in p["examples"]][:40])
+    return summarise_tasks(raw)
+
+
+def _task_worker(args: tuple) -> dict:
+    """One process of --workers: its own model copy on the GPU, cases[worker::workers] (round-robin, so a time box
+    cuts every worker's share about equally)."""
+    model_dir, tok_path, data, seq_len, cases, ctx, max_new, sparse, deadline, worker, dev = args
+    torch.set_num_threads(2)
+    model = load_hf(model_dir, device=dev).eval()
+    tok = gd.load_tokenizer(tok_path)
+    held = gd.Corpus(data, "heldout", seq_len)
+    files = heldout_ts_files(held, tok)
+    return run_tasks(model, tok, held, files, cases, ctx, max_new, sparse, deadline)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -455,6 +482,9 @@ def main(argv=None):
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop sampling completion cases at this time from start (the table says how many ran)")
     ap.add_argument("--device", default=None, help="default cuda (cpu only for tests)")
+    ap.add_argument("--workers", type=int, default=8,
+                    help="processes sharing the GPU for the completion tasks (greedy decoding one token at a time is "
+                         "bound by Python overhead, not the GPU); cases are split round-robin")
     a = ap.parse_args(argv)
     dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type != "cuda":
@@ -508,8 +538,20 @@ def main(argv=None):
     results["tasks"] = {}
     for mode in (("sparse", "dense") if a.fim_attn == "both" else (a.fim_attn,)):
         deadline = None if a.max_minutes is None else T_START + a.max_minutes * 60
-        results["tasks"][mode] = run_tasks(model, tok, held, files, cases, a.ctx, a.max_new, mode == "sparse",
-                                           deadline)
+        if a.workers <= 1:
+            results["tasks"][mode] = run_tasks(model, tok, held, files, cases, a.ctx, a.max_new, mode == "sparse",
+                                               deadline)
+            continue
+        import multiprocessing as mp
+        W = a.workers
+        jobs = [(a.model, a.tokenizer or a.model, a.data, a.seq_len, cases[w::W], a.ctx, a.max_new, mode == "sparse",
+                 deadline, w, str(dev)) for w in range(W)]
+        with mp.get_context("spawn").Pool(W) as pool:
+            parts = pool.map(_task_worker, jobs)
+        results["tasks"][mode] = merge_tasks(parts)
+        r = results["tasks"][mode]
+        log(f"{mode}: {r['cases']} cases by {W} workers in {r['seconds']:.0f}s: " + ", ".join(
+            f"{k} {r[k + '_em']:.3f}" for k in r["hits"]))
 
     results["seconds"] = time.time() - T_START
     if a.out:

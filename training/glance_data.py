@@ -17,9 +17,10 @@ Reads the token shards described in training/corpus/FORMAT.md and builds fixed-l
 
       <|file_sep|>PATH\\n<|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>MIDDLE<|endoftext|>
 
-  (repository-level PSM, FORMAT.md); the other files of the piece stay before it as context. Split modes: 50% two
-  uniform character positions, 25% whole lines (1-3 lines, the middle without its final newline: the single-line
-  eval case), 25% from a random position inside a line to the end of that line (or of up to 2 more lines).
+  (repository-level PSM, FORMAT.md); the other files of the piece stay before it as context. Split modes
+  (`split_fim`): 35% one whole line (the middle without its final newline: the single-line eval case), 15% 2-3
+  whole lines, 20% from a random position inside a line to the end of that line (or of up to 2 more lines), 30% two
+  uniform character positions.
   If the re-encoded piece is longer than the room left in the sequence, context files are trimmed from the front
   (after the header); if that is not enough the piece stays plain.
 
@@ -202,14 +203,20 @@ def _line_starts(text: str) -> list[int]:
 
 
 def split_fim(content: str, rng: np.random.Generator) -> tuple[str, str, str]:
+    """Split one file into (prefix, middle, suffix) at character positions. The eval (and an editor's inline
+    completion) asks for one whole line or the rest of a line, so those get most of the mass:
+    35% one whole line (middle without its newline, suffix starting with it: exactly the eval's single-line case),
+    15% 2-3 whole lines, 20% from a random position inside a line to its end (sometimes 1-2 more lines),
+    30% two uniform character positions (arbitrary spans keep the format general)."""
     n = len(content)
     r = rng.random()
-    if r < 0.5:                                                         # two uniform character positions
+    if r < 0.3:                                                         # two uniform character positions
         i, j = sorted(int(x) for x in rng.integers(0, n + 1, size=2))
-    elif r < 0.75:                                                      # 1-3 whole lines
+    elif r < 0.8:                                                       # 1 (70%) or 2-3 (30%) whole lines
         starts = _line_starts(content)
         li = int(rng.integers(0, len(starts)))
-        lj = min(len(starts) - 1, li + int(rng.choice([0, 0, 0, 1, 2])))
+        extra = 0 if r < 0.65 else int(rng.choice([1, 2]))
+        lj = min(len(starts) - 1, li + extra)
         i = starts[li]
         j = content.find("\n", starts[lj])
         j = n if j < 0 else j
@@ -360,6 +367,87 @@ class SequenceStream:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Background workers (train.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _positions(stream: SequenceStream, epoch: int, idx: int):
+    """(epoch, idx) of every sequence from the given position on, in training order (epochs roll over)."""
+    while True:
+        n = stream.epoch_len(epoch)
+        while idx < n:
+            yield epoch, idx
+            idx += 1
+        epoch, idx = epoch + 1, 0
+
+
+def _prefetch_worker(stream, epoch, idx, worker, workers, q, stop):
+    """Builds every `workers`-th sequence (the ones with k % workers == worker) into its own queue."""
+    import queue as _queue
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        for k, (e, i) in enumerate(_positions(stream, epoch, idx)):
+            if k % workers != worker:
+                continue
+            ids, labels, info = stream.sequence(e, i)
+            n = stream.epoch_len(e)
+            item = (e, i, ids, labels, info, (e, i + 1) if i + 1 < n else (e + 1, 0))
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.5)
+                    break
+                except _queue.Full:
+                    continue
+            if stop.is_set():
+                return
+    except BaseException as e:  # surfaced in get()
+        q.put(("error", repr(e)))
+
+
+class Prefetcher:
+    """Sequences in training order, built ahead by `workers` processes (FIM re-tokenisation is CPU work that one
+    thread could not keep up with at ~26 sequences/s). Worker w builds the k-th sequence for k % workers == w;
+    get() takes them round-robin, so the order is exactly that of stream.iterate()."""
+
+    def __init__(self, stream: SequenceStream, epoch: int, idx: int, workers: int = 6, depth: int = 8):
+        import multiprocessing as mp
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # spawn, not fork: the trainer has CUDA (and its threads) up by now; the workers import only this module
+        ctx = mp.get_context("spawn")
+        self.workers = max(1, workers)
+        self.stop = ctx.Event()
+        self.qs = [ctx.Queue(maxsize=depth) for _ in range(self.workers)]
+        self.procs = [ctx.Process(target=_prefetch_worker, args=(stream, epoch, idx, w, self.workers, self.qs[w],
+                                                                 self.stop), daemon=True)
+                      for w in range(self.workers)]
+        for p in self.procs:
+            p.start()
+        self.k = 0
+
+    def get(self):
+        import queue as _queue
+        q = self.qs[self.k % self.workers]
+        while True:
+            try:
+                item = q.get(timeout=5.0)
+                break
+            except _queue.Empty:
+                dead = [p.pid for p in self.procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"data worker(s) {dead} exited")
+        if len(item) == 2 and item[0] == "error":
+            raise RuntimeError(f"data worker failed: {item[1]}")
+        self.k += 1
+        return item
+
+    def close(self):
+        self.stop.set()
+        for p in self.procs:
+            p.join(timeout=2.0)
+            if p.is_alive():
+                p.terminate()
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Held-out files (for eval.py)
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -396,7 +484,7 @@ if __name__ == "__main__":   # quick self-check: python3 training/glance_data.py
         t1 = time.time()
         for i in range(min(a.n, n)):
             ids, lab, info = st.sequence(0, i)
-            assert ids.shape == (a.seq_len,) and ids.max() < 24576
+            assert ids.shape == (a.seq_len,) and ids.max() < c.index.get("vocab_size", 65536)
             tot_fim += info["fim"]
             tot_tok += info["tokens"]
         k = min(a.n, n)

@@ -25,10 +25,8 @@ import argparse
 import json
 import math
 import os
-import queue
 import random
 import sys
-import threading
 import time
 
 T_START = time.time()
@@ -88,6 +86,7 @@ def parse_args(argv=None):
     ap.add_argument("--ckpt-minutes", type=float, default=4.0)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-workers", type=int, default=6, help="processes building sequences (FIM) ahead")
     ap.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                     help="torch.compile attention/norm/dense-MLP modules (auto: dense stage only)")
     ap.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing per layer")
@@ -196,39 +195,6 @@ def undo_compile(mods: list[nn.Module]):
 # ---------------------------------------------------------------------------------------------------------------
 # Data prefetch (thread: numpy + tokenizers release the GIL enough to hide FIM re-encoding)
 # ---------------------------------------------------------------------------------------------------------------
-
-class Prefetcher:
-    def __init__(self, stream: gd.SequenceStream, epoch: int, idx: int, depth: int = 32):
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop = threading.Event()
-        self.err = None
-        self.th = threading.Thread(target=self._run, args=(stream, epoch, idx), daemon=True)
-        self.th.start()
-
-    def _run(self, stream, epoch, idx):
-        try:
-            for item in stream.iterate(epoch, idx):
-                while not self.stop.is_set():
-                    try:
-                        self.q.put(item, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if self.stop.is_set():
-                    return
-        except BaseException as e:  # surfaced in get()
-            self.err = e
-            self.q.put(None)
-
-    def get(self):
-        item = self.q.get()
-        if item is None:
-            raise RuntimeError(f"data thread failed: {self.err!r}")
-        return item
-
-    def close(self):
-        self.stop.set()
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Held-out evaluation
@@ -381,7 +347,7 @@ def main(argv=None):
     log(f"data: {train_c.n_tokens / 1e6:.1f}M train tokens, {stream.epoch_len(0)} sequences of {args.seq_len} per "
         f"epoch; {n_eval} held-out sequences for periodic eval; {seqs_per_step} sequences "
         f"({seqs_per_step * args.seq_len} tokens) per step; FIM rate {args.fim_rate}")
-    pf = Prefetcher(stream, epoch, idx)
+    pf = gd.Prefetcher(stream, epoch, idx, workers=args.data_workers)
 
     eval_modes = ("dense",) if args.stage == "dense" else ("dense", "sparse")
     sparse = args.stage == "sparse"

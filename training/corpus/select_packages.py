@@ -53,7 +53,7 @@ def main():
         return rec
 
     rows = []
-    with ThreadPoolExecutor(max(1, min(4, args.jobs))) as ex:
+    with ThreadPoolExecutor(max(1, min(16, args.jobs))) as ex:
         for i, rec in enumerate(ex.map(probe, names)):
             rows.append(rec)
             if rec.get("status") == "dropped":

@@ -2,7 +2,7 @@
 // Train the Glance byte-level BPE tokenizer here (no Python `tokenizers` needed).
 //
 //   cd training && npm ci && node tokenizer/train_tokenizer.mjs \
-//       [--corpus data/train.jsonl.xz] [--out data/tokenizer] [--vocab 24576] [--min-freq 2]
+//       [--corpus data/train.jsonl.xz] [--out data/tokenizer] [--vocab 16384] [--min-freq 2]
 //
 // Why not the native binding's Tokenizer.train()?  `tokenizers` 0.23.2 for Node exposes only
 // train(files) with the model's *default* trainer (vocab 30000, no special tokens, no initial
@@ -32,7 +32,7 @@ function parseArgs(argv) {
   const a = {
     corpus: path.join(TRAINING, 'data/train.jsonl.xz'),
     out: path.join(TRAINING, 'data/tokenizer'),
-    vocab: 24576,
+    vocab: 16384,
     minFreq: 2,
     maxWordChars: 64, // pre-tokens longer than this are not used for training (rare; long literals)
   };

@@ -64,7 +64,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=os.path.join(TRAINING, "data", "train.jsonl.xz"))
     ap.add_argument("--out", default=os.path.join(TRAINING, "data", "tokenizer-py"))
-    ap.add_argument("--vocab", type=int, default=24576)
+    ap.add_argument("--vocab", type=int, default=16384)
     ap.add_argument("--min-freq", type=int, default=2)
     ap.add_argument("--max-token-length", type=int, default=64)
     ap.add_argument("--heldout", default=os.path.join(TRAINING, "data", "heldout.jsonl.xz"),
