@@ -113,8 +113,8 @@ function prefillSeconds(model: GpuModel, n: number): number {
   }
 }
 
-async function gpuModel(dir: string, attention: 'sparse' | 'dense'): Promise<GpuModel> {
-  const r = await loadModelOnDevice(dir, { device: 'cuda', attention, indexerPrecision: 'fp8' });
+async function gpuModel(dir: string, attention: 'sparse' | 'dense', attentionKernels: 'tuned' | 'generic' = 'tuned'): Promise<GpuModel> {
+  const r = await loadModelOnDevice(dir, { device: 'cuda', attention, indexerPrecision: 'fp8', attentionKernels });
   if (r.kind !== 'cuda') throw new Error(`expected the GPU, got ${r.device}`);
   return r.model as GpuModel;
 }
@@ -151,6 +151,11 @@ export async function modelRows(ctx: GpuBenchContext): Promise<GpuRow[]> {
     log(`ours ctx ${c}: prefill ${f.prefillS.toFixed(2)} s, ${f.msPerToken.toFixed(3)} ms/token`);
     figures.push(f);
   }
+  // the same with the generic attention kernels of model_ops.cu (single-block top-k, simple latent attention)
+  const generic = await gpuModel(tinyDir, 'sparse', 'generic');
+  const genericFigures = tinyContexts.map((c) => decodeAt(generic, c, steps));
+  for (const f of genericFigures) log(`ours, generic attention kernels, ctx ${f.context}: ${f.msPerToken.toFixed(3)} ms/token`);
+  generic.dispose();
   // ---- ours: long prefill, sparse vs dense (32K, the embedded model's window) ----
   const denseTiny = await gpuModel(tinyDir, 'dense');
   const pf = quick ? 8192 : 32000;
@@ -182,6 +187,14 @@ export async function modelRows(ctx: GpuBenchContext): Promise<GpuRow[]> {
       met: ratio === null ? '?' : ratio >= 100 ? 'yes' : `no (${ratio.toFixed(0)}×)`,
     });
   }
+  rows.push({
+    figure: 'same, generic attention kernels (model_ops.cu) instead of topk.cu + sparse_mla.cu',
+    shape: tinyContexts.join(' / ') + ' context',
+    ours: genericFigures.map((f) => `${f.msPerToken.toFixed(3)} ms`).join(' / '),
+    reference: figures.map((f) => `tuned ${f.msPerToken.toFixed(3)} ms`).join(' / '),
+    target: '(diagnostic)',
+    met: '',
+  });
   if (f128) {
     const r = f128.msPerToken / figures[0].msPerToken;
     rows.push({

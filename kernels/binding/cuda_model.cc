@@ -97,6 +97,7 @@ cuda::ModelSpec parse_spec(const Napi::Object& o) {
   s.indexer_fp8 = flag(o, "indexerFp8");
   s.kv_cache_fp32 = flag(o, "kvCacheFp32");
   s.gemm_precision = static_cast<int>(num(o, "gemmPrecision"));
+  s.tuned_attention = flag(o, "tunedAttention");
   s.max_positions = static_cast<int>(num(o, "maxPositions"));
   s.budget_bytes = static_cast<int64_t>(num(o, "budgetBytes"));
   s.embed = weight(o, "embed", "spec");

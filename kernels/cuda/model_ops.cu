@@ -123,17 +123,30 @@ __global__ void scale_kernel(float* x, int64_t n, float a, const float* mul) {
 }
 
 // ---- MLA pieces --------------------------------------------------------------------------------------------
-// out[t,h,c] = Σ_d q[t,h,d] W[h(nope+v)+d][c]: thread per (t,h,c); consecutive c read consecutive weights.
-__global__ void absorb_kernel(float* out, int outStride, const float* q, int qStride, int T, int H, int nope, int v,
-                              DevWeight w) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+// out[t,h,c] = Σ_d q[t,h,d] W[h(nope+v)+d][c]. A block per (t·h, 64 columns): 4 groups of 64 threads split the d
+// range (each thread a strided quarter, consecutive threads reading consecutive columns), then the 4 partial sums are
+// added in a fixed order. (A thread per column over all d left decode with a dozen blocks and a 64-long serial loop.)
+constexpr int kAbsorbCols = 64, kAbsorbGroups = 4;
+
+__global__ void __launch_bounds__(kAbsorbCols * kAbsorbGroups) absorb_kernel(float* out, int outStride, const float* q,
+                                                                             int qStride, int H, int nope, int v, DevWeight w) {
+  __shared__ float part[kAbsorbGroups][kAbsorbCols];
+  const int lane_c = threadIdx.x % kAbsorbCols, grp = threadIdx.x / kAbsorbCols;
+  const int c = blockIdx.x * kAbsorbCols + lane_c;
   const int th = blockIdx.y;
-  if (c >= w.cols) return;
   const int h = th % H;
   const float* qh = q + static_cast<size_t>(th) * qStride;
   float acc = 0.0f;
-  for (int d = 0; d < nope; d++) acc += qh[d] * wload(w, h * (nope + v) + d, c);
-  out[static_cast<size_t>(th) * outStride + c] = acc;
+  if (c < w.cols)
+    for (int d = grp; d < nope; d += kAbsorbGroups) acc += qh[d] * wload(w, h * (nope + v) + d, c);
+  part[grp][lane_c] = acc;
+  __syncthreads();
+  if (grp == 0 && c < w.cols) {
+    float sum = part[0][lane_c];
+#pragma unroll
+    for (int g = 1; g < kAbsorbGroups; g++) sum += part[g][lane_c];
+    out[static_cast<size_t>(th) * outStride + c] = sum;
+  }
 }
 
 // out[t, h·v + j] = Σ_c o[t,h,c] W[h(nope+v)+nope+j][c]: a warp per (t,h,j), lanes over c.
@@ -147,6 +160,13 @@ __global__ void expand_kernel(float* out, const float* o, int T, int H, int L, i
   for (int c = lane; c < L; c += 32) acc += orow[c] * wload(w, r, c);
   acc = warp_sum(acc);
   if (lane == 0) out[static_cast<size_t>(th) * v + j] = acc;
+}
+
+__global__ void to_bf16_kernel(uint16_t* out, const float* in, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const __nv_bfloat16 b = __float2bfloat16_rn(in[i]);
+  out[i] = *reinterpret_cast<const uint16_t*>(&b);
 }
 
 __global__ void store_latent_kernel(uint16_t* cache, const float* rows, int latent, const int* positions) {
@@ -700,7 +720,8 @@ void scale_inplace(cudaStream_t s, float* x, int64_t n, float a, const float* mu
 void mla_absorb_query(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
                       int v, const DevWeight& kvB) {
   if (T <= 0) return;
-  absorb_kernel<<<dim3(blocks_for(kvB.cols, 128), T * H), 128, 0, s>>>(out, outStride, q, qStride, T, H, nope, v, kvB);
+  absorb_kernel<<<dim3(blocks_for(kvB.cols, kAbsorbCols), T * H), kAbsorbCols * kAbsorbGroups, 0, s>>>(out, outStride, q,
+                                                                                                   qStride, H, nope, v, kvB);
   check(cudaGetLastError(), "mla_absorb_query");
 }
 
@@ -710,6 +731,12 @@ void mla_expand_value(cudaStream_t s, float* out, const float* o, int T, int H, 
   if (warps <= 0) return;
   expand_kernel<<<blocks_for(warps * 32, 256), 256, 0, s>>>(out, o, T, H, kvLora, nope, v, kvB);
   check(cudaGetLastError(), "mla_expand_value");
+}
+
+void to_bf16(cudaStream_t s, uint16_t* out, const float* in, int64_t n) {
+  if (n <= 0) return;
+  to_bf16_kernel<<<blocks_for(n, 256), 256, 0, s>>>(out, in, n);
+  check(cudaGetLastError(), "to_bf16");
 }
 
 void store_latent_rows(cudaStream_t s, uint16_t* cache, const float* rows, int T, int latent, const int* positions) {

@@ -87,6 +87,8 @@ void mla_absorb_query(cudaStream_t s, float* out, int outStride, const float* q,
 // out[t, h·v + j] = Σ_c o[t,h,c] · W_UV[h][j][c].
 void mla_expand_value(cudaStream_t s, float* out, const float* o, int T, int H, int kvLora, int nope, int v,
                       const DevWeight& kvB);
+// out[i] = bf16(in[i]) (round to nearest even), for kernels that take bf16 operands.
+void to_bf16(cudaStream_t s, uint16_t* out, const float* in, int64_t n);
 // Writes fp32 latent rows [T, latent] into the bf16 cache at rows positions[t].
 void store_latent_rows(cudaStream_t s, uint16_t* cache, const float* rows, int T, int latent, const int* positions);
 // MQA attention over bf16 latent rows (cache [*, kvLora + rope]); q [T, H, kvLora + rope]; out [T, H, kvLora].

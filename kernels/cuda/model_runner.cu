@@ -18,6 +18,8 @@
 
 #include "common.cuh"
 #include "model_ops.cuh"
+#include "sparse_mla.cuh"
+#include "topk.cuh"
 
 namespace glance {
 namespace cuda {
@@ -272,6 +274,13 @@ class GpuSequenceImpl {
         *o = nullptr, *ov = nullptr, *keys = nullptr, *qi = nullptr, *wts = nullptr, *qscale = nullptr, *scores = nullptr,
         *g = nullptr, *u = nullptr, *y = nullptr, *rlogits = nullptr, *rwts = nullptr, *logits = nullptr, *u_d = nullptr;
   uint8_t* q8 = nullptr;
+  // tuned attention (3a's kernels): workspaces and the bf16 query
+  void* topk_ws = nullptr;
+  size_t topk_ws_bytes = 0;
+  void* mla_ws = nullptr;
+  size_t mla_ws_bytes = 0;
+  uint16_t* qabs16 = nullptr;
+  bool tuned_mla = false;
   // pinned host
   int* ids_h = nullptr;
   int* pos_h = nullptr;
@@ -346,6 +355,19 @@ class GpuSequenceImpl {
       qscale = take<float>(C * Hi, sw);
       scores = take<float>(C * static_cast<int64_t>(cap), "the indexer score matrix (" + std::to_string(C) + " × " + std::to_string(cap) + ")");
       idx = take<int>(C * s.index_topk, sw);
+      if (s.tuned_attention) {
+        topk_ws_bytes = std::max<size_t>(topk_workspace_bytes(C, cap), 16);
+        topk_ws = take<uint8_t>(static_cast<int64_t>(topk_ws_bytes), sw);
+        const int L = s.kv_lora, R = s.rope;
+        tuned_mla = !s.kv_cache_fp32 && L % 16 == 0 && L <= 512 && (L + R) % 8 == 0 && L + R <= 640;
+        if (tuned_mla) {
+          // the split-KV plan depends on T: take the largest workspace any chunk length needs
+          mla_ws_bytes = 16;
+          for (int64_t t = 1; t <= C; t++) mla_ws_bytes = std::max(mla_ws_bytes, sparse_mla_workspace_bytes(t, H, L, R, s.index_topk));
+          mla_ws = take<uint8_t>(static_cast<int64_t>(mla_ws_bytes), sw);
+          qabs16 = take<uint16_t>(C * H * latent, sw);
+        }
+      }
     }
     g = take<float>(C * m.inter_max, sw);
     u = take<float>(C * m.inter_max, sw);
@@ -426,11 +448,16 @@ class GpuSequenceImpl {
             scale_inplace(st, wts, static_cast<int64_t>(T) * Hi, fold, nullptr);
             indexer_scores_f32_generic(st, scores, Sb, qi, wts, ixf32[l], T, Sb, Hi, Di, pos_d);
           }
-          topk_generic(st, idx, scores, Sb, T, Sb, k, nullptr);
+          if (topk_ws) topk(idx, scores, Sb, T, Sb, k, topk_ws, topk_ws_bytes, st);
+          else topk_generic(st, idx, scores, Sb, T, Sb, k, nullptr);
           sel = idx;
         }
       }
-      if (s.kv_cache_fp32)
+      if (sel && tuned_mla) {
+        to_bf16(st, qabs16, qabs, static_cast<int64_t>(T) * H * latent);
+        sparse_mla_attention(o, qabs16, static_cast<const uint16_t*>(kv[l]), cap, T, H, s.kv_lora, s.rope, s.softmax_scale,
+                             sel, s.index_topk, mla_ws, mla_ws_bytes, st);
+      } else if (s.kv_cache_fp32)
         mla_attention_generic(st, o, qabs, static_cast<const float*>(kv[l]), T, H, s.kv_lora, s.rope, s.softmax_scale, sel,
                               sel ? s.index_topk : 0, pos_d);
       else

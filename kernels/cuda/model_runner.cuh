@@ -58,6 +58,9 @@ struct ModelSpec {
   bool indexer_fp8 = true;  // 132-byte FP8 key cache, else fp32 keys
   bool kv_cache_fp32 = false;  // latent cache rows in fp32 (CPU parity) instead of bf16
   int gemm_precision = 1;      // GemmPrecision: 0 bf16 operands, 1 split bf16 (fp32-grade)
+  // 3a's tuned attention kernels (kernels/cuda/topk.cu multi-block exact top-k; sparse_mla.cu tensor-core sparse MLA
+  // where the shape is supported and the cache is bf16) instead of the generic ones of model_ops.cu.
+  bool tuned_attention = true;
   int max_positions = 0;
   std::vector<HostLayer> layers;
   Weight embed, lm_head;

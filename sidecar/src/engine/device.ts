@@ -28,6 +28,7 @@ export interface DeviceLoadOptions {
   /** GPU numerics (see engine/gpu/gpu-model.ts): latent cache dtype and prompt-GEMM precision */
   kvCache?: 'bf16' | 'fp32';
   gemm?: 'split' | 'bf16';
+  attentionKernels?: 'tuned' | 'generic';
   /** with device 'cuda': run on the CPU (and say why in `fallback`) instead of failing when the GPU is unusable */
   cpuFallback?: boolean;
   onProgress?: (done: number, total: number, what: string) => void;
@@ -96,6 +97,7 @@ export async function loadModelOnDevice(dir: string, opts: DeviceLoadOptions): P
       ...(gpuMemoryBytes !== undefined ? { gpuMemoryBytes } : {}),
       ...(opts.kvCache ? { kvCache: opts.kvCache } : {}),
       ...(opts.gemm ? { gemm: opts.gemm } : {}),
+      ...(opts.attentionKernels ? { attentionKernels: opts.attentionKernels } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     });
     return { model, device: model.device, kind: 'cuda' };

@@ -49,6 +49,9 @@ export interface GpuModelOptions {
   kvCache?: 'bf16' | 'fp32';
   /** prompt GEMMs on tensor cores: split (default: bf16 hi + lo parts, fp32-grade) or bf16 (faster, ≈4e-3 per product) */
   gemm?: 'split' | 'bf16';
+  /** attention kernels: tuned (default: the multi-block top-k and tensor-core sparse MLA of kernels/cuda/{topk,sparse_mla}.cu
+   *  where the shape allows) or generic (model_ops.cu: any shape, simple) */
+  attentionKernels?: 'tuned' | 'generic';
   onProgress?: (done: number, total: number, what: string) => void;
 }
 
@@ -161,6 +164,7 @@ function buildSpec(config: ModelConfig, w: WeightStore, opts: GpuModelOptions): 
     indexerFp8: opts.indexerPrecision === 'fp8',
     kvCacheFp32: opts.kvCache === 'fp32',
     gemmPrecision: opts.gemm === 'bf16' ? 0 : 1,
+    tunedAttention: opts.attentionKernels !== 'generic',
     maxPositions: c.maxPositionEmbeddings,
     budgetBytes: opts.gpuMemoryBytes ?? 0,
     embed,
