@@ -36,7 +36,7 @@ const stopButton = document.getElementById('stop') as HTMLButtonElement;
 const sendButton = document.getElementById('send') as HTMLButtonElement;
 
 /** The answer being streamed: its element and text so far. */
-let streaming: { requestId: string; el: HTMLDivElement; text: string; frame: number | null } | null = null;
+let streaming: { requestId: string; el: HTMLDivElement; text: string; frame: number | null; deltas: number } | null = null;
 
 function renderInto(el: HTMLElement, markdown: string): void {
   el.innerHTML = md.render(markdown);
@@ -109,7 +109,7 @@ window.addEventListener('message', (event: MessageEvent<ToWebview>) => {
       const el = addTurn('assistant', '');
       el.classList.add('streaming');
       el.setAttribute('aria-busy', 'true');
-      streaming = { requestId: m.requestId, el, text: '', frame: null };
+      streaming = { requestId: m.requestId, el, text: '', frame: null, deltas: 0 };
       setBusy(true);
       break;
     }
@@ -117,6 +117,8 @@ window.addEventListener('message', (event: MessageEvent<ToWebview>) => {
       const s = streaming;
       if (s === null || s.requestId !== m.requestId) break;
       s.text += m.text;
+      // how many pieces arrived: shows (to users inspecting, and to the e2e test) that the answer streamed
+      s.el.dataset.deltas = String(++s.deltas);
       // Re-render at most once per frame: markdown of a long answer is not free.
       if (s.frame === null) {
         s.frame = requestAnimationFrame(() => {

@@ -109,7 +109,9 @@ export class InlineCompletionProvider implements vscode.InlineCompletionItemProv
     const first = list?.items[0]?.insertText;
     if (first === undefined || token.isCancellationRequested) return null;
     this.cache.put(key, first);
-    return show(first);
+    const shown = show(first);
+    this.log.info(`[${requestId}] → ${JSON.stringify(first.slice(0, 80))}${shown ? '' : ' (not shown: empty or repeats the document)'}`);
+    return shown;
   }
 
   dispose(): void {

@@ -46,7 +46,8 @@ export class SidecarSupervisor implements vscode.Disposable {
   private session: Session | null = null;
   private generation = 0;
   private readonly policy = new RestartPolicy();
-  private readonly stderr = new LineRing(200);
+  /** stderr of the current (or last) spawned sidecar */
+  private stderr = new LineRing(200);
   private restartTimer: NodeJS.Timeout | null = null;
   private disposed = false;
   /** a child we spawned that has not exited yet (may outlive a failed session start) */
@@ -82,6 +83,7 @@ export class SidecarSupervisor implements vscode.Disposable {
   /** A user-requested restart: forgets earlier crashes and kills a sidecar we own. */
   async restart(): Promise<void> {
     this.policy.reset();
+    this.generation++; // the old session's close and exit handlers must not count as a crash
     await this.teardown(true);
     void this.run('manual restart');
   }
@@ -171,6 +173,7 @@ export class SidecarSupervisor implements vscode.Disposable {
     if (fs.existsSync(addon)) env.GLANCE_NATIVE_ADDON = addon;
 
     this.log.info(`spawning: ${process.execPath} ${args.join(' ')}`);
+    this.stderr = new LineRing(200);
     const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'], windowsHide: true });
     this.child = child;
     child.stderr?.setEncoding('utf8');
@@ -265,7 +268,9 @@ export class SidecarSupervisor implements vscode.Disposable {
       if (generation !== this.generation || this.disposed) return;
       const delay = this.policy.onCrash(Date.now());
       const tail = this.stderr.tail(20);
-      const classified = classifySidecarError(tail, code, signal);
+      // The reason (e.g. a missing model found before spawning) says more than stderr, when it is recognised.
+      const fromReason = classifySidecarError([reason], code, signal);
+      const classified = fromReason.kind !== 'unknown' ? fromReason : classifySidecarError(tail, code, signal);
       if (delay === null) {
         const message = `Glance sidecar failed ${this.policy.recentCrashes} times: ${reason}`;
         this.log.error(`${message}. ${classified.advice}\n${tail.join('\n')}`);
