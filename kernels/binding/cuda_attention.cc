@@ -400,9 +400,9 @@ Napi::Value BenchIndexerDecode(const Napi::CallbackInfo& info) {
   const int64_t k = opt_int(a, o, "k", 2048, 1, 1 << 20);
   const int64_t T = opt_int(a, o, "T", 1, 1, 64);
   const int iters = static_cast<int>(opt_int(a, o, "iters", 50, 1, 10000));
-  const int64_t prefetch = opt_int(a, o, "prefetch", -1, -1, 1);
+  const int64_t prefetch = opt_int(a, o, "prefetch", -1, -1, 2);  // indexer kernel variant (indexer.cu)
   if (prefetch < 0) unsetenv("GLANCE_INDEXER_PREFETCH");
-  else setenv("GLANCE_INDEXER_PREFETCH", prefetch ? "1" : "0", 1);
+  else setenv("GLANCE_INDEXER_PREFETCH", std::to_string(prefetch).c_str(), 1);
   const int64_t single = opt_int(a, o, "topkSingle", -1, -1, 1);
   if (single < 0) unsetenv("GLANCE_TOPK_SINGLE");
   else setenv("GLANCE_TOPK_SINGLE", single ? "1" : "0", 1);

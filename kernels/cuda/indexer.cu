@@ -86,8 +86,9 @@ constexpr int q_row_units() {  // 16-byte units per q row in shared memory: D/16
 
 // PREFETCH: each block loops over several key tiles and loads the next tile's fragments before computing the
 // current one (more registers: one resident block per SM); otherwise two blocks per SM and no prefetch.
-template <int QB, int DC, bool PREFETCH>
-__global__ void __launch_bounds__(kThreads, PREFETCH ? 1 : 2) indexer_fp8_mma_kernel(
+// MINB: resident blocks per SM asked of the compiler (a register cap); more warps hide more memory latency.
+template <int QB, int DC, bool PREFETCH, int MINB>
+__global__ void __launch_bounds__(kThreads, MINB) indexer_fp8_mma_kernel(
     float* __restrict__ out, int64_t ld_out, const uint8_t* __restrict__ q, const float* __restrict__ weights,
     const uint8_t* __restrict__ keys, const float* __restrict__ key_scales, int T, int S, int Hi,
     const int32_t* __restrict__ positions, int tiles_per_block, uint32_t* __restrict__ hist1, int64_t hist_stride) {
@@ -265,7 +266,7 @@ int sm_count() {
   return cached;
 }
 
-template <int QB, int DC, bool PREFETCH>
+template <int QB, int DC, bool PREFETCH, int MINB>
 void launch_mma_variant(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
                 const float* key_scales, int T, int S, int Hi, const int32_t* positions, uint32_t* hist1,
                 int64_t hist_stride, cudaStream_t stream) {
@@ -274,7 +275,7 @@ void launch_mma_variant(float* out, int64_t ld_out, const uint8_t* q, const floa
   const int sms = sm_count();
   int tiles_per_block = n_tiles;
   if (q_chunks < 2 * sms) {
-    const int64_t want_blocks = (PREFETCH ? 2LL : 4LL) * sms;
+    const int64_t want_blocks = (PREFETCH ? 2LL : 2LL * MINB) * sms;
     tiles_per_block = static_cast<int>(
         std::max<int64_t>(1, (static_cast<int64_t>(n_tiles) * q_chunks + want_blocks - 1) / want_blocks));
     tiles_per_block = std::min(tiles_per_block, n_tiles);
@@ -282,27 +283,32 @@ void launch_mma_variant(float* out, int64_t ld_out, const uint8_t* q, const floa
   const dim3 grid((n_tiles + tiles_per_block - 1) / tiles_per_block, q_chunks);
   const size_t smem = static_cast<size_t>(QB) * Hi * q_row_units<DC>() * 16 + static_cast<size_t>(QB) * Hi * 4 +
                       (hist1 != nullptr ? static_cast<size_t>(QB) * 2048 * 4 : 0);
-  GLANCE_CUDA_CHECK(cudaFuncSetAttribute(indexer_fp8_mma_kernel<QB, DC, PREFETCH>,
+  GLANCE_CUDA_CHECK(cudaFuncSetAttribute(indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  indexer_fp8_mma_kernel<QB, DC, PREFETCH><<<grid, kThreads, smem, stream>>>(out, ld_out, q, weights, keys, key_scales, T, S,
+  indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB><<<grid, kThreads, smem, stream>>>(out, ld_out, q, weights, keys, key_scales, T, S,
                                                                     Hi, positions, tiles_per_block, hist1,
                                                                     hist_stride);
   GLANCE_CUDA_CHECK_LAUNCH("indexer_fp8_mma_kernel");
 }
 
-// GLANCE_INDEXER_PREFETCH=0/1 overrides the default (prefetch for decode-sized query counts) for benchmarking.
+// Variants, GLANCE_INDEXER_PREFETCH overriding the default for benchmarking: 1 = prefetch, one block per SM;
+// 0 = no prefetch, two blocks per SM (the default: 17.7 vs 21.3 µs for a 128K decode step on the H100);
+// 2 = no prefetch, three blocks per SM (register cap 85).
 template <int QB, int DC>
 void launch_mma(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
                 const float* key_scales, int T, int S, int Hi, const int32_t* positions, uint32_t* hist1,
                 int64_t hist_stride, cudaStream_t stream) {
-  bool prefetch = QB < 4;
-  if (const char* e = std::getenv("GLANCE_INDEXER_PREFETCH")) prefetch = e[0] == '1';
-  if (prefetch)
-    launch_mma_variant<QB, DC, true>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1, hist_stride,
-                                     stream);
+  char variant = '0';
+  if (const char* e = std::getenv("GLANCE_INDEXER_PREFETCH")) variant = e[0];
+  if (variant == '1')
+    launch_mma_variant<QB, DC, true, 1>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
+                                        hist_stride, stream);
+  else if (variant == '2')
+    launch_mma_variant<QB, DC, false, 3>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
+                                         hist_stride, stream);
   else
-    launch_mma_variant<QB, DC, false>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
-                                      hist_stride, stream);
+    launch_mma_variant<QB, DC, false, 2>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
+                                         hist_stride, stream);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }

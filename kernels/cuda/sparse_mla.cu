@@ -11,6 +11,7 @@
 // Split-KV partials (unnormalised O, m, l) go to the workspace and sparse_mla_combine_kernel merges them.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "common.cuh"
 #include "sparse_mla.cuh"
@@ -316,31 +317,66 @@ __global__ void __launch_bounds__(HG* WS * 32) sparse_mla_kernel(const Params p)
 }
 
 // out[t,h,:] = sum_i O_i * 2^(m_i - M) / sum_i l_i * 2^(m_i - M) over the splits (0 if no split saw a valid row).
+// One block per (t, h); the split statistics are read by one warp in parallel (nsplit <= 64).
 __global__ void sparse_mla_combine_kernel(float* __restrict__ out, const float* __restrict__ part_o,
                                           const float* __restrict__ part_ml, int TH, int DV, int nsplit) {
   const int th = blockIdx.x;
   __shared__ float s_w[64];
   __shared__ float s_inv;
-  if (threadIdx.x == 0) {
-    float M = -INFINITY;
-    for (int i = 0; i < nsplit; i++) M = fmaxf(M, part_ml[(static_cast<int64_t>(i) * TH + th) * 2]);
-    float Lsum = 0.0f;
-    for (int i = 0; i < nsplit; i++) {
-      const float m = part_ml[(static_cast<int64_t>(i) * TH + th) * 2];
-      const float l = part_ml[(static_cast<int64_t>(i) * TH + th) * 2 + 1];
-      const float w = (M == -INFINITY || m == -INFINITY) ? 0.0f : exp2f(m - M);
-      s_w[i] = w;
-      Lsum += l * w;
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    float m[2], l[2];
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      const int i = lane + 32 * j;
+      const bool ok = i < nsplit;
+      const float2 ml = ok ? *reinterpret_cast<const float2*>(part_ml + (static_cast<int64_t>(i) * TH + th) * 2)
+                           : make_float2(-INFINITY, 0.0f);
+      m[j] = ml.x;
+      l[j] = ml.y;
     }
-    s_inv = Lsum > 0.0f ? 1.0f / Lsum : 0.0f;
+    const float M = warp_max(fmaxf(m[0], m[1]));
+    float lsum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      const float w = (M == -INFINITY || m[j] == -INFINITY) ? 0.0f : exp2f(m[j] - M);
+      if (lane + 32 * j < nsplit) s_w[lane + 32 * j] = w;
+      lsum += l[j] * w;
+    }
+    lsum = warp_sum(lsum);
+    if (lane == 0) s_inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
   }
   __syncthreads();
   const float inv = s_inv;
-  for (int d = threadIdx.x; d < DV; d += blockDim.x) {
-    float o = 0.0f;
-    for (int i = 0; i < nsplit; i++)
-      if (s_w[i] != 0.0f) o += part_o[(static_cast<int64_t>(i) * TH + th) * DV + d] * s_w[i];
-    out[static_cast<int64_t>(th) * DV + d] = o * inv;
+  // Four consecutive dims per thread (DV % 16 == 0); the split loop is unrolled so that its loads are in flight
+  // together (a plain loop issued them one latency at a time: 24 µs for 128 heads x 32 splits).
+  const float* base = part_o + static_cast<int64_t>(th) * DV;
+  const int64_t split_stride = static_cast<int64_t>(TH) * DV;
+  for (int d = threadIdx.x * 4; d < DV; d += blockDim.x * 4) {
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    int i = 0;
+    for (; i + 8 <= nsplit; i += 8) {
+      float4 v[8];
+#pragma unroll
+      for (int j = 0; j < 8; j++) v[j] = *reinterpret_cast<const float4*>(base + (i + j) * split_stride + d);
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        const float w = s_w[i + j];
+        o.x += v[j].x * w;
+        o.y += v[j].y * w;
+        o.z += v[j].z * w;
+        o.w += v[j].w * w;
+      }
+    }
+    for (; i < nsplit; i++) {
+      const float4 v = *reinterpret_cast<const float4*>(base + i * split_stride + d);
+      const float w = s_w[i];
+      o.x += v.x * w;
+      o.y += v.y * w;
+      o.z += v.z * w;
+      o.w += v.w * w;
+    }
+    *reinterpret_cast<float4*>(out + static_cast<int64_t>(th) * DV + d) = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
   }
 }
 
@@ -438,7 +474,13 @@ void sparse_mla_attention(float* out, const uint16_t* q, const uint16_t* kv, int
     p.out = out + t0 * H * kv_lora;
     p.q = q + t0 * H * D;
     p.indices = indices + t0 * k;
-    if (pl.wide) launch<4, 2, 32>(p, Tc, H, stream);
+    if (pl.wide) {
+      // 16 warps (4 per head group, 128 output dims each) by default; GLANCE_MLA_WIDE_WARPS=8 picks 8 warps
+      // (2 per head group, 256 dims each).
+      const char* e = std::getenv("GLANCE_MLA_WIDE_WARPS");
+      if (e != nullptr && e[0] == '8') launch<4, 2, 32>(p, Tc, H, stream);
+      else launch<4, 4, 16>(p, Tc, H, stream);
+    }
     else launch<1, 4, 16>(p, Tc, H, stream);
     if (pl.nsplit > 1) {
       sparse_mla_combine_kernel<<<static_cast<unsigned>(Tc * H), 128, 0, stream>>>(p.out, p.part_o, p.part_ml,

@@ -27,7 +27,7 @@ namespace cuda {
 
 size_t sparse_mla_workspace_bytes(int64_t T, int64_t H, int64_t kv_lora, int64_t rope, int64_t k);
 
-// q, kv: bf16 bit patterns (uint16). out: fp32.
+// q, kv: bf16 bit patterns (uint16), 16-byte aligned rows. out: fp32, 16-byte aligned.
 void sparse_mla_attention(float* out, const uint16_t* q, const uint16_t* kv, int64_t S, int64_t T, int64_t H,
                           int64_t kv_lora, int64_t rope, float scale, const int32_t* indices, int64_t k,
                           void* workspace, size_t workspace_bytes, cudaStream_t stream);

@@ -281,10 +281,12 @@ __device__ __forceinline__ void row_barrier(uint32_t* counter, uint32_t nblocks,
   __syncthreads();
   target += nblocks;
   if (threadIdx.x == 0) {
-    __threadfence();
+    __threadfence();  // the block's histogram / count writes before its arrival
     atomicAdd(counter, 1u);
-    while (*reinterpret_cast<volatile uint32_t*>(counter) < target) __nanosleep(40);
-    __threadfence();
+    uint32_t v;
+    do {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(counter) : "memory");
+    } while (v < target);
   }
   __syncthreads();
 }

@@ -180,7 +180,7 @@ test('cuda.indexerScoresFp8 matches the CPU op (tensor-core and generic paths, c
     const x = indexerInputs(c);
     const ref = new Float32Array(c.T * c.S).fill(Number.NaN);
     native.indexerScoresFp8(ref, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions);
-    for (const prefetch of ['1', '0']) {  // both variants of the tensor-core kernel
+    for (const prefetch of ['0', '1', '2']) {  // the variants of the tensor-core kernel
       process.env.GLANCE_INDEXER_PREFETCH = prefetch;
       const out = new Float32Array(c.T * c.S).fill(Number.NaN);
       scores(out, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions);
@@ -306,10 +306,14 @@ test('cuda.sparseMlaAttention matches the CPU mlaAttention on the same bf16 inpu
     const positions = new Int32Array(c.T).fill(c.S - 1);
     const ref = new Float32Array(c.T * c.H * c.L).fill(Number.NaN);
     native.mlaAttention(ref, q.values, kv.values, c.S, c.T, c.H, c.L, c.R, scale, indices, c.k, positions);
-    const out = new Float32Array(c.T * c.H * c.L).fill(Number.NaN);
-    sparseMla(out, q.bits, kv.bits, c.S, c.T, c.H, c.L, c.R, scale, indices, c.k);
-    assertClose(out, ref, `sparseMlaAttention ${JSON.stringify(c)}`, 1e-2);
-    if (c.holes) for (let i = 0; i < c.H * c.L; i++) assert.equal(out[i], 0, 'a query with no valid index gives 0');
+    for (const warps of ['16', '8']) {  // the prefill kernel's two block shapes (decode shapes ignore this)
+      process.env.GLANCE_MLA_WIDE_WARPS = warps;
+      const out = new Float32Array(c.T * c.H * c.L).fill(Number.NaN);
+      sparseMla(out, q.bits, kv.bits, c.S, c.T, c.H, c.L, c.R, scale, indices, c.k);
+      assertClose(out, ref, `sparseMlaAttention ${JSON.stringify(c)} wide warps ${warps}`, 1e-2);
+      if (c.holes) for (let i = 0; i < c.H * c.L; i++) assert.equal(out[i], 0, 'a query with no valid index gives 0');
+    }
+    delete process.env.GLANCE_MLA_WIDE_WARPS;
   }
   assert.throws(() => sparseMla(new Float32Array(8), new Uint16Array(1 * 1 * 12), new Uint16Array(12), 1, 1, 1, 8, 4, 1, Int32Array.of(0), 1), RangeError);
   assert.throws(() => sparseMla(new Float32Array(16), new Uint16Array(16), new Uint16Array(16), 1, 1, 1, 16, 0, 1, Int32Array.of(1), 1), /outside \[-1, S\)/);

@@ -71,7 +71,7 @@ export interface CudaOps {
   benchCopy?(megabytes: number): { gbps: number; us: number };
   /** Decode token selection (indexer scores + top-k) on device-generated inputs; medians in µs. */
   benchIndexerDecode?(opts: {
-    S?: number; Hi?: number; D?: number; k?: number; T?: number; iters?: number; prefetch?: 0 | 1; topkSingle?: 0 | 1;
+    S?: number; Hi?: number; D?: number; k?: number; T?: number; iters?: number; prefetch?: 0 | 1 | 2; topkSingle?: 0 | 1;
   }): {
     indexerUs: number; indexerGraphUs: number; topkGraphUs: number; streamUs: number; graphUs: number;
     keyBytes: number; copies: number;
