@@ -9,6 +9,7 @@ import { PROTOCOL_VERSION } from '../../sidecar/src/protocol';
 import { classifySidecarError } from '../src/supervisor/errorClassifier';
 import { inspectLockFile, lockFilePath } from '../src/supervisor/lockFile';
 import { parseReadyLine } from '../src/supervisor/readyLine';
+import { remoteSocketUrl } from '../src/supervisor/remoteUrl';
 import { LineRing, RestartPolicy } from '../src/supervisor/restartPolicy';
 
 function tmp(): string {
@@ -78,4 +79,13 @@ test('classifySidecarError gives advice for common failures', () => {
   const unknown = classifySidecarError(['boom'], 3, null);
   assert.equal(unknown.kind, 'unknown');
   assert.match(unknown.advice, /exit code 3/);
+});
+
+test('remoteSocketUrl normalises the remote setting and names bad values', () => {
+  assert.equal(remoteSocketUrl('ws://gpu:7420'), 'ws://gpu:7420/lsp');
+  assert.equal(remoteSocketUrl('gpu:7420'), 'ws://gpu:7420/lsp');
+  assert.equal(remoteSocketUrl('https://gpu.example/lsp'), 'wss://gpu.example/lsp');
+  assert.equal(remoteSocketUrl('http://10.0.0.2:7420/'), 'ws://10.0.0.2:7420/lsp');
+  assert.throws(() => remoteSocketUrl('ftp://gpu:7420'), /must be ws/);
+  assert.throws(() => remoteSocketUrl('ws://'), /not a URL/);
 });

@@ -86,7 +86,8 @@ export function setup({ browser = true } = {}) {
   const output = execFileSync(process.execPath, [codeServerBin, '--version'], { encoding: 'utf8', env: { ...process.env, XDG_CONFIG_HOME: xdg } });
   const version = output.split('\n').find((l) => /^\d+\.\d+\.\d+ /.test(l)) ?? output.trim();
   if (!version.startsWith(`${CODE_SERVER_VERSION} `)) throw new Error(`code-server reports ${version}, expected ${CODE_SERVER_VERSION}`);
-  step(`ready in ${Math.round((Date.now() - started) / 1000)} s: code-server ${version}, playwright-core ${installedVersion(tools, 'playwright-core')}, ${CHROMIUM}`);
+  const browserTools = browser ? `, playwright-core ${installedVersion(tools, 'playwright-core')}, ${CHROMIUM}` : '';
+  step(`ready in ${Math.round((Date.now() - started) / 1000)} s: code-server ${version}${browserTools}`);
   return { tools, codeServerBin, chromium: CHROMIUM, playwrightCore: path.join(tools, 'node_modules', 'playwright-core') };
 }
 

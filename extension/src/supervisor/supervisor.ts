@@ -16,6 +16,7 @@ import { type GlanceConfig, readConfig, resolveModelDir } from '../config';
 import { classifySidecarError } from './errorClassifier';
 import { inspectLockFile, lockFilePath } from './lockFile';
 import { parseReadyLine } from './readyLine';
+import { remoteSocketUrl } from './remoteUrl';
 import { LineRing, RestartPolicy } from './restartPolicy';
 
 export type SupervisorState =
@@ -322,13 +323,4 @@ class SidecarExit extends Error {
   constructor(readonly code: number | null, readonly signal: string | null, advice: string) {
     super(`the sidecar exited before it was ready (${signal ?? `code ${String(code)}`}). ${advice}`);
   }
-}
-
-/** Accepts ws://, wss://, http:// or https:// with or without the path; returns the WebSocket URL. */
-export function remoteSocketUrl(setting: string): string {
-  const url = new URL(setting.includes('://') ? setting : `ws://${setting}`);
-  if (url.protocol === 'http:') url.protocol = 'ws:';
-  if (url.protocol === 'https:') url.protocol = 'wss:';
-  if (url.pathname === '/' || url.pathname === '') url.pathname = WEBSOCKET_PATH;
-  return url.toString();
 }
