@@ -399,7 +399,18 @@ async function main() {
       const text = ((await answer.textContent()) ?? '').trim();
       if (text === '') throw new Error('the answer is empty');
       await snap('chat-answer');
-      return `${deltas} streamed pieces${sawPartial ? ' (partial answer on screen)' : ''}, ${text.length} chars: ${JSON.stringify(text.slice(0, 60))}`;
+
+      // Stop: a second question is cancelled mid-answer ($/cancelRequest reaches the sidecar, which ends it)
+      await question.fill('Explain src/index.ts in detail.');
+      await question.press('Enter');
+      const second = frame.locator('.turn.assistant .body').nth(1);
+      await waitFor('the second answer to start streaming', async () => ((await second.textContent()) ?? '').length > 0, 120_000, 50);
+      const stopped = Date.now();
+      await frame.locator('#stop').click();
+      await waitFor('the answer to stop', async () => (await second.getAttribute('data-finish')) === 'cancelled', 15_000, 50);
+      const stopMs = Date.now() - stopped;
+      await snap('chat-stopped');
+      return `${deltas} streamed pieces${sawPartial ? ' (partial answer on screen)' : ''}, ${text.length} chars: ${JSON.stringify(text.slice(0, 60))}; Stop ended the next answer in ${stopMs} ms`;
     });
 
     await step('edit-accept', async (snap) => {
