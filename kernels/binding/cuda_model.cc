@@ -697,7 +697,7 @@ Napi::Value OpMoeRoute(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// moeExperts(out, x, T, ids, weights, gate[], up[], down[], path: 'gemv' | 'gemm'):
+// moeExperts(out, x, T, ids, weights, gate[], up[], down[], path: 'gemv' | 'gemv-swiglu' | 'gemm'):
 // out[t] = Σ_j weights[t,j] · down_e(silu(gate_e x_t) · up_e x_t), e = ids[t,j] (routed part of the MoE block).
 Napi::Value OpMoeExperts(const Napi::CallbackInfo& info) {
   Args a(info, "cuda.modelOps.moeExperts", 9);
@@ -738,7 +738,11 @@ Napi::Value OpMoeExperts(const Napi::CallbackInfo& info) {
       tiles((static_cast<size_t>(T) * K / cuda::kGemmTileM + E + 1) * 16), nt(4);
   const int slots = T * K;
   const int* slot_pos = nullptr;
-  if (path == "gemv") {
+  if (path == "gemv-swiglu") {
+    cuda::grouped_gemv_swiglu(nullptr, g.as<float>(), I, dx->as<float>(), D, K, slots, tg->as<cuda::DevWeight>(),
+                              tu->as<cuda::DevWeight>(), di->as<int>(), gt[0]);
+    cuda::grouped_gemv(nullptr, y.as<float>(), D, g.as<float>(), I, 1, slots, td->as<cuda::DevWeight>(), di->as<int>(), dt[0]);
+  } else if (path == "gemv") {
     cuda::grouped_gemv(nullptr, g.as<float>(), I, dx->as<float>(), D, K, slots, tg->as<cuda::DevWeight>(), di->as<int>(), gt[0]);
     cuda::grouped_gemv(nullptr, u.as<float>(), I, dx->as<float>(), D, K, slots, tu->as<cuda::DevWeight>(), di->as<int>(), ut[0]);
     cuda::silu_mul(nullptr, g.as<float>(), g.as<float>(), u.as<float>(), static_cast<int64_t>(slots) * I);
@@ -756,6 +760,23 @@ Napi::Value OpMoeExperts(const Napi::CallbackInfo& info) {
     slot_pos = pos.as<int>();
   }
   cuda::moe_combine(nullptr, dout->as<float>(), y.as<float>(), dw->as<float>(), slot_pos, T, K, D, false);
+  down(out, *dout);
+  return info.Env().Undefined();
+}
+
+// swiglu(out, x, T, gate, up): out = silu(x·gateᵀ) · (x·upᵀ), the fused decode GEMV.
+Napi::Value OpSwiglu(const Napi::CallbackInfo& info) {
+  Args a(info, "cuda.modelOps.swiglu", 5);
+  auto out = a.f32(0, "out");
+  auto x = a.f32(1, "x");
+  const int T = static_cast<int>(a.integer(2, "T", 0, 8));
+  const Weight& gw = NativeWeight::From(a, 3, "gate");
+  const Weight& uw = NativeWeight::From(a, 4, "up");
+  a.expect_length(x, a.product({T, gw.cols}, "T*cols"), "T*cols");
+  a.expect_length(out, a.product({T, gw.rows}, "T*rows"), "T*rows");
+  auto dx = up(x), dout = up(out);
+  DevWeightBuf dg = up_weight(gw), du = up_weight(uw);
+  cuda::gemv_swiglu(nullptr, dout->as<float>(), static_cast<int>(gw.rows), dx->as<float>(), static_cast<int>(gw.cols), T, dg.w, du.w);
   down(out, *dout);
   return info.Env().Undefined();
 }
@@ -811,6 +832,7 @@ void register_cuda_model_ops(Napi::Env env, Napi::Object cuda) {
       {"moeRoute", Guard<OpMoeRoute>},
       {"moeExperts", Guard<OpMoeExperts>},
       {"sample", Guard<OpSample>},
+      {"swiglu", Guard<OpSwiglu>},
   };
   for (const Op& o : list) ops.Set(o.name, Napi::Function::New(env, o.fn, o.name));
   cuda.Set("modelOps", ops);

@@ -42,15 +42,22 @@ struct GemvParams {
   const DevWeight* table;  // grouped: table[ids[blockIdx.y]]
   const int* ids;
   bool accumulate;
+  // SwiGLU (SW kernels): a second weight of the same shape (w2 / table2); out = silu(x·w) · (x·w2)
+  DevWeight w2;
+  const DevWeight* table2;
 };
 
 // blockIdx.y: group of TM activation rows (grouped: one slot). VEC: cols % 8 == 0 and ldx % 4 == 0.
-template <int DT, int TM, bool VEC>
+template <int DT, int TM, bool VEC, bool SW>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvParams p) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  DevWeight w = p.w;
+  DevWeight w = p.w, w2 = p.w2;
   const int g = blockIdx.y;
-  if (p.table) w = p.table[__ldg(p.ids + g)];
+  if (p.table) {
+    const int e = __ldg(p.ids + g);
+    w = p.table[e];
+    if (SW) w2 = p.table2[e];
+  }
   const int r = blockIdx.x * kGemvWarps + warp;
   if (r >= w.rows) return;
   const int m0 = g * TM;
@@ -58,33 +65,44 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvParams 
   const float* xr[TM];
 #pragma unroll
   for (int i = 0; i < TM; i++) xr[i] = p.x + static_cast<size_t>((m0 + min(i, mc - 1)) / p.x_div) * p.ldx;
-  float acc[TM];
+  float acc[TM], acc2[TM];
 #pragma unroll
-  for (int i = 0; i < TM; i++) acc[i] = 0.0f;
+  for (int i = 0; i < TM; i++) acc[i] = acc2[i] = 0.0f;
   const int cols = w.cols;
   if constexpr (VEC) {
     // Each lane takes 8 consecutive values per step; two steps in flight.
 #pragma unroll 2
     for (int c = lane * 8; c < cols; c += 32 * 8) {
-      float v[8];
+      float v[8], u[8];
       wload8<DT>(w, r, c, v);
+      if (SW) wload8<DT>(w2, r, c, u);
 #pragma unroll
       for (int i = 0; i < TM; i++) {
         const float4 a = __ldg(reinterpret_cast<const float4*>(xr[i] + c));
         const float4 b = __ldg(reinterpret_cast<const float4*>(xr[i] + c + 4));
         acc[i] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z + v[7] * b.w;
+        if (SW) acc2[i] += u[0] * a.x + u[1] * a.y + u[2] * a.z + u[3] * a.w + u[4] * b.x + u[5] * b.y + u[6] * b.z + u[7] * b.w;
       }
     }
   } else {
     for (int c = lane; c < cols; c += 32) {
       const float v = wload(w, r, c);
+      const float u = SW ? wload(w2, r, c) : 0.0f;
 #pragma unroll
-      for (int i = 0; i < TM; i++) acc[i] += v * __ldg(xr[i] + c);
+      for (int i = 0; i < TM; i++) {
+        const float xv = __ldg(xr[i] + c);
+        acc[i] += v * xv;
+        if (SW) acc2[i] += u * xv;
+      }
     }
   }
 #pragma unroll
   for (int i = 0; i < TM; i++) {
-    const float s = warp_sum(acc[i]);
+    float s = warp_sum(acc[i]);
+    if (SW) {
+      const float s2 = warp_sum(acc2[i]);
+      s = s / (1.0f + expf(-s)) * s2;  // silu(gate) · up, the expression of silu_mul
+    }
     if (lane == 0 && i < mc) {
       float* o = p.out + static_cast<size_t>(m0 + i) * p.ldo + r;
       *o = p.accumulate ? *o + s : s;
@@ -95,8 +113,14 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvParams 
 template <int DT, int TM>
 void launch_gemv_t(cudaStream_t s, const GemvParams& p, int rows, int groups, bool vec) {
   const dim3 grid((rows + kGemvWarps - 1) / kGemvWarps, groups);
-  if (vec) gemv_kernel<DT, TM, true><<<grid, kGemvWarps * 32, 0, s>>>(p);
-  else gemv_kernel<DT, TM, false><<<grid, kGemvWarps * 32, 0, s>>>(p);
+  const bool sw = p.w2.data != nullptr || p.table2 != nullptr;
+  if (sw) {
+    if (vec) gemv_kernel<DT, TM, true, true><<<grid, kGemvWarps * 32, 0, s>>>(p);
+    else gemv_kernel<DT, TM, false, true><<<grid, kGemvWarps * 32, 0, s>>>(p);
+  } else {
+    if (vec) gemv_kernel<DT, TM, true, false><<<grid, kGemvWarps * 32, 0, s>>>(p);
+    else gemv_kernel<DT, TM, false, false><<<grid, kGemvWarps * 32, 0, s>>>(p);
+  }
 }
 
 template <int TM>
@@ -336,7 +360,7 @@ void launch_gemm(cudaStream_t s, const GemmParams& p, int dtype, dim3 grid, bool
 
 void gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate) {
   if (M <= 0 || w.rows <= 0) return;
-  GemvParams p{x, ldx, 1, out, ldo, M, w, nullptr, nullptr, accumulate};
+  GemvParams p{x, ldx, 1, out, ldo, M, w, nullptr, nullptr, accumulate, DevWeight{}, nullptr};
   const bool vec = w.cols % 8 == 0 && ldx % 4 == 0 && aligned16(x) && aligned16(w.data);
   // Groups of up to 4 rows share each weight load; larger M runs in several groups.
   const int tm = M == 1 ? 1 : M == 2 ? 2 : 4;
@@ -366,11 +390,34 @@ void linear(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M,
 void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
                   const DevWeight* table, const int* ids, const DevWeight& shape) {
   if (M <= 0 || shape.rows <= 0) return;
-  GemvParams p{x, ldx, x_div, out, ldo, M, shape, table, ids, false};
+  GemvParams p{x, ldx, x_div, out, ldo, M, shape, table, ids, false, DevWeight{}, nullptr};
   // Expert tensors are separate allocations (256-byte aligned by cudaMalloc); x alignment checked here.
   const bool vec = shape.cols % 8 == 0 && ldx % 4 == 0 && aligned16(x);
   launch_gemv_m<1>(s, p, shape.dtype, shape.rows, M, vec);
   check(cudaGetLastError(), "grouped_gemv");
+}
+
+void gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& gate, const DevWeight& up) {
+  if (M <= 0 || gate.rows <= 0) return;
+  if (up.rows != gate.rows || up.cols != gate.cols || up.dtype != gate.dtype)
+    throw std::invalid_argument("gemv_swiglu: gate and up differ in shape or dtype");
+  GemvParams p{x, ldx, 1, out, ldo, M, gate, nullptr, nullptr, false, up, nullptr};
+  const bool vec = gate.cols % 8 == 0 && ldx % 4 == 0 && aligned16(x) && aligned16(gate.data) && aligned16(up.data);
+  const int tm = M == 1 ? 1 : M == 2 ? 2 : 4;
+  const int groups = (M + tm - 1) / tm;
+  if (tm == 1) launch_gemv_m<1>(s, p, gate.dtype, gate.rows, groups, vec);
+  else if (tm == 2) launch_gemv_m<2>(s, p, gate.dtype, gate.rows, groups, vec);
+  else launch_gemv_m<4>(s, p, gate.dtype, gate.rows, groups, vec);
+  check(cudaGetLastError(), "gemv_swiglu");
+}
+
+void grouped_gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
+                         const DevWeight* gate_table, const DevWeight* up_table, const int* ids, const DevWeight& shape) {
+  if (M <= 0 || shape.rows <= 0) return;
+  GemvParams p{x, ldx, x_div, out, ldo, M, shape, gate_table, ids, false, DevWeight{}, up_table};
+  const bool vec = shape.cols % 8 == 0 && ldx % 4 == 0 && aligned16(x);
+  launch_gemv_m<1>(s, p, shape.dtype, shape.rows, M, vec);
+  check(cudaGetLastError(), "grouped_gemv_swiglu");
 }
 
 void grouped_gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, const int* x_rows,

@@ -129,7 +129,8 @@ __global__ void scale_kernel(float* x, int64_t n, float a, const float* mul) {
 constexpr int kAbsorbCols = 64, kAbsorbGroups = 4;
 
 __global__ void __launch_bounds__(kAbsorbCols * kAbsorbGroups) absorb_kernel(float* out, int outStride, const float* q,
-                                                                             int qStride, int H, int nope, int v, DevWeight w) {
+                                                                             int qStride, int H, int nope, int v, int rope,
+                                                                             DevWeight w) {
   __shared__ float part[kAbsorbGroups][kAbsorbCols];
   const int lane_c = threadIdx.x % kAbsorbCols, grp = threadIdx.x / kAbsorbCols;
   const int c = blockIdx.x * kAbsorbCols + lane_c;
@@ -140,6 +141,8 @@ __global__ void __launch_bounds__(kAbsorbCols * kAbsorbGroups) absorb_kernel(flo
   if (c < w.cols)
     for (int d = grp; d < nope; d += kAbsorbGroups) acc += qh[d] * wload(w, h * (nope + v) + d, c);
   part[grp][lane_c] = acc;
+  if (blockIdx.x == 0 && static_cast<int>(threadIdx.x) < rope)
+    out[static_cast<size_t>(th) * outStride + w.cols + threadIdx.x] = qh[nope + threadIdx.x];
   __syncthreads();
   if (grp == 0 && c < w.cols) {
     float sum = part[0][lane_c];
@@ -721,8 +724,17 @@ void mla_absorb_query(cudaStream_t s, float* out, int outStride, const float* q,
                       int v, const DevWeight& kvB) {
   if (T <= 0) return;
   absorb_kernel<<<dim3(blocks_for(kvB.cols, kAbsorbCols), T * H), kAbsorbCols * kAbsorbGroups, 0, s>>>(out, outStride, q,
-                                                                                                   qStride, H, nope, v, kvB);
+                                                                                                   qStride, H, nope, v, 0, kvB);
   check(cudaGetLastError(), "mla_absorb_query");
+}
+
+void mla_absorb_query_rope(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
+                           int v, int rope, const DevWeight& kvB) {
+  if (T <= 0) return;
+  if (rope > kAbsorbCols * kAbsorbGroups || kvB.cols + rope > outStride) throw std::invalid_argument("mla_absorb_query_rope: rope part does not fit");
+  absorb_kernel<<<dim3(blocks_for(kvB.cols, kAbsorbCols), T * H), kAbsorbCols * kAbsorbGroups, 0, s>>>(out, outStride, q,
+                                                                                                   qStride, H, nope, v, rope, kvB);
+  check(cudaGetLastError(), "mla_absorb_query_rope");
 }
 
 void mla_expand_value(cudaStream_t s, float* out, const float* o, int T, int H, int kvLora, int nope, int v,

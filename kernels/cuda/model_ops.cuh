@@ -52,6 +52,11 @@ void gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, c
 // GEMV form (decode): out[i, r] = Σ_c x[i / x_div, c] · table[ids[i]][r, c] for i < M slots.
 void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
                   const DevWeight* table, const int* ids, const DevWeight& shape);
+// SwiGLU GEMVs: out[m, r] = silu(x·gate[r]) · (x·up[r]) in one pass over both weights (dense / shared-expert MLP),
+// and the grouped form over expert tables (gate_table[ids[i]], up_table[ids[i]]; all experts share `shape`).
+void gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& gate, const DevWeight& up);
+void grouped_gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
+                         const DevWeight* gate_table, const DevWeight* up_table, const int* ids, const DevWeight& shape);
 // GEMM form (prefill): tiles[j] = {expert, m0, m1} for j < *num_tiles (device), rows m of x are x[x_rows[m]] (x_rows
 // null: m); out[m, r] = Σ_c x[..] · table[expert of m's tile][r, c]. max_tiles bounds the grid.
 void grouped_gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, const int* x_rows,
@@ -84,6 +89,9 @@ void scale_inplace(cudaStream_t s, float* x, int64_t n, float a, const float* mu
 // kvB = kv_b_proj [H(nope+v), kvLora]. out[t,h,c] (stride outStride per head) = Σ_d q[t,h,d] W_UK[h][d][c].
 void mla_absorb_query(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
                       int v, const DevWeight& kvB);
+// The same, and copies q[t,h, nope .. nope+rope) to out[t,h, kvLora .. kvLora+rope) (the absorbed query's rope part).
+void mla_absorb_query_rope(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
+                           int v, int rope, const DevWeight& kvB);
 // out[t, h·v + j] = Σ_c o[t,h,c] · W_UV[h][j][c].
 void mla_expand_value(cudaStream_t s, float* out, const float* o, int T, int H, int kvLora, int nope, int v,
                       const DevWeight& kvB);

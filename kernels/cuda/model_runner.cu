@@ -425,8 +425,7 @@ class GpuSequenceImpl {
       rope(st, kvrows, T, 1, latent, s.kv_lora, s.rope, pos_d, m.inv_freq, af, true);
       if (s.kv_cache_fp32) scatter_rows(st, static_cast<float*>(kv[l]), kvrows, T, latent, pos_d);
       else store_latent_rows(st, static_cast<uint16_t*>(kv[l]), kvrows, T, latent, pos_d);
-      mla_absorb_query(st, qabs, latent, q, qh, T, H, s.nope, s.v_head, L.kv_b);
-      copy_rows(st, qabs + s.kv_lora, latent, q + s.nope, qh, T * H, s.rope);
+      mla_absorb_query_rope(st, qabs, latent, q, qh, T, H, s.nope, s.v_head, s.rope, L.kv_b);
       const int* sel = nullptr;
       if (L.has_indexer && uses_indexer()) {
         const int Hi = s.index_heads, Di = s.index_dim, k = s.index_topk;
@@ -469,9 +468,7 @@ class GpuSequenceImpl {
       rms_norm(st, x, D, h, D, T, D, L.post_norm, s.rms_eps);
       if (!L.is_moe) {
         const int I = L.dense.gate.rows;
-        lin(st, g, I, x, D, T, L.dense.gate, false);
-        lin(st, u, I, x, D, T, L.dense.up, false);
-        silu_mul(st, g, g, u, static_cast<int64_t>(T) * I);
+        swiglu(st, g, x, T, L.dense);
         lin(st, h, D, g, I, T, L.dense.down, true);
       } else {
         moe(st, L, T);
@@ -487,26 +484,35 @@ class GpuSequenceImpl {
     linear(st, out, ldo, xin, ldx, M, w, acc, static_cast<GemmPrecision>(s.gemm_precision));
   }
 
+  // g = silu(x·gate) · (x·up): one fused GEMV for decode-sized T, else two GEMMs and silu_mul.
+  void swiglu(cudaStream_t st, float* out, const float* xin, int T, const DevMlp& m) {
+    const int D = s.hidden, I = m.gate.rows;
+    if (T <= 8 && m.up.dtype == m.gate.dtype && m.up.cols == m.gate.cols) {
+      gemv_swiglu(st, out, I, xin, D, T, m.gate, m.up);
+      return;
+    }
+    lin(st, out, I, xin, D, T, m.gate, false);
+    lin(st, u, I, xin, D, T, m.up, false);
+    silu_mul(st, out, out, u, static_cast<int64_t>(T) * I);
+  }
+
   void moe(cudaStream_t st, const DevLayer& L, int T) {
     const int D = s.hidden, E = s.experts, K = s.experts_per_tok;
     lin(st, rlogits, E, x, D, T, L.router, false);
     moe_route(st, rids, rwts, rlogits, T, E, K, s.scoring, s.method, s.n_group, s.topk_group, L.router_bias, s.norm_topk,
               s.routed_scale);
+    // Shared expert and routed experts accumulate straight into the residual stream h.
     if (L.has_shared) {
       const int I = L.shared.gate.rows;
-      lin(st, g, I, x, D, T, L.shared.gate, false);
-      lin(st, u, I, x, D, T, L.shared.up, false);
-      silu_mul(st, g, g, u, static_cast<int64_t>(T) * I);
-      lin(st, mlp_out, D, g, I, T, L.shared.down, false);
+      swiglu(st, g, x, T, L.shared);
+      lin(st, h, D, g, I, T, L.shared.down, true);
     }
     const int I = L.expert_shape.gate.rows;
     const int slots = T * K;
     const int* pos_of_slot = nullptr;
     if (T == 1) {
       // Decode: each of the K slots is one expert GEMV, expert ids read on the device.
-      grouped_gemv(st, g, I, x, D, K, slots, L.gate_table, rids, L.expert_shape.gate);
-      grouped_gemv(st, u, I, x, D, K, slots, L.up_table, rids, L.expert_shape.up);
-      silu_mul(st, g, g, u, static_cast<int64_t>(slots) * I);
+      grouped_gemv_swiglu(st, g, I, x, D, K, slots, L.gate_table, L.up_table, rids, L.expert_shape.gate);
       grouped_gemv(st, y, D, g, I, 1, slots, L.down_table, rids, L.expert_shape.down);
     } else {
       const int max_tiles = moe_permute(st, rids, T, K, E, counts, slot_rows, slot_pos, tiles, num_tiles);
@@ -516,8 +522,7 @@ class GpuSequenceImpl {
       grouped_gemm(st, y, D, g, I, nullptr, L.down_table, tiles, num_tiles, max_tiles, L.expert_shape.down, static_cast<GemmPrecision>(s.gemm_precision));
       pos_of_slot = slot_pos;
     }
-    moe_combine(st, mlp_out, y, rwts, pos_of_slot, T, K, D, L.has_shared);
-    add_inplace(st, h, mlp_out, static_cast<int64_t>(T) * D);
+    moe_combine(st, h, y, rwts, pos_of_slot, T, K, D, true);
   }
 
   void check_fits(int n) const {

@@ -116,7 +116,8 @@ export interface ModelOps {
   topk(idx: Int32Array, scores: Float32Array, T: number, S: number, k: number): void;
   moeRoute(ids: Int32Array, weights: Float32Array, logits: Float32Array, T: number, E: number, K: number, opts: object): void;
   moeExperts(out: Float32Array, x: Float32Array, T: number, ids: Int32Array, weights: Float32Array, gate: NativeWeight[], up: NativeWeight[],
-    down: NativeWeight[], path: 'gemv' | 'gemm'): void;
+    down: NativeWeight[], path: 'gemv' | 'gemv-swiglu' | 'gemm'): void;
+  swiglu(out: Float32Array, x: Float32Array, T: number, gate: NativeWeight, up: NativeWeight): void;
   sample(logits: Float32Array, temperature: number, u: number): number;
 }
 

@@ -36,6 +36,24 @@ test('matmul: GEMV and tensor-core GEMM (split and plain bf16) vs CPU, every wei
   }
 });
 
+test('fused SwiGLU GEMV (decode MLP) vs CPU matmul + siluMul', { skip }, () => {
+  for (const dtype of DTYPES) {
+    for (const [T, I, D] of [[1, 96, 384], [3, 1024, 384], [8, 37, 100]]) {
+      const gate = randomWeight(dtype, I, D);
+      const up = randomWeight(dtype, I, D);
+      const x = randF32(T * D);
+      const g = new Float32Array(T * I);
+      const u = new Float32Array(T * I);
+      native.matmul(g, x, T, gate);
+      native.matmul(u, x, T, up);
+      native.siluMul(g, g, u, T * I);
+      const out = poisoned(T * I);
+      ops.swiglu(out, x, T, gate, up);
+      assertClose(out, g, `swiglu ${dtype} T${T} [${I}×${D}]`, 1e-5);
+    }
+  }
+});
+
 test('embedding rows equal the CPU dequantisation', { skip }, () => {
   for (const dtype of DTYPES) {
     const w = randomWeight(dtype, 300, 136);
@@ -256,10 +274,10 @@ test('MoE experts: permutation + grouped GEMM and grouped GEMV vs the CPU compos
         for (let d = 0; d < D; d++) ref[t * D + d] += wts[t * K + j] * y[d];
       }
     }
-    for (const path of ['gemv', 'gemm'] as const) {
+    for (const path of ['gemv', 'gemv-swiglu', 'gemm'] as const) {
       const out = poisoned(T * D);
       ops.moeExperts(out, x, T, ids, wts, gate, up, down, path);
-      assertClose(out, ref, `experts ${path} T${T} E${E} K${K} ${dtype}`, path === 'gemv' ? 1e-5 : 1e-2);
+      assertClose(out, ref, `experts ${path} T${T} E${E} K${K} ${dtype}`, path === 'gemm' ? 1e-4 : 1e-5);
     }
   }
 });
