@@ -14,6 +14,7 @@ import type { SamplerOptions } from '../engine/sampling';
 import { loadTokenizer, type Tokenizer } from '../engine/tokenizer';
 import type { ModelConfig } from '../engine/types';
 import { inspectWeights, parameterCounts, type CheckpointWeights } from '../engine/weights';
+import { runServe } from './serve';
 
 // ---------------------------------------------------------------------------------------------------------------
 // I/O
@@ -107,6 +108,7 @@ export type Parsed = { kind: 'help'; text: string } | { kind: 'run'; command: Co
 export const USAGE = `usage: glance <command> [options]
 
 commands:
+  serve      run the sidecar the editor talks to (LSP over WebSocket)
   generate   generate text from a prompt (or token ids), streamed to stdout
   logits     print the logits of every input position as JSON
   info       describe a model: architecture, parameters, weights, backends
@@ -751,6 +753,7 @@ async function runInfo(c: InfoCommand, io: CliIo, deps: CliDeps): Promise<number
 
 /** Runs the CLI; resolves to the process exit code. */
 export async function main(argv: string[], io: CliIo = processIo(), deps: CliDeps = {}): Promise<number> {
+  if (argv[0] === 'serve') return runServe(argv.slice(1), io);
   let parsed: Parsed;
   try {
     parsed = parseCommandLine(argv);
