@@ -16,6 +16,8 @@ interface Pending {
   target: vscode.Uri;
   proposed: vscode.Uri;
   edit: FileEdit;
+  /** which propose() call offered it: a notification's buttons act on their own batch only */
+  batch: number;
 }
 
 export class EditProposals implements vscode.TextDocumentContentProvider, vscode.Disposable {
@@ -55,7 +57,9 @@ export class EditProposals implements vscode.TextDocumentContentProvider, vscode
         path: target.path,
         query: `batch=${batch}`,
       });
-      const entry: Pending = { target, proposed, edit };
+      const entry: Pending = { target, proposed, edit, batch };
+      const replaced = this.pending.get(target.toString());
+      if (replaced) await this.closeDiffs([replaced]); // a newer proposal for the same file supersedes it
       this.pending.set(target.toString(), entry);
       this.changeEmitter.fire(proposed);
       offered.push(entry);
@@ -78,8 +82,10 @@ export class EditProposals implements vscode.TextDocumentContentProvider, vscode
       void vscode.window
         .showInformationMessage(`Glance proposes changes to ${offered.length} file(s).`, 'Accept All', 'Reject All')
         .then((choice) => {
-          if (choice === 'Accept All') void this.acceptAll();
-          if (choice === 'Reject All') void this.rejectAll();
+          // Only this batch's edits that are still pending (an older notification must not accept newer edits).
+          const mine = [...this.pending.values()].filter((p) => p.batch === batch);
+          if (choice === 'Accept All') void this.apply(mine);
+          if (choice === 'Reject All') void this.reject(mine);
         });
     }
     return offered.length;
@@ -106,10 +112,7 @@ export class EditProposals implements vscode.TextDocumentContentProvider, vscode
 
   async rejectFile(uri?: vscode.Uri): Promise<void> {
     const p = this.activePending(uri);
-    if (!p) return;
-    this.pending.delete(p.target.toString());
-    await this.closeDiffs([p]);
-    await this.updateContext();
+    if (p) await this.reject([p]);
   }
 
   async acceptAll(): Promise<void> {
@@ -117,9 +120,12 @@ export class EditProposals implements vscode.TextDocumentContentProvider, vscode
   }
 
   async rejectAll(): Promise<void> {
-    const all = [...this.pending.values()];
-    this.pending.clear();
-    await this.closeDiffs(all);
+    await this.reject([...this.pending.values()]);
+  }
+
+  private async reject(entries: Pending[]): Promise<void> {
+    for (const p of entries) this.pending.delete(p.target.toString());
+    await this.closeDiffs(entries);
     await this.updateContext();
   }
 
