@@ -104,6 +104,27 @@ __global__ void __launch_bounds__(kThreads, MINB) indexer_fp8_mma_kernel(
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tig = lane & 3;
   const int t0 = blockIdx.y * QB;
   const int nq = min(QB, T - t0);
+  // Key fragments of a tile: [key group][row g, g+8][64-byte chunk]; the next tile's are loaded before the current
+  // one is computed, so its memory latency overlaps the mma work.
+  auto load_tile = [&](uint4 (&dst)[2][2][DC], int tile) {
+    const int s_warp = tile * kTileKeys + warp * kKeysPerWarp;
+#pragma unroll
+    for (int kg = 0; kg < 2; kg++)
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const int s = min(s_warp + kg * 16 + r * 8 + g, S - 1);
+        const uint8_t* row = keys + static_cast<int64_t>(s) * D + tig * 16;
+#pragma unroll
+        for (int c = 0; c < DC; c++) dst[kg][r][c] = load_stream16(row + c * 64);
+      }
+  };
+  // The first tile's keys are requested before the q prologue, so the two memory latencies overlap (a tile wholly
+  // past every position is loaded for nothing, which costs only bandwidth).
+  const int n_tiles = (S + kTileKeys - 1) / kTileKeys;
+  const int tile_begin = blockIdx.x * tiles_per_block;
+  const int tile_end = min(n_tiles, tile_begin + tiles_per_block);
+  uint4 a[2][2][DC];
+  if (tile_begin < tile_end) load_tile(a, tile_begin);
   for (int i = tid; i < QB * Hi * kUnits; i += kThreads) {
     const int qi = i / (Hi * kUnits);
     const int rem = i - qi * Hi * kUnits;
@@ -128,25 +149,6 @@ __global__ void __launch_bounds__(kThreads, MINB) indexer_fp8_mma_kernel(
     max_pos = max(max_pos, pos[qi]);
   }
 
-  const int n_tiles = (S + kTileKeys - 1) / kTileKeys;
-  const int tile_begin = blockIdx.x * tiles_per_block;
-  const int tile_end = min(n_tiles, tile_begin + tiles_per_block);
-  // Key fragments of a tile: [key group][row g, g+8][64-byte chunk]; the next tile's are loaded before the current
-  // one is computed, so its memory latency overlaps the mma work.
-  auto load_tile = [&](uint4 (&dst)[2][2][DC], int tile) {
-    const int s_warp = tile * kTileKeys + warp * kKeysPerWarp;
-#pragma unroll
-    for (int kg = 0; kg < 2; kg++)
-#pragma unroll
-      for (int r = 0; r < 2; r++) {
-        const int s = min(s_warp + kg * 16 + r * 8 + g, S - 1);
-        const uint8_t* row = keys + static_cast<int64_t>(s) * D + tig * 16;
-#pragma unroll
-        for (int c = 0; c < DC; c++) dst[kg][r][c] = load_stream16(row + c * 64);
-      }
-  };
-  uint4 a[2][2][DC];
-  if (PREFETCH && tile_begin < tile_end && tile_begin * kTileKeys <= max_pos) load_tile(a, tile_begin);
   for (int tile = tile_begin; tile < tile_end; tile++) {
     const int s_base = tile * kTileKeys;
     if (s_base > max_pos) {  // every key of the tile is after every query: -inf (and so are all later tiles)
@@ -162,7 +164,7 @@ __global__ void __launch_bounds__(kThreads, MINB) indexer_fp8_mma_kernel(
     if constexpr (PREFETCH) {
       if (have_next) load_tile(an, tile + 1);
     } else {
-      load_tile(a, tile);
+      if (tile != tile_begin) load_tile(a, tile);
     }
     float part[QB][2][2];
 #pragma unroll

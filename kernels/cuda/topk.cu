@@ -299,6 +299,9 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
   __shared__ uint32_t s_out[2];
   __shared__ uint32_t h[kBins1];
   __shared__ uint32_t s_before[2], s_total[2];
+  // The chunk's keys in column order (index p + p / 16: the emit reads 16 consecutive columns per thread without
+  // bank conflicts), so the emit needs no second, uncoalesced read of the scores.
+  __shared__ uint32_t s_keys[kChunk + kChunk / 16];
   const int64_t row = blockIdx.y;
   uint32_t* ws_row = ws + row * row_stride;
   uint32_t* counter = ws_row + kOffState + 7;
@@ -312,6 +315,8 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
   for (int j = 0; j < kPerThread; j++) {
     const int s = base + j * kThreads + threadIdx.x;
     keys[j] = s < S ? topk_score_key(r[s]) : 0u;
+    const int p = j * kThreads + threadIdx.x;
+    s_keys[p + (p >> 4)] = keys[j];
   }
   auto flush = [&](uint32_t* H, int bins) {
     __syncthreads();
@@ -412,7 +417,7 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
 #pragma unroll
   for (int j = 0; j < kPerThread; j++) {
     const int s = s0 + j;
-    ck[j] = s < S ? topk_score_key(r[s]) : 0u;
+    ck[j] = s_keys[threadIdx.x * (kPerThread + 1) + j];  // p = tid * 16 + j  ->  p + p / 16
     ca += ck[j] > thr;
     ce += ck[j] == thr && s < S;
   }
