@@ -103,19 +103,40 @@ export function layoutRepository(
   let kept = candidates;
   const cut: { uri: string; path: string }[] = [];
   const estimate = (f: FileView): number => Math.ceil(f.text.length / CHARS_PER_TOKEN) + 8;
-  let total = header.length + kept.reduce((n, f) => n + estimate(f), 0);
+  let rank: ((f: FileView) => number) | null = null;
+  let estimated = header.length + kept.reduce((n, f) => n + estimate(f), 0);
+  if (estimated > budgetTokens) {
+    rank = relevance(candidates, active);
+    // A repository far over budget: drop the least relevant files by estimate first, so that only a little more
+    // than what can fit is ever tokenized; the exact cut below finishes the job.
+    const order = [...candidates].sort((a, b) => rank!(a) - rank!(b));
+    const drop = new Set<string>();
+    for (const f of order) {
+      if (estimated <= budgetTokens * 1.5) break;
+      drop.add(f.uri);
+      estimated -= estimate(f);
+    }
+    kept = candidates.filter((f) => !drop.has(f.uri));
+    for (const f of candidates) if (drop.has(f.uri)) cut.push({ uri: f.uri, path: f.path });
+  }
+  const blockOf = new Map<string, Int32Array>();
+  let total = header.length;
+  for (const f of kept) {
+    const b = cache.fileBlock(f.path, f.hash, f.text);
+    blockOf.set(f.uri, b);
+    total += b.length;
+  }
   if (total > budgetTokens) {
-    const rank = relevance(candidates, active);
-    // Cut from the least relevant until the estimate fits; the exact count is checked after tokenizing.
-    const order = [...candidates].sort((a, b) => rank(a) - rank(b));
+    rank = rank ?? relevance(candidates, active);
+    const order = [...kept].sort((a, b) => rank!(a) - rank!(b));
     const drop = new Set<string>();
     for (const f of order) {
       if (total <= budgetTokens) break;
       drop.add(f.uri);
-      total -= estimate(f);
+      total -= blockOf.get(f.uri)!.length;
+      cut.push({ uri: f.uri, path: f.path });
     }
-    kept = candidates.filter((f) => !drop.has(f.uri));
-    for (const f of candidates) if (drop.has(f.uri)) cut.push({ uri: f.uri, path: f.path });
+    kept = kept.filter((f) => !drop.has(f.uri));
   }
   // Stable files first (by path), then the edited ones from least to most recently edited.
   kept = [...kept].sort((a, b) => a.lastEdited - b.lastEdited || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
@@ -123,11 +144,7 @@ export function layoutRepository(
   const out: LayoutFile[] = [];
   let n = header.length;
   for (const f of kept) {
-    const b = cache.fileBlock(f.path, f.hash, f.text);
-    if (n + b.length > budgetTokens) {
-      cut.push({ uri: f.uri, path: f.path });
-      continue;
-    }
+    const b = blockOf.get(f.uri)!;
     out.push({ uri: f.uri, path: f.path, start: n, tokens: b.length });
     blocks.push(b);
     n += b.length;

@@ -1,0 +1,132 @@
+// Pure parts of the sidecar: completion boundaries, the repository layout (order, cut, token cache), prompt
+// stability between keystrokes, workspace containment and file filters.
+
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { test } from 'node:test';
+
+import { CompletionBoundary, finishCompletion } from '../../sidecar/src/completion/boundary';
+import { importedPaths, layoutRepository, specialIds, TokenCache } from '../../sidecar/src/context/layout';
+import { completionPrompt, offsetAt } from '../../sidecar/src/context/prompts';
+import { loadTokenizer } from '../../sidecar/src/engine/tokenizer';
+import { skipReason } from '../../sidecar/src/workspace/filters';
+import { sha256, Workspace, type FileView } from '../../sidecar/src/workspace/workspace';
+
+const MODEL = path.join(__dirname, '..', '..', '..', 'models', 'glance-tiny');
+const tok = loadTokenizer(MODEL)!;
+const special = specialIds(tok, [0]);
+
+test('single-line completions end at the end of the line; the rest of the line is not repeated', () => {
+  const b = new CompletionBoundary({ suffix: ');\nnext();\n', linePrefix: '  foo(', maxLines: 8 });
+  assert.equal(b.singleLine, false, 'only closing punctuation after the cursor: multi-line allowed');
+  const s = new CompletionBoundary({ suffix: 'value);\n', linePrefix: '  foo(', maxLines: 8 });
+  assert.equal(s.singleLine, true);
+  assert.deepEqual(s.check('a, b'), { text: 'a, b', done: false });
+  assert.equal(s.check('a, b\nmore').text, 'a, b');
+  assert.equal(finishCompletion('a, b)', ')\n', true), 'a, b');
+});
+
+test('multi-line completions stop when the enclosing block closes, at a blank line, or when they repeat the suffix', () => {
+  const b = new CompletionBoundary({ suffix: '\n}\n\nexport const x = 1;\n', linePrefix: '    ', maxLines: 8 });
+  // Inside a loop body: the loop's closing brace ends the completion (the editor already has it).
+  assert.deepEqual(b.check('sum += x;\n  }\n  return sum;\n}\nfunction other() {'), { text: 'sum += x;', done: true, reason: 'block' });
+  const blank = new CompletionBoundary({ suffix: '', linePrefix: '', maxLines: 8 });
+  assert.deepEqual(blank.check('const a = 1;\n\nconst b = 2;'), { text: 'const a = 1;', done: true, reason: 'blank' });
+  const rep = new CompletionBoundary({ suffix: '\n  return sum;\n}\n', linePrefix: '  ', maxLines: 8 });
+  assert.equal(rep.check('sum += 1;\n  return sum;\n').reason, 'suffix');
+  assert.equal(rep.check('sum += 1;\n  return sum;\n').text, 'sum += 1;');
+  const strings = new CompletionBoundary({ suffix: '', linePrefix: '', maxLines: 8 });
+  assert.equal(strings.check('const s = "}";\nconst t = 1;').done, false, 'brackets inside strings do not count');
+  const lines = new CompletionBoundary({ suffix: '', linePrefix: '', maxLines: 2 });
+  assert.equal(lines.check('a();\nb();\nc();\n').text, 'a();\nb();');
+  assert.equal(finishCompletion('  return sum;', '  return sum;\n}', false), '', 'a completion that only repeats the suffix is dropped');
+});
+
+function file(p: string, text: string, lastEdited = 0): FileView {
+  return { uri: `file:///r/${p}`, path: p, text, hash: sha256(text), lastEdited };
+}
+
+test('layout: stable files first by path, edited ones last by recency, the active document left out', () => {
+  const cache = new TokenCache(tok, special);
+  const files = [file('src/b.ts', 'export const b = 1;\n'), file('src/a.ts', 'export const a = 1;\n'), file('src/c.ts', 'export const c = 1;\n', 200), file('src/d.ts', 'export const d = 1;\n', 100)];
+  const l = layoutRepository(cache, 'demo', files, 'file:///r/src/b.ts', 100_000);
+  assert.deepEqual(l.files.map((f) => f.path), ['src/a.ts', 'src/d.ts', 'src/c.ts']);
+  assert.equal(l.ids[0], special.repoName);
+  for (const f of l.files) assert.equal(l.ids[f.start], special.fileSep, `${f.path} starts with <|file_sep|>`);
+  assert.equal(l.files.at(-1)!.start + l.files.at(-1)!.tokens, l.ids.length);
+  // The token cache makes a second layout free and identical.
+  const size = cache.size;
+  const again = layoutRepository(cache, 'demo', files, 'file:///r/src/b.ts', 100_000);
+  assert.deepEqual(Array.from(again.ids), Array.from(l.ids));
+  assert.equal(cache.size, size);
+  // An edit to the most recent file changes only the tail.
+  const edited = files.map((f) => (f.path === 'src/c.ts' ? file('src/c.ts', 'export const c = 2;\n', 200) : f));
+  const l2 = layoutRepository(cache, 'demo', edited, 'file:///r/src/b.ts', 100_000);
+  let common = 0;
+  while (common < l.ids.length && l.ids[common] === l2.ids[common]) common++;
+  assert.ok(common >= l.files.at(-1)!.start, 'the prefix before the edited file is unchanged');
+});
+
+test('layout: over budget, the least relevant files are cut and the imports of the active file kept', () => {
+  const cache = new TokenCache(tok, special);
+  const big = 'export const filler = [' + '1, '.repeat(400) + '];\n';
+  const files = [
+    file('src/app.ts', "import { util } from './lib/util';\nutil();\n"),
+    file('src/lib/util.ts', 'export function util() { return 1; }\n' + big),
+    file('other/x.ts', big),
+    file('other/y.ts', big),
+    file('other/z.ts', big),
+  ];
+  const need = layoutRepository(cache, 'demo', files, 'file:///r/src/app.ts', 1_000_000).ids.length;
+  const l = layoutRepository(cache, 'demo', files, 'file:///r/src/app.ts', Math.floor(need / 2));
+  assert.ok(l.ids.length <= Math.floor(need / 2));
+  assert.ok(l.files.some((f) => f.path === 'src/lib/util.ts'), 'the imported file stays');
+  assert.ok(l.cut.length >= 2);
+  assert.deepEqual([...importedPaths(files[0])].sort(), ['src/lib/util', 'src/lib/util/index']);
+});
+
+test('completion prompt: everything before the cursor is identical between keystrokes (prefix reuse)', () => {
+  const cache = new TokenCache(tok, special);
+  const layout = layoutRepository(cache, 'demo', [file('src/a.ts', 'export const a = 1;\n')], null, 100_000);
+  const body = Array.from({ length: 300 }, (_, i) => `const v${i} = ${i};`).join('\n') + '\n';
+  const at = body.length - 20;
+  const p1 = completionPrompt(tok, special, cache, layout, 'src/app.ts', body, at);
+  const typed = body.slice(0, at) + 'x' + body.slice(at);
+  const p2 = completionPrompt(tok, special, cache, layout, 'src/app.ts', typed, at + 1);
+  let common = 0;
+  while (common < p1.ids.length && p1.ids[common] === p2.ids[common]) common++;
+  assert.ok(common > p1.ids.length - 40, `common prefix ${common} of ${p1.ids.length}`);
+  assert.equal(p1.sharedPrefix, layout.ids.length);
+  assert.equal(p1.ids[p1.ids.length - 1], special.fimMiddle);
+  assert.equal(offsetAt('ab\ncd', 1, 2), 5);
+  assert.equal(offsetAt('ab\ncd', 1, 3), null);
+  assert.equal(offsetAt('ab\ncd', 2, 0), null);
+});
+
+test('workspace: URIs outside the folders (also through ..) are refused; hashes must match', () => {
+  const ws = new Workspace('demo');
+  ws.setFolders([{ uri: 'file:///work/repo' }]);
+  assert.ok(ws.contains('file:///work/repo/src/a.ts'));
+  assert.ok(!ws.contains('file:///work/repo/../secret.txt'));
+  assert.ok(!ws.contains('file:///work/repo2/a.ts'));
+  assert.ok(!ws.contains('untitled:Untitled-1'));
+  assert.throws(() => ws.putFile('file:///etc/passwd', sha256('x'), 'x'), /outside the workspace/);
+  assert.throws(() => ws.putFile('file:///work/repo/a.ts', sha256('y'), 'x'), /hash/);
+  assert.deepEqual(ws.putFile('file:///work/repo/a.ts', sha256('x'), undefined), { accepted: false });
+  assert.deepEqual(ws.putFile('file:///work/repo/a.ts', sha256('x'), 'x'), { accepted: true });
+  assert.deepEqual(ws.putFile('file:///work/repo/b.ts', sha256('x'), undefined), { accepted: true }, 'known by hash');
+  ws.setFolders([{ uri: 'file:///work/other' }]);
+  assert.equal(ws.listFiles().length, 0, 'files of a removed folder leave the repository');
+});
+
+test('filters: binaries, lock files, minified, generated and huge files stay out', () => {
+  assert.equal(skipReason('src/a.ts', 'export const a = 1;\n'), null);
+  assert.equal(skipReason('package-lock.json', '{}'), 'lock file');
+  assert.equal(skipReason('node_modules/x/index.js', 'x'), 'dependency or build output folder');
+  assert.equal(skipReason('dist/app.min.js', 'x'), 'dependency or build output folder');
+  assert.equal(skipReason('a.min.js', 'x'), 'minified or generated file');
+  assert.equal(skipReason('a.bin', 'ab\u0000cd'), 'binary');
+  assert.match(skipReason('a.ts', 'x'.repeat(300 * 1024)) ?? '', /too large/);
+  assert.match(skipReason('a.js', 'var a=1;'.repeat(1000)) ?? '', /minified/);
+  assert.match(skipReason('gen.ts', '// @generated by protoc\nexport {}') ?? '', /generated/);
+});
