@@ -32,7 +32,7 @@ inline int64_t row_words(int64_t n_chunks) { return kOffCounts + 2 * n_chunks; }
 using Scan = cub::BlockScan<uint32_t, kThreads>;
 
 struct Resolved {
-  uint32_t bucket, need, total;
+  uint32_t bucket, need, total, count;  // count: keys in the bucket
 };
 
 // Bucket of hist[0, NB) (larger bucket = larger keys) where the count from the top reaches `need` (>= 1), and how
@@ -53,6 +53,7 @@ __device__ Resolved resolve(const uint32_t* hist, uint32_t need, typename Scan::
   if (threadIdx.x == 0) {
     s_out[0] = 0;
     s_out[1] = need;
+    s_out[2] = 0;
   }
   __syncthreads();
 #pragma unroll
@@ -60,11 +61,12 @@ __device__ Resolved resolve(const uint32_t* hist, uint32_t need, typename Scan::
     if (above < need && above + h[j] >= need) {
       s_out[0] = static_cast<uint32_t>(first - j);
       s_out[1] = need - above;
+      s_out[2] = h[j];
     }
     above += h[j];
   }
   __syncthreads();
-  Resolved r{s_out[0], s_out[1], total};
+  Resolved r{s_out[0], s_out[1], total, s_out[2]};
   __syncthreads();
   return r;
 }
@@ -96,7 +98,7 @@ __global__ void __launch_bounds__(kThreads) topk_hist2_kernel(const float* __res
                                                                uint32_t* __restrict__ ws, int64_t row_stride, int row0,
                                                                uint32_t k) {
   __shared__ typename Scan::TempStorage tmp;
-  __shared__ uint32_t s_out[2];
+  __shared__ uint32_t s_out[3];
   __shared__ uint32_t h[kBins2];
   const int64_t row = row0 + blockIdx.y;
   uint32_t* ws_row = ws + row * row_stride;
@@ -129,7 +131,7 @@ __global__ void __launch_bounds__(kThreads) topk_hist3_kernel(const float* __res
                                                                uint32_t* __restrict__ ws, int64_t row_stride,
                                                                int row0) {
   __shared__ typename Scan::TempStorage tmp;
-  __shared__ uint32_t s_out[2];
+  __shared__ uint32_t s_out[3];
   __shared__ uint32_t h[kBins3];
   const int64_t row = row0 + blockIdx.y;
   uint32_t* ws_row = ws + row * row_stride;
@@ -163,7 +165,7 @@ __global__ void __launch_bounds__(kThreads) topk_count_kernel(const float* __res
                                                                uint32_t* __restrict__ ws, int64_t row_stride,
                                                                int row0) {
   __shared__ typename Scan::TempStorage tmp;
-  __shared__ uint32_t s_out[2];
+  __shared__ uint32_t s_out[3];
   const int64_t row = row0 + blockIdx.y;
   uint32_t* ws_row = ws + row * row_stride;
   uint32_t thr = 0, need_eq = 0;  // all finite: threshold key 0 (non-finite), no equal key taken
@@ -296,7 +298,7 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
                                                                 int64_t ld, int S, uint32_t* __restrict__ ws,
                                                                 int64_t row_stride, int n_chunks, uint32_t k) {
   __shared__ typename Scan::TempStorage tmp;
-  __shared__ uint32_t s_out[2];
+  __shared__ uint32_t s_out[3];
   __shared__ uint32_t h[kBins1];
   __shared__ uint32_t s_before[2], s_total[2];
   // The chunk's keys in column order (index p + p / 16: the emit reads 16 consecutive columns per thread without
@@ -337,7 +339,13 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
   const Resolved r1 = resolve<kBins1>(ws_row, k, tmp, s_out);
   const bool all_finite = r1.total <= k;
   uint32_t thr = 0, need_eq = 0;
-  if (!all_finite) {
+  // A level whose threshold bucket is taken whole ends the search: every key from that bucket up is selected, which
+  // "key > threshold" with threshold = (bucket << bits) - 1 and no equal keys expresses. Level 2's bucket usually
+  // holds a handful of keys, so this mostly saves the level-3 pass and its barrier. The decision is the same in
+  // every block of the row (same histograms), so all blocks meet the same barriers.
+  if (!all_finite && r1.count == r1.need) {
+    thr = (r1.bucket << 21) - 1;
+  } else if (!all_finite) {
     clear(kBins2);
 #pragma unroll
     for (int j = 0; j < kPerThread; j++)
@@ -345,20 +353,22 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
     flush(ws_row + kOffH2, kBins2);
   }
   row_barrier(counter, gridDim.x, target);
-  if (!all_finite) {
+  if (!all_finite && r1.count != r1.need) {
     const Resolved r2 = resolve<kBins2>(ws_row + kOffH2, r1.need, tmp, s_out);
     const uint32_t prefix = r1.bucket << 11 | r2.bucket;
-    clear(kBins3);
+    if (r2.count == r2.need) {
+      thr = (prefix << 10) - 1;
+    } else {
+      clear(kBins3);
 #pragma unroll
-    for (int j = 0; j < kPerThread; j++)
-      warp_hist_add(h, keys[j] & (kBins3 - 1), keys[j] != 0 && (keys[j] >> 10) == prefix);
-    flush(ws_row + kOffH3, kBins3);
-    row_barrier(counter, gridDim.x, target);
-    const Resolved r3 = resolve<kBins3>(ws_row + kOffH3, r2.need, tmp, s_out);
-    thr = prefix << 10 | r3.bucket;
-    need_eq = r3.need;
-  } else {
-    row_barrier(counter, gridDim.x, target);
+      for (int j = 0; j < kPerThread; j++)
+        warp_hist_add(h, keys[j] & (kBins3 - 1), keys[j] != 0 && (keys[j] >> 10) == prefix);
+      flush(ws_row + kOffH3, kBins3);
+      row_barrier(counter, gridDim.x, target);
+      const Resolved r3 = resolve<kBins3>(ws_row + kOffH3, r2.need, tmp, s_out);
+      thr = prefix << 10 | r3.bucket;
+      need_eq = r3.need;
+    }
   }
   // Per-chunk counts of keys above / equal to the threshold.
   {
