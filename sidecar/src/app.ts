@@ -35,7 +35,7 @@ export interface SidecarOptions {
   slots: number;
   maxQueue: number;
   editMode: EditMode;
-  gpuMemory: number | null;
+  gpuMemory: string | null;
   completion: CompletionSettings;
   /** default true; false only for the benchmark's no-reuse baseline */
   prefixReuse?: boolean;

@@ -25,7 +25,7 @@ Runs the sidecar: LSP over WebSocket (ws://HOST:PORT/lsp, "Authorization: Bearer
   --token-file FILE    file holding the bearer token; created with a new random 256-bit token (mode 0600) if missing
                        (default: ~/.cache/glance/sidecar-token)
   --device D           auto (CUDA when present, else CPU), cuda, or cpu (default auto)
-  --gpu-memory GB      GPU memory budget for weights and caches (CUDA only)
+  --gpu-memory SIZE    GPU memory budget for weights and caches: 24GiB, 512MiB, or 0.8 of the device (CUDA only)
   --attention MODE     sparse (DSA top-k, default) or dense
   --context N          cap the context window at N tokens (default: the model's)
   --slots N            sequences computed side by side (default 2)
@@ -80,9 +80,8 @@ export async function runServe(argv: string[], io: CliIo): Promise<number> {
   const s = (k: string): string | undefined => values[k] as string | undefined;
   let opts;
   try {
-    const gpu = s('gpu-memory');
-    const gpuMemory = gpu === undefined ? null : Number(gpu);
-    if (gpuMemory !== null && !(gpuMemory > 0)) throw new ServeUsageError(`--gpu-memory must be a positive number of GB; found ${JSON.stringify(gpu)}`);
+    // A size like 24GiB / 512MiB, bytes, or a fraction of the device (0.8); engine/device.ts checks it.
+    const gpuMemory = s('gpu-memory') ?? null;
     const context = s('context');
     opts = {
       host: s('host') ?? '127.0.0.1',

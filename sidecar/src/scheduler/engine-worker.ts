@@ -14,7 +14,8 @@ import * as path from 'node:path';
 import { CompletionBoundary } from '../completion/boundary';
 import { errorMessage, isGlanceError } from '../engine/errors';
 import { StopFilter } from '../engine/generate';
-import { loadModel, type Model, type Sequence } from '../engine/model';
+import { loadModelOnDevice } from '../engine/device';
+import type { Model, Sequence } from '../engine/model';
 import { Sampler } from '../engine/sampling';
 import { loadTokenizer, type StreamDecoder, type Tokenizer } from '../engine/tokenizer';
 import type { EngineToHost, EngineWorkerData, GenerateTask, HostToEngine, TaskFinish, TaskResult } from './messages';
@@ -437,15 +438,18 @@ async function main(): Promise<void> {
   });
   let model: Model;
   let tokenizer: Tokenizer | null;
+  let device: string;
   try {
-    if (data.device === 'cuda') {
-      throw Object.assign(new Error('this build of the sidecar runs the model on the CPU; start it with --device cpu or auto'), { code: 'no_cuda' });
-    }
-    model = await loadModel(data.modelDir, {
+    const loaded = await loadModelOnDevice(data.modelDir, {
+      device: data.device === 'cuda' || data.device === 'cpu' ? data.device : 'auto',
+      ...(data.gpuMemory !== null ? { gpuMemory: data.gpuMemory } : {}),
       attention: data.attention,
       indexerPrecision: 'fp8',
       onProgress: (done, total, what) => post({ type: 'loading', done, total, what }),
     });
+    model = loaded.model;
+    device = loaded.kind === 'cuda' ? 'cuda' : 'cpu';
+    if (loaded.fallback) post({ type: 'loading', done: 1, total: 1, what: `running on the CPU: ${loaded.fallback}` });
     tokenizer = loadTokenizer(data.modelDir);
   } catch (e) {
     const code = isGlanceError(e) ? e.code : ((e as { code?: string }).code ?? 'load');
@@ -461,7 +465,7 @@ async function main(): Promise<void> {
     type: 'ready',
     info: {
       model: path.basename(path.resolve(data.modelDir)),
-      device: 'cpu',
+      device,
       contextWindow,
       indexTopk: model.attention === 'sparse' && cfg.indexer ? cfg.indexer.topk : null,
       vocabSize: cfg.vocabSize,

@@ -99,7 +99,7 @@ export interface EngineWorkerData {
   attention: 'sparse' | 'dense';
   contextWindow: number | null;
   slots: number;
-  gpuMemory: number | null;
+  gpuMemory: string | null;
   /** false: every task computes its whole prompt (the benchmark's baseline without prefix reuse) */
   prefixReuse: boolean;
 }
