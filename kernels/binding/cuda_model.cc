@@ -16,7 +16,9 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "../cuda/common.cuh"
@@ -153,7 +155,9 @@ class GpuSequenceWrap;
 
 class GpuModelWrap : public Napi::ObjectWrap<GpuModelWrap> {
  public:
-  static Napi::FunctionReference* seq_ctor;
+  // The GpuSequence constructor of each environment (the addon can be loaded by several worker threads).
+  static Napi::Function seq_ctor(Napi::Env env);
+  static void set_seq_ctor(Napi::Env env, Napi::Function f);
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "GpuModel",
                        {InstanceMethod("describe", &GpuModelWrap::Describe),
@@ -204,7 +208,38 @@ class GpuModelWrap : public Napi::ObjectWrap<GpuModelWrap> {
   int vocab_ = 0;
   friend class GpuSequenceWrap;
 };
-Napi::FunctionReference* GpuModelWrap::seq_ctor = nullptr;
+namespace {
+std::mutex g_ctor_mutex;
+std::unordered_map<napi_env, Napi::FunctionReference*>& ctor_map() {
+  static auto* m = new std::unordered_map<napi_env, Napi::FunctionReference*>();
+  return *m;
+}
+}  // namespace
+
+Napi::Function GpuModelWrap::seq_ctor(Napi::Env env) {
+  std::lock_guard<std::mutex> lock(g_ctor_mutex);
+  auto it = ctor_map().find(static_cast<napi_env>(env));
+  if (it == ctor_map().end()) throw Napi::Error::New(env, "GpuSequence: the addon's CUDA bindings are not registered in this thread");
+  return it->second->Value();
+}
+
+void GpuModelWrap::set_seq_ctor(Napi::Env env, Napi::Function f) {
+  auto* ref = new Napi::FunctionReference(Napi::Persistent(f));
+  std::lock_guard<std::mutex> lock(g_ctor_mutex);
+  ctor_map()[static_cast<napi_env>(env)] = ref;
+  napi_add_env_cleanup_hook(
+      env,
+      [](void* arg) {
+        std::lock_guard<std::mutex> lock(g_ctor_mutex);
+        napi_env e = static_cast<napi_env>(arg);
+        auto it = ctor_map().find(e);
+        if (it != ctor_map().end()) {
+          delete it->second;
+          ctor_map().erase(it);
+        }
+      },
+      static_cast<napi_env>(env));
+}
 
 class GpuSequenceWrap : public Napi::ObjectWrap<GpuSequenceWrap> {
  public:
@@ -290,7 +325,7 @@ class GpuSequenceWrap : public Napi::ObjectWrap<GpuSequenceWrap> {
     });
     return env.Undefined();
   }
-  static Napi::Function seq_ctor_value(Napi::Env) { return GpuModelWrap::seq_ctor->Value(); }
+  static Napi::Function seq_ctor_value(Napi::Env env) { return GpuModelWrap::seq_ctor(env); }
   Napi::Value SetUseGraph(const Napi::CallbackInfo& info) {
     Args a(info, "setUseGraph", 1);
     seq(info.Env()).set_use_graph(a.boolean(0, "on"));
@@ -314,7 +349,7 @@ Napi::Value GpuModelWrap::CreateSequence(const Napi::CallbackInfo& info) {
   Args a(info, "createSequence", 1);
   const int64_t cap = a.integer(0, "capacity", 1, INT32_MAX);
   const int vocab = vocab_;
-  Napi::Object seq = seq_ctor->New({Value(), Napi::Number::New(info.Env(), static_cast<double>(cap))});
+  Napi::Object seq = seq_ctor(info.Env()).New({Value(), Napi::Number::New(info.Env(), static_cast<double>(cap))});
   GpuSequenceWrap::Unwrap(seq)->set_vocab(vocab);
   return seq;
 }
@@ -807,8 +842,7 @@ Napi::Value Guard(const Napi::CallbackInfo& info) {
 void register_cuda_model_ops(Napi::Env env, Napi::Object cuda) {
   Napi::Function model = GpuModelWrap::Define(env);
   Napi::Function seq = GpuSequenceWrap::Define(env);
-  // Constructor references live as long as the addon (one per environment; leaked deliberately at exit).
-  GpuModelWrap::seq_ctor = new Napi::FunctionReference(Napi::Persistent(seq));
+  GpuModelWrap::set_seq_ctor(env, seq);
   cuda.Set("GpuModel", model);
   Napi::Object ops = Napi::Object::New(env);
   struct Op {

@@ -35,6 +35,12 @@ __device__ float block_sum(float v, float* red) {
 
 inline int blocks_for(int64_t n, int per) { return static_cast<int>((n + per - 1) / per); }
 
+__device__ __forceinline__ void store_cache(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_cache(uint16_t* p, float v) {
+  const __nv_bfloat16 b = __float2bfloat16_rn(v);
+  *p = *reinterpret_cast<const uint16_t*>(&b);
+}
+
 // ---- norms -------------------------------------------------------------------------------------------------
 constexpr int kNormThreads = 256;
 
@@ -245,6 +251,132 @@ __global__ void __launch_bounds__(kAttnWarps * 32) mla_attention_kernel(float* o
     for (int w = 0; w < kAttnWarps; w++)
       if (sm_m[w] != -INFINITY) num += sm_acc[w][c] * expf(sm_m[w] - M);
     orow[c] = den > 0.0f ? num / den : 0.0f;
+  }
+}
+
+// ---- fused per-token chains (decode launches fewer kernels) -------------------------------------------------
+__device__ __forceinline__ void rope_cos_sin(int pos, float inv, float af, float& c, float& s) {
+  const float theta = static_cast<float>(pos) * inv;
+  double sd, cd;
+  sincos(static_cast<double>(theta), &sd, &cd);
+  c = static_cast<float>(cd) * af;
+  s = static_cast<float>(sd) * af;
+}
+
+// One block (kNormThreads) per token: RMSNorm of row[0:L) (weight w, eps), interleaved RoPE on row[L:L+R), then the
+// row goes to the latent cache at positions[t] (bf16 or fp32). The row in `rows` is updated in place too.
+template <class CacheT>
+__global__ void kv_finalize_kernel(CacheT* cache, float* rows, int L, int R, const float* w, float eps,
+                                   const int* positions, const float* inv_freq, float af) {
+  __shared__ float red[32];
+  const int t = blockIdx.x, latent = L + R;
+  float* row = rows + static_cast<size_t>(t) * latent;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < L; i += kNormThreads) ss += row[i] * row[i];
+  ss = block_sum<kNormThreads>(ss, red);
+  const float r = rsqrtf(ss / L + eps);
+  const int pos = positions[t];
+  CacheT* dst = cache + static_cast<size_t>(pos) * latent;
+  for (int i = threadIdx.x; i < L; i += kNormThreads) {
+    const float v = row[i] * r * w[i];
+    row[i] = v;
+    store_cache(dst + i, v);
+  }
+  for (int i = threadIdx.x; i < R / 2; i += kNormThreads) {
+    float c, sn;
+    rope_cos_sin(pos, inv_freq[i], af, c, sn);
+    const float a = row[L + 2 * i], b = row[L + 2 * i + 1];
+    const float ra = a * c - b * sn, rb = a * sn + b * c;
+    row[L + 2 * i] = ra;
+    row[L + 2 * i + 1] = rb;
+    store_cache(dst + 2 * i + L, ra);
+    store_cache(dst + 2 * i + 1 + L, rb);
+  }
+}
+
+// Indexer rows, one block of max(D, 32) threads per row n (token t = n / rows_per_token): optional LayerNorm (ln_w,
+// ln_b), half-split RoPE on [0, R) at positions[t], Hadamard, e4m3 with a power-of-two scale into out8 / scales at
+// row rows_at[t] (rows_at null: n); optional head weights w[n] *= fold · scale.
+__global__ void indexer_rows_kernel(uint8_t* out8, float* scales, const float* x, int D, int rows_per_token,
+                                    const float* ln_w, const float* ln_b, float ln_eps, int R, const int* positions,
+                                    const float* inv_freq, float af, const int* rows_at, float* wts, float fold) {
+  extern __shared__ float sh[];
+  __shared__ float red[32];
+  __shared__ float stat[2];
+  __shared__ int bad_sh;
+  const int n = blockIdx.x, i = threadIdx.x, t = n / rows_per_token;
+  const bool live = i < D;
+  float v = live ? x[static_cast<size_t>(n) * D + i] : 0.0f;
+  if (i == 0) bad_sh = 0;
+  if (ln_w) {
+    // LayerNorm: mean, then biased variance; warp sums then the warps in order (thread 0)
+    float a = warp_sum(v);
+    if ((i & 31) == 0) red[i >> 5] = a;
+    __syncthreads();
+    if (i == 0) {
+      float m = 0.0f;
+      for (int w = 0; w < (blockDim.x >> 5); w++) m += red[w];
+      stat[0] = m / D;
+    }
+    __syncthreads();
+    const float d = live ? v - stat[0] : 0.0f;
+    a = warp_sum(d * d);
+    __syncthreads();
+    if ((i & 31) == 0) red[i >> 5] = a;
+    __syncthreads();
+    if (i == 0) {
+      float q = 0.0f;
+      for (int w = 0; w < (blockDim.x >> 5); w++) q += red[w];
+      stat[1] = rsqrtf(q / D + ln_eps);
+    }
+    __syncthreads();
+    if (live) v = (v - stat[0]) * stat[1] * ln_w[i] + ln_b[i];
+  }
+  if (live) sh[i] = v;
+  __syncthreads();
+  if (R > 0) {
+    const int half = R / 2;
+    float nv = v;
+    if (i < R) {
+      const int j = i < half ? i : i - half;
+      float c, sn;
+      rope_cos_sin(positions[t], inv_freq[j], af, c, sn);
+      nv = i < half ? sh[i] * c - sh[i + half] * sn : sh[i - half] * sn + sh[i] * c;
+    }
+    __syncthreads();
+    if (live) sh[i] = nv;
+    __syncthreads();
+  }
+  for (int h = 1; h < D; h <<= 1) {
+    float a = 0.0f;
+    if (live) a = (i & h) == 0 ? sh[i] + sh[i + h] : sh[i - h] - sh[i];
+    __syncthreads();
+    if (live) sh[i] = a;
+    __syncthreads();
+  }
+  v = live ? sh[i] * static_cast<float>(1.0 / sqrt(static_cast<double>(D))) : 0.0f;
+  if (!isfinite(v)) atomicOr(&bad_sh, 1);
+  const float am = warp_max(fabsf(v));
+  __syncthreads();
+  if ((i & 31) == 0) red[i >> 5] = am;
+  __syncthreads();
+  float amax = 1e-4f;
+  for (int w = 0; w < (blockDim.x >> 5); w++) amax = fmaxf(amax, red[w]);
+  if (!live) return;
+  const int row = rows_at ? rows_at[t] : n;
+  uint8_t* o = out8 + static_cast<size_t>(row) * D;
+  if (bad_sh) {
+    o[i] = 0x7F;
+    if (i == 0) scales[row] = NAN;
+    return;
+  }
+  int e = 0;
+  const float mfr = frexpf(amax / 448.0f, &e);
+  const float sc = ldexpf(1.0f, mfr == 0.5f ? e - 1 : e);
+  o[i] = float_to_e4m3(v * (1.0f / sc));
+  if (i == 0) {
+    scales[row] = sc;
+    if (wts) wts[n] *= fold * sc;
   }
 }
 
@@ -780,6 +912,32 @@ void mla_attention_generic(cudaStream_t s, float* out, const float* q, const uin
 void mla_attention_generic(cudaStream_t s, float* out, const float* q, const float* cache, int T, int H, int kvLora,
                            int rope, float scale, const int* indices, int k, const int* positions) {
   launch_attention(s, out, q, cache, T, H, kvLora, rope, scale, indices, k, positions);
+}
+
+template <class CacheT>
+void launch_kv_finalize(cudaStream_t s, CacheT* cache, float* rows, int T, int L, int R, const float* w, float eps,
+                        const int* positions, const float* inv_freq, float af) {
+  if (T <= 0) return;
+  kv_finalize_kernel<<<T, kNormThreads, 0, s>>>(cache, rows, L, R, w, eps, positions, inv_freq, af);
+  check(cudaGetLastError(), "kv_finalize");
+}
+void kv_finalize(cudaStream_t s, uint16_t* cache, float* rows, int T, int L, int R, const float* w, float eps,
+                 const int* positions, const float* inv_freq, float af) {
+  launch_kv_finalize(s, cache, rows, T, L, R, w, eps, positions, inv_freq, af);
+}
+void kv_finalize(cudaStream_t s, float* cache, float* rows, int T, int L, int R, const float* w, float eps,
+                 const int* positions, const float* inv_freq, float af) {
+  launch_kv_finalize(s, cache, rows, T, L, R, w, eps, positions, inv_freq, af);
+}
+
+void indexer_rows(cudaStream_t s, uint8_t* out8, float* scales, const float* x, int N, int D, int rows_per_token,
+                  const float* ln_w, const float* ln_b, float ln_eps, int R, const int* positions, const float* inv_freq,
+                  float af, const int* rows_at, float* wts, float fold) {
+  if (N <= 0) return;
+  if (D < 1 || D > 1024 || (D & (D - 1)) != 0 || R > D) throw std::runtime_error("indexer_rows: D must be a power of two ≤ 1024");
+  indexer_rows_kernel<<<N, D < 32 ? 32 : D, D * sizeof(float), s>>>(out8, scales, x, D, rows_per_token, ln_w, ln_b, ln_eps, R,
+                                                                      positions, inv_freq, af, rows_at, wts, fold);
+  check(cudaGetLastError(), "indexer_rows");
 }
 
 void hadamard_quant_rows(cudaStream_t s, uint8_t* out8, float* scales, const float* x, int N, int D, const int* rows_at,

@@ -107,6 +107,19 @@ void mla_attention_generic(cudaStream_t s, float* out, const float* q, const uin
 void mla_attention_generic(cudaStream_t s, float* out, const float* q, const float* cache, int T, int H, int kvLora, int rope,
                    float scale, const int* indices, int k, const int* positions);
 
+// ---- fused decode chains ---------------------------------------------------------------------------------
+// Latent row finalisation: rows [T, L + R]: RMSNorm of [0, L) (weight, eps), interleaved RoPE of [L, L+R) at
+// positions[t], in place, and the row stored to the cache at positions[t] (bf16 or fp32).
+void kv_finalize(cudaStream_t s, uint16_t* cache, float* rows, int T, int L, int R, const float* w, float eps,
+                 const int* positions, const float* inv_freq, float af);
+void kv_finalize(cudaStream_t s, float* cache, float* rows, int T, int L, int R, const float* w, float eps,
+                 const int* positions, const float* inv_freq, float af);
+// Indexer rows x [N, D] (token t = n / rows_per_token): LayerNorm (ln_w null: none), half-split RoPE on [0, R),
+// Hadamard, e4m3 + power-of-two scale into out8/scales at row rows_at[t] (null: n); wts non-null: wts[n] *= fold·scale.
+void indexer_rows(cudaStream_t s, uint8_t* out8, float* scales, const float* x, int N, int D, int rows_per_token,
+                  const float* ln_w, const float* ln_b, float ln_eps, int R, const int* positions, const float* inv_freq,
+                  float af, const int* rows_at, float* wts, float fold);
+
 // ---- lightning indexer ------------------------------------------------------------------------------------
 // Per row of x [N, D] (D a power of two ≤ 1024): Hadamard (scale D^-0.5), then e4m3 with a power-of-two scale
 // (DeepSeek act_quant, ue8m0) -- kernels/cpu/{hadamard,quantize}.cc. Rows go to out8 + rows_at[n]·D (rows_at null:

@@ -421,29 +421,36 @@ class GpuSequenceImpl {
       }
       rope(st, q, T, H, qh, s.nope, s.rope, pos_d, m.inv_freq, af, true);
       lin(st, kvrows, latent, x, D, T, L.kv_a, false);
-      rms_norm(st, kvrows, latent, kvrows, latent, T, s.kv_lora, L.kv_a_norm, 1e-6f);
-      rope(st, kvrows, T, 1, latent, s.kv_lora, s.rope, pos_d, m.inv_freq, af, true);
-      if (s.kv_cache_fp32) scatter_rows(st, static_cast<float*>(kv[l]), kvrows, T, latent, pos_d);
-      else store_latent_rows(st, static_cast<uint16_t*>(kv[l]), kvrows, T, latent, pos_d);
+      // RMSNorm of c_kv, RoPE of k_pe, store to the cache: one kernel
+      if (s.kv_cache_fp32)
+        kv_finalize(st, static_cast<float*>(kv[l]), kvrows, T, s.kv_lora, s.rope, L.kv_a_norm, 1e-6f, pos_d, m.inv_freq, af);
+      else
+        kv_finalize(st, static_cast<uint16_t*>(kv[l]), kvrows, T, s.kv_lora, s.rope, L.kv_a_norm, 1e-6f, pos_d, m.inv_freq, af);
       mla_absorb_query_rope(st, qabs, latent, q, qh, T, H, s.nope, s.v_head, s.rope, L.kv_b);
       const int* sel = nullptr;
       if (L.has_indexer && uses_indexer()) {
         const int Hi = s.index_heads, Di = s.index_dim, k = s.index_topk;
         lin(st, keys, Di, x, D, T, L.ix_wk, false);
-        layer_norm(st, keys, Di, keys, Di, T, Di, L.ix_kn_w, L.ix_kn_b, 1e-6f);
-        rope(st, keys, T, 1, Di, 0, s.rope, pos_d, m.inv_freq, af, false);
-        if (s.indexer_fp8) hadamard_quant_rows(st, ix8[l], ixscale[l], keys, T, Di, pos_d, true);
-        else scatter_rows(st, ixf32[l], keys, T, Di, pos_d);
+        if (s.indexer_fp8) {
+          // LayerNorm → half-split RoPE → Hadamard → e4m3 row into the key cache: one kernel
+          indexer_rows(st, ix8[l], ixscale[l], keys, T, Di, 1, L.ix_kn_w, L.ix_kn_b, 1e-6f, s.rope, pos_d, m.inv_freq, af,
+                       pos_d, nullptr, 0.0f);
+        } else {
+          layer_norm(st, keys, Di, keys, Di, T, Di, L.ix_kn_w, L.ix_kn_b, 1e-6f);
+          rope(st, keys, T, 1, Di, 0, s.rope, pos_d, m.inv_freq, af, false);
+          scatter_rows(st, ixf32[l], keys, T, Di, pos_d);
+        }
         if (S > k) {
           lin(st, qi, Hi * Di, qr, s.q_lora, T, L.ix_wq_b, false);
-          rope(st, qi, T, Hi, Di, 0, s.rope, pos_d, m.inv_freq, af, false);
           lin(st, wts, Hi, x, D, T, L.ix_wp, false);
           const float fold = static_cast<float>(std::pow(static_cast<double>(Hi), -0.5) * std::pow(static_cast<double>(Di), -0.5));
           if (s.indexer_fp8) {
-            hadamard_quant_rows(st, q8, qscale, qi, T * Hi, Di, nullptr, true);
-            scale_inplace(st, wts, static_cast<int64_t>(T) * Hi, fold, qscale);
+            // RoPE → Hadamard → e4m3 of each query head, its scale folded into the head weight: one kernel
+            indexer_rows(st, q8, qscale, qi, T * Hi, Di, Hi, nullptr, nullptr, 0.0f, s.rope, pos_d, m.inv_freq, af, nullptr,
+                         wts, fold);
             indexer_scores_fp8_generic(st, scores, Sb, q8, wts, ix8[l], ixscale[l], T, Sb, Hi, Di, pos_d);
           } else {
+            rope(st, qi, T, Hi, Di, 0, s.rope, pos_d, m.inv_freq, af, false);
             scale_inplace(st, wts, static_cast<int64_t>(T) * Hi, fold, nullptr);
             indexer_scores_f32_generic(st, scores, Sb, qi, wts, ixf32[l], T, Sb, Hi, Di, pos_d);
           }
