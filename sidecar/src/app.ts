@@ -45,12 +45,16 @@ export interface SidecarOptions {
   onLoading?: (done: number, total: number, what: string) => void;
   /** every client has gone after an `exit` */
   onLastExit?: () => void;
+  /** the last client disconnected (for any reason) */
+  onLastDisconnect?: () => void;
 }
 
 export interface Sidecar {
   port: number;
   info: EngineInfo;
   status(): StatusResult;
+  /** connected clients */
+  clients(): number;
   stop(): Promise<void>;
 }
 
@@ -166,7 +170,10 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
       log.info('client connected', { session: session.id, clients: sessions.size });
       ws.on('close', () => {
         session.close();
-        if (sessions.delete(session)) log.info('client disconnected', { session: session.id, clients: sessions.size });
+        if (sessions.delete(session)) {
+          log.info('client disconnected', { session: session.id, clients: sessions.size });
+          if (sessions.size === 0) opts.onLastDisconnect?.();
+        }
       });
     });
   });
@@ -185,6 +192,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<Sidecar> {
     port,
     info,
     status: () => status(null),
+    clients: () => sessions.size,
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -387,3 +387,46 @@ describe('concurrency', () => {
     for (const f of folders) fs.rmSync(f, { recursive: true, force: true });
   });
 });
+
+describe('queue bound and indexing', () => {
+  test('a full queue answers "busy" with a retry hint; a completion during indexing does not wait for it', async () => {
+    const small = await startSidecarProcess(['--max-queue', '1', '--slots', '1', '--completion-max-tokens', '8', '--completion-timeout-ms', '60000']);
+    try {
+      const c = await RawClient.connectTo(small);
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'glance-ws-'));
+      await initialize(c, dir);
+      const many = [0, 1, 2].map((i) => c.send('glance/chat', { messages: [{ role: 'user', content: `story ${i}` }], maxTokens: 8 }).response);
+      const results = await Promise.all(many);
+      const busy = results.filter((r) => r.error?.code === ErrorCodes.Busy);
+      assert.ok(busy.length >= 1, JSON.stringify(results.map((r) => r.error?.code ?? 'ok')));
+      assert.ok(((busy[0].error!.data as { retryAfterMs?: number }).retryAfterMs ?? 0) > 0);
+      assert.ok(results.some((r) => !r.error), 'the first one is served');
+
+      // A repository of several thousand tokens: the first completion comes before indexing has finished.
+      const files = Array.from({ length: 12 }, (_, i) => {
+        const text = Array.from({ length: 60 }, (_, k) => `export function f${i}_${k}(x: number): number {\n  return x * ${k} + ${i};\n}\n`).join('');
+        return { uri: `file://${path.join(dir, `src/m${i}.ts`)}`, hash: sha(text), text };
+      });
+      await c.request('glance/workspaceFiles', { files });
+      const doc = `file://${path.join(dir, 'src/app.ts')}`;
+      c.notify('textDocument/didOpen', { textDocument: { uri: doc, languageId: 'typescript', version: 1, text: EDITED_TEXT } });
+      await new Promise((r) => setTimeout(r, 400)); // the background target is set (debounced)
+      const before = await c.request<StatusResult>('glance/status');
+      assert.equal(before.state, 'indexing', `${before.cachedTokens}/${before.contextTokens}`);
+      const r = await c.request<InlineCompletionList>('textDocument/inlineCompletion', { textDocument: { uri: doc }, position: { line: 5, character: 4 }, context: { triggerKind: 2 } });
+      const after = await c.request<StatusResult>('glance/status');
+      assert.ok(r.glance!.promptTokens + r.glance!.reusedTokens < after.contextTokens, 'the completion used only the computed part of the repository');
+      let s = after;
+      for (let i = 0; i < 600 && s.state !== 'ready'; i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        s = await c.request<StatusResult>('glance/status');
+      }
+      assert.equal(s.state, 'ready', 'indexing resumed after the completion and finished');
+      assert.equal(s.cachedTokens, s.contextTokens);
+      await c.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    } finally {
+      assert.equal(await small.stop(), 0);
+    }
+  });
+});

@@ -38,7 +38,10 @@ export class CompletionService {
     }
     ws.setActive(uri);
     this.ctx.touch(ws);
-    const layout = this.ctx.layout(ws);
+    const full = this.ctx.layout(ws);
+    // While the repository is still being indexed, complete on top of the part already computed.
+    const computed = this.ctx.computedPrefix(ws);
+    const layout = computed < full.ids.length ? { ...full, ids: full.ids.subarray(0, computed) } : full;
     let prompt;
     try {
       prompt = completionPrompt(this.ctx.tokenizer, this.ctx.special, this.ctx.cache, layout, ws.displayPath(uri), text, offset);

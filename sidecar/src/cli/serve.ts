@@ -108,9 +108,34 @@ export async function runServe(argv: string[], io: CliIo): Promise<number> {
     }
     throw e;
   }
-  const log = new Log(opts.logLevel, (line) => io.err(line));
+  // When the process that started us goes away, our stdout/stderr pipes break (EPIPE). Logging can then go
+  // nowhere; the sidecar stays up while clients are connected and exits when the last one leaves.
+  let orphaned = false;
+  let clientsConnected = (): number => 0;
+  const onBrokenPipe = (): void => {
+    if (orphaned) return;
+    orphaned = true;
+    if (clientsConnected() === 0) void shutdown('the parent process is gone and no client is connected');
+  };
+  // The parent's death also shows as a new parent pid (re-parented to init or a subreaper).
+  const parentPid = process.ppid;
+  const parentWatch = setInterval(() => {
+    if (process.ppid !== parentPid) {
+      clearInterval(parentWatch);
+      onBrokenPipe();
+    }
+  }, 2000);
+  parentWatch.unref();
+  process.stderr.on('error', onBrokenPipe);
+  process.stdout.on('error', onBrokenPipe);
+  const log = new Log(opts.logLevel, (line) => {
+    if (!orphaned) io.err(line);
+  });
   // A bug in one request's handling must not take down every client's sidecar: log it and keep serving.
-  process.on('uncaughtException', (e) => log.error('uncaught exception', { error: e.stack ?? String(e) }));
+  process.on('uncaughtException', (e) => {
+    if ((e as NodeJS.ErrnoException).code === 'EPIPE') return onBrokenPipe();
+    log.error('uncaught exception', { error: e.stack ?? String(e) });
+  });
   process.on('unhandledRejection', (e) => log.error('unhandled rejection', { error: (e as Error)?.stack ?? String(e) }));
   const loopback = ['127.0.0.1', 'localhost', '::1'].includes(opts.host);
   if (!loopback) log.warn(`listening on ${opts.host}: other machines on the network can reach this port (the token still guards it)`);
@@ -132,6 +157,7 @@ export async function runServe(argv: string[], io: CliIo): Promise<number> {
   if (other && other.pid !== process.pid) log.warn(`another sidecar (pid ${other.pid}, port ${other.port}) is running; this one takes over ${lockFilePath()}`);
 
   const version = packageVersion();
+  let started = false;
   let lastShown = -1;
   let sidecar: Sidecar;
   try {
@@ -149,6 +175,9 @@ export async function runServe(argv: string[], io: CliIo): Promise<number> {
       onLastExit: () => {
         if (!values['keep-alive']) void shutdown('the last client sent exit');
       },
+      onLastDisconnect: () => {
+        if (orphaned) void shutdown('the parent process is gone and the last client left');
+      },
     });
   } catch (e) {
     const code = (e as { code?: string }).code;
@@ -158,6 +187,7 @@ export async function runServe(argv: string[], io: CliIo): Promise<number> {
     return 1;
   }
 
+  clientsConnected = () => sidecar.clients();
   const lockFile = lockFilePath();
   const ready: ReadyLine = { event: 'ready', port: sidecar.port, pid: process.pid, model: sidecar.info.model, device: sidecar.info.device };
   writeLockFile(lockFile, {
@@ -167,11 +197,12 @@ export async function runServe(argv: string[], io: CliIo): Promise<number> {
   await io.out(`${JSON.stringify(ready)}\n`);
   log.info('ready', { port: sidecar.port, model: modelDir, device: sidecar.info.device, contextWindow: sidecar.info.contextWindow });
 
+  started = true;
   let done: (code: number) => void = () => {};
   const finished = new Promise<number>((r) => { done = r; });
   let stopping = false;
   async function shutdown(why: string): Promise<void> {
-    if (stopping) return;
+    if (stopping || !started) return;
     stopping = true;
     log.info('shutting down', { why });
     const force = setTimeout(() => {
@@ -186,6 +217,7 @@ export async function runServe(argv: string[], io: CliIo): Promise<number> {
       done(0);
     }
   }
+  if (orphaned) void shutdown('the parent process went away during start-up');
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
   process.once('exit', () => removeLockFile(lockFile, process.pid));

@@ -87,6 +87,16 @@ export class RepositoryContext {
     }, BACKGROUND_DEBOUNCE_MS);
   }
 
+  /** How much of `ws`'s layout the engine holds computed: all of it once indexing is done; while the background
+   *  prefill is still running, the part done so far (requests then use only that much of the repository, so
+   *  they are served at once instead of waiting for indexing to finish). */
+  computedPrefix(ws: Workspace): number {
+    const layout = this.layout(ws);
+    const s = this.engine.stats;
+    if (ws !== this.current || s.targetTokens !== layout.ids.length) return layout.ids.length;
+    return Math.min(s.cachedTokens, layout.ids.length);
+  }
+
   currentLayout(): RepositoryLayout | null {
     return this.current ? this.layout(this.current) : null;
   }
