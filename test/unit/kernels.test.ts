@@ -203,8 +203,10 @@ test('version, backends and setThreads', () => {
   assert.ok(Number.isInteger(b.cpu.threads) && b.cpu.threads >= 1);
   assert.ok(['avx2+fma+f16c', 'scalar'].includes(b.cpu.simd), b.cpu.simd);
   if (process.env.GLANCE_SIMD === 'scalar') assert.equal(b.cpu.simd, 'scalar');
-  assert.equal(b.cuda.built, false);
-  assert.equal(b.cuda.devices, 0);
+  // CUDA is compiled in whenever nvcc was found at install time; without a usable device the addon still loads
+  // and says why (here: no driver / no GPU).
+  assert.equal(typeof b.cuda.built, 'boolean');
+  if (b.cuda.devices === 0 && b.cuda.built) assert.match(String((b.cuda as { error?: string }).error), /no CUDA device/);
   const n = b.cpu.threads;
   try {
     native.setThreads(1);
