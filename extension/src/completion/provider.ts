@@ -52,12 +52,12 @@ export class InlineCompletionProvider implements vscode.InlineCompletionItemProv
     const client = this.supervisor.client;
     if (client === null) return null;
 
+    // Bounded slices, never the whole document: this runs on every keystroke, and files can be large.
     const offset = document.offsetAt(position);
-    const text = document.getText();
     const key = {
       uri: document.uri.toString(),
-      prefix: text.slice(Math.max(0, offset - CACHE_PREFIX_CHARS), offset),
-      suffix: text.slice(offset, offset + CACHE_SUFFIX_CHARS),
+      prefix: document.getText(new vscode.Range(document.positionAt(Math.max(0, offset - CACHE_PREFIX_CHARS)), position)),
+      suffix: document.getText(new vscode.Range(position, document.positionAt(offset + CACHE_SUFFIX_CHARS))),
     };
     const line = document.lineAt(position.line);
     const linePrefix = line.text.slice(0, position.character);
