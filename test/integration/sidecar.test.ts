@@ -430,3 +430,31 @@ describe('queue bound and indexing', () => {
     }
   });
 });
+
+describe('shutdown', () => {
+  test('shutdown + exit from the last client stops the process cleanly and removes the lock file', async () => {
+    const one = await startSidecarProcess([]);
+    const lockFile = path.join(one.cacheDir, 'sidecar.json');
+    assert.ok(fs.existsSync(lockFile));
+    const c = await RawClient.connectTo(one);
+    await initialize(c, os.tmpdir());
+    const exited = new Promise<number | null>((r) => one.proc.once('exit', (code) => r(code)));
+    assert.equal(await c.request('shutdown'), null);
+    c.notify('exit');
+    assert.equal(await exited, 0);
+    assert.ok(!fs.existsSync(lockFile), 'lock file removed');
+    fs.rmSync(one.cacheDir, { recursive: true, force: true });
+  });
+
+  test('SIGTERM stops the process cleanly and removes the lock file', async () => {
+    const one = await startSidecarProcess([]);
+    const lockFile = path.join(one.cacheDir, 'sidecar.json');
+    const c = await RawClient.connectTo(one);
+    await initialize(c, os.tmpdir());
+    const exited = new Promise<number | null>((r) => one.proc.once('exit', (code) => r(code)));
+    one.proc.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    assert.ok(!fs.existsSync(lockFile));
+    fs.rmSync(one.cacheDir, { recursive: true, force: true });
+  });
+});
