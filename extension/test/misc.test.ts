@@ -19,6 +19,11 @@ test('IgnoreRules applies root and nested .gitignore files and always skips .git
   assert.equal(r.ignores('generated.ts'), false); // nested rules apply only below their directory
   assert.equal(r.ignores('node_modules/x/index.js'), true);
   assert.equal(r.ignores('.git/config'), true);
+  // negation, as git: a re-included file stays in
+  const n = new IgnoreRules();
+  n.addGitignore('', '*.log\n!keep.log\n');
+  assert.equal(n.ignores('a.log'), true);
+  assert.equal(n.ignores('keep.log'), false);
 });
 
 test('file helpers: hash, binary sniffing, batches, relative paths, exclude glob', () => {
