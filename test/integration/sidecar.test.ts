@@ -403,8 +403,8 @@ describe('queue bound and indexing', () => {
       assert.ok(results.some((r) => !r.error), 'the first one is served');
 
       // A repository of several thousand tokens: the first completion comes before indexing has finished.
-      const files = Array.from({ length: 12 }, (_, i) => {
-        const text = Array.from({ length: 60 }, (_, k) => `export function f${i}_${k}(x: number): number {\n  return x * ${k} + ${i};\n}\n`).join('');
+      const files = Array.from({ length: 6 }, (_, i) => {
+        const text = Array.from({ length: 30 }, (_, k) => `export function f${i}_${k}(x: number): number {\n  return x * ${k} + ${i};\n}\n`).join('');
         return { uri: `file://${path.join(dir, `src/m${i}.ts`)}`, hash: sha(text), text };
       });
       await c.request('glance/workspaceFiles', { files });

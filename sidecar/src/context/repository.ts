@@ -93,7 +93,7 @@ export class RepositoryContext {
   computedPrefix(ws: Workspace): number {
     const layout = this.layout(ws);
     const s = this.engine.stats;
-    if (ws !== this.current || s.targetTokens !== layout.ids.length) return layout.ids.length;
+    if (!this.engine.prefixReuse || ws !== this.current || s.targetTokens !== layout.ids.length) return layout.ids.length;
     return Math.min(s.cachedTokens, layout.ids.length);
   }
 

@@ -82,6 +82,11 @@ export class EngineHost extends EventEmitter<EngineHostEvents> {
     });
   }
 
+  /** false in the benchmark's baseline mode: nothing is reused, so nothing is worth waiting for */
+  get prefixReuse(): boolean {
+    return this.data.prefixReuse;
+  }
+
   get inFlight(): number {
     return this.pending.size;
   }
