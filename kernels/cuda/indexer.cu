@@ -285,8 +285,16 @@ void launch_mma_variant(float* out, int64_t ld_out, const uint8_t* q, const floa
   const dim3 grid((n_tiles + tiles_per_block - 1) / tiles_per_block, q_chunks);
   const size_t smem = static_cast<size_t>(QB) * Hi * q_row_units<DC>() * 16 + static_cast<size_t>(QB) * Hi * 4 +
                       (hist1 != nullptr ? static_cast<size_t>(QB) * 2048 * 4 : 0);
-  GLANCE_CUDA_CHECK(cudaFuncSetAttribute(indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  // Raised once per kernel instantiation to the largest size it will ever need (QB * 128 heads, histograms
+  // included), so that later calls, e.g. inside a CUDA graph capture, make no attribute calls.
+  static const bool smem_raised = [] {
+    const size_t most = static_cast<size_t>(QB) * 128 * q_row_units<DC>() * 16 + static_cast<size_t>(QB) * 128 * 4 +
+                        static_cast<size_t>(QB) * 2048 * 4;
+    GLANCE_CUDA_CHECK(cudaFuncSetAttribute(indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(most)));
+    return true;
+  }();
+  (void)smem_raised;
   indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB><<<grid, kThreads, smem, stream>>>(out, ld_out, q, weights, keys, key_scales, T, S,
                                                                     Hi, positions, tiles_per_block, hist1,
                                                                     hist_stride);

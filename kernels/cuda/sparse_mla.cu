@@ -400,12 +400,17 @@ int device_sms() {
 Plan make_plan(int64_t T, int64_t H, int64_t D, int64_t k) {
   Plan pl{false, 1, static_cast<int>(std::max<int64_t>(k, 1))};
   const int sms = device_sms();
-  const size_t wide_smem = Smem(64, round_up16(static_cast<int>(D))).total;
-  pl.wide = H > 16 && T * ((H + 63) / 64) >= sms && wide_smem <= static_cast<size_t>(max_shared_memory_per_block());
+  static const int max_smem = max_shared_memory_per_block();
+  // The wide kernel's attribute is raised for D = 640 once; it must fit the device's limit.
+  const size_t wide_smem = Smem(64, round_up16(kMaxD)).total;
+  pl.wide = H > 16 && T * ((H + 63) / 64) >= sms && wide_smem <= static_cast<size_t>(max_smem);
   const int64_t blocks = std::min<int64_t>(T, 65535) * ((H + (pl.wide ? 63 : 15)) / (pl.wide ? 64 : 16));
   if (!pl.wide && blocks < sms && k > kTile) {
-    // aim at two blocks per SM (the narrow kernel's shared memory allows that)
-    int64_t n = std::min<int64_t>({(k + kTile - 1) / kTile, (2 * sms + blocks - 1) / blocks, kMaxSplits});
+    // aim at two blocks per SM (the narrow kernel's shared memory allows that); GLANCE_MLA_SPLIT_BLOCKS_PER_SM=1
+    // halves the splits (fewer partials for the combine, longer splits) for benchmarking.
+    int64_t per_sm = 2;
+    if (const char* e = std::getenv("GLANCE_MLA_SPLIT_BLOCKS_PER_SM")) per_sm = e[0] == '1' ? 1 : (e[0] == '4' ? 4 : 2);
+    int64_t n = std::min<int64_t>({(k + kTile - 1) / kTile, (per_sm * sms + blocks - 1) / blocks, kMaxSplits});
     const int64_t tps = ((k + n - 1) / n + kTile - 1) / kTile * kTile;
     pl.tokens_per_split = static_cast<int>(tps);
     pl.nsplit = static_cast<int>((k + tps - 1) / tps);
@@ -416,8 +421,14 @@ Plan make_plan(int64_t T, int64_t H, int64_t D, int64_t k) {
 template <int HG, int WS, int NT>
 void launch(const Params& p, int64_t T, int64_t H, cudaStream_t stream) {
   const size_t smem = Smem(HG * 16, p.Dp).total;
-  GLANCE_CUDA_CHECK(cudaFuncSetAttribute(sparse_mla_kernel<HG, WS, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
+  // Raised once to the largest size any supported shape needs (D <= 640), so that later calls, e.g. inside a CUDA
+  // graph capture, make no attribute calls.
+  static const bool smem_raised = [] {
+    GLANCE_CUDA_CHECK(cudaFuncSetAttribute(sparse_mla_kernel<HG, WS, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(Smem(HG * 16, round_up16(kMaxD)).total)));
+    return true;
+  }();
+  (void)smem_raised;
   const dim3 grid(p.nsplit, static_cast<unsigned>((H + HG * 16 - 1) / (HG * 16)), static_cast<unsigned>(T));
   sparse_mla_kernel<HG, WS, NT><<<grid, HG * WS * 32, smem, stream>>>(p);
   GLANCE_CUDA_CHECK_LAUNCH("sparse_mla_kernel");
