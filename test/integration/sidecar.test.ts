@@ -403,7 +403,7 @@ describe('queue bound and indexing', () => {
       assert.ok(results.some((r) => !r.error), 'the first one is served');
 
       // A repository of several thousand tokens: the first completion comes before indexing has finished.
-      const files = Array.from({ length: 6 }, (_, i) => {
+      const files = Array.from({ length: 8 }, (_, i) => {
         const text = Array.from({ length: 30 }, (_, k) => `export function f${i}_${k}(x: number): number {\n  return x * ${k} + ${i};\n}\n`).join('');
         return { uri: `file://${path.join(dir, `src/m${i}.ts`)}`, hash: sha(text), text };
       });
@@ -415,7 +415,9 @@ describe('queue bound and indexing', () => {
       assert.equal(before.state, 'indexing', `${before.cachedTokens}/${before.contextTokens}`);
       const r = await c.request<InlineCompletionList>('textDocument/inlineCompletion', { textDocument: { uri: doc }, position: { line: 5, character: 4 }, context: { triggerKind: 2 } });
       const after = await c.request<StatusResult>('glance/status');
-      assert.ok(r.glance!.promptTokens + r.glance!.reusedTokens < after.contextTokens, 'the completion used only the computed part of the repository');
+      // Had the completion computed the rest of the repository itself, indexing would now be over.
+      assert.equal(after.state, 'indexing', `answered after ${r.glance!.latencyMs} ms with indexing at ${after.cachedTokens}/${after.contextTokens}`);
+      assert.ok(r.glance!.promptTokens < after.contextTokens - after.cachedTokens + 400, `computed ${r.glance!.promptTokens} prompt tokens`);
       let s = after;
       for (let i = 0; i < 600 && s.state !== 'ready'; i++) {
         await new Promise((res) => setTimeout(res, 100));

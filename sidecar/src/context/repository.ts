@@ -17,6 +17,8 @@ export class RepositoryContext {
   private readonly layouts = new WeakMap<Workspace, { version: number; layout: RepositoryLayout }>();
   private current: Workspace | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** the ids last given to the engine as its background target */
+  private target: Int32Array | null = null;
 
   constructor(
     readonly tokenizer: Tokenizer,
@@ -54,6 +56,7 @@ export class RepositoryContext {
         this.workspaces.delete(key);
         if (this.current === ws) {
           this.current = null;
+          this.target = null;
           this.engine.setBackground(new Int32Array(0));
         }
       }
@@ -80,6 +83,7 @@ export class RepositoryContext {
       try {
         const ids = this.layout(ws).ids;
         this.log.debug('background target', { workspace: ws.name, tokens: ids.length });
+        this.target = ids;
         this.engine.setBackground(ids);
       } catch (e) {
         this.log.error('repository layout failed', { error: (e as Error).message });
@@ -93,8 +97,16 @@ export class RepositoryContext {
   computedPrefix(ws: Workspace): number {
     const layout = this.layout(ws);
     const s = this.engine.stats;
-    if (!this.engine.prefixReuse || ws !== this.current || s.targetTokens !== layout.ids.length) return layout.ids.length;
-    return Math.min(s.cachedTokens, layout.ids.length);
+    const target = this.target;
+    if (!this.engine.prefixReuse || target === null || s.targetTokens !== target.length) return layout.ids.length;
+    // The engine's figure is about the last target it was given; the layout asked about may differ from it (e.g.
+    // the active document changed): what is computed of this layout is their common prefix, as far as done.
+    let common = 0;
+    const n = Math.min(target.length, layout.ids.length, s.cachedTokens);
+    while (common < n && target[common] === layout.ids[common]) common++;
+    if (common === layout.ids.length) return common;
+    // Nothing of this repository computed yet (a new workspace): wait for nothing, use what there is.
+    return common;
   }
 
   currentLayout(): RepositoryLayout | null {
