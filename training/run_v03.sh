@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The glance-tiny v0.3 run on the GPU host, as three device calls within one hold of the machine (the machine goes
 # back after 30 s idle, so each call follows the previous one at once; checkpoints stay in training/runs/v03).
-#   carry: ["training/data/shards", "training/data/tokenizer"]
+#   carry: ["training/data/shards"] (+ "training/data/tokenizer" only when it differs from the shipped model's: the
+#   repository, models/glance-tiny included, and the carried data must stay under 64 MiB per call)
 #   1. bash training/run_v03.sh start   dense stage 0 in its own session (setsid, --max-minutes $DENSE_MIN; RESUME=DIR
 #                                       starts from an HF export such as models/glance-tiny), then a
 #                                       miniature of the whole pipeline beside it (new code paths), then progress
@@ -14,7 +15,8 @@ OUT=${OUT:-v03-out}; mkdir -p "$OUT"
 R=training/runs/v03; mkdir -p $R
 CFG=training/configs/glance-tiny.json
 D=training/data/shards
-C="--config $CFG --data $D"
+TOK=training/data/tokenizer; [ -f $TOK/tokenizer.json ] || TOK=models/glance-tiny   # the same tokenizer
+C="--config $CFG --data $D --tokenizer $TOK"
 FIM="--fim-rate 0.9 --fim-per-piece 4"
 DENSE_MIN=${DENSE_MIN:-12.0}
 T0=$(date +%s)
@@ -42,7 +44,7 @@ start)
   timeout 90 python3 training/train.py --stage sparse $MC $FIM --out $M/sparse --resume $M/indexer/ckpt.pt --steps 2 \
       --total-steps 50 --warmup 1 --eval-every 100 2>&1 | tail -n 2
   say mini export
-  timeout 120 python3 training/export.py --ckpt $M/sparse/ckpt.pt --config $CFG --tokenizer training/data/tokenizer \
+  timeout 120 python3 training/export.py --ckpt $M/sparse/ckpt.pt --config $CFG --tokenizer $TOK \
       --out $M/glance-tiny --embeddings-bf16 --bf16-out $M/glance-tiny-bf16 --check-hf 2>&1 | tail -n 12
   say mini eval, 2 workers
   timeout 150 python3 training/eval.py --model $M/glance-tiny --data $D --out $M/eval.json --ref-out $M/ref.json \
@@ -64,7 +66,7 @@ finish)
       --max-minutes ${SPARSE_MIN:-2.0} --data-workers 8 > $R/sparse.log 2>&1
   progress $R/sparse.log 3
   say export
-  python3 training/export.py --ckpt $R/sparse/ckpt.pt --config $CFG --tokenizer training/data/tokenizer --out $R/glance-tiny \
+  python3 training/export.py --ckpt $R/sparse/ckpt.pt --config $CFG --tokenizer $TOK --out $R/glance-tiny \
       --embeddings-bf16 --bf16-out $R/glance-tiny-bf16 --check-hf --info-out $R/export.json > $R/export.log 2>&1
   tail -n 14 $R/export.log
   cp $R/dense/log.jsonl $OUT/dense-log.jsonl; cp $R/export.json $OUT/ 2>/dev/null

@@ -614,7 +614,7 @@ def main(argv=None):
     ap.add_argument("--out", default=DATA)
     ap.add_argument("--jobs", type=int, default=4, help="concurrent downloads (<= 4)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N training packages (smoke runs)")
-    ap.add_argument("--max-pkg-mb", type=float, default=1.5, help="cap on code bytes kept per package")
+    ap.add_argument("--max-pkg-mb", type=float, default=0.9, help="cap on code bytes kept per package")
     ap.add_argument("--min-code-kb", type=float, default=4.0, help="drop packages with less code than this")
     ap.add_argument("--sources-md", default=os.path.join(HERE, "SOURCES.md"))
     args = ap.parse_args(argv)
