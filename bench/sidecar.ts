@@ -3,7 +3,8 @@
 //   2. typing simulation: one keystroke every 150 ms inside a ~2K-token file, a completion requested after each
 //      (the previous one cancelled if still running, as the editor does); latency p50/p95 of the answered ones,
 //      with prefix reuse (the product) and without it (every prompt recomputed: the baseline), same run.
-// Options: --model DIR, --repo-tokens N (default 30000), --keystrokes N (default 40), --baseline-keystrokes N (6).
+// Options: --model DIR, --device auto|cuda|cpu, --repo-tokens N (default 30000), --keystrokes N (default 40),
+// --baseline-keystrokes N (6).
 
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -20,7 +21,12 @@ function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : dflt;
 }
-const modelArg = process.argv.includes('--model') ? ['--model', process.argv[process.argv.indexOf('--model') + 1]] : [];
+function passThrough(name: string): string[] {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? [`--${name}`, process.argv[i + 1]] : [];
+}
+/** options handed to `glance serve` as they are */
+const modelArg = [...passThrough('model'), ...passThrough('device')];
 
 /** Real TypeScript from the TypeScript package's own declaration files, cut into repository-sized files. */
 function makeRepository(approxTokens: number): { files: Record<string, string>; edited: string } {
@@ -143,6 +149,7 @@ async function main(): Promise<void> {
   console.log(`# sidecar benchmark — ${os.cpus().length} CPU cores (${os.cpus()[0]?.model ?? '?'}), ${new Date().toISOString().slice(0, 10)}`);
   process.stderr.write('with prefix reuse:\n');
   const sc = await startSidecarProcess([...modelArg]);
+  console.log(`# model ${sc.ready.model} on ${sc.ready.device}`);
   const withReuse = await run(sc, keystrokes, repoTokens, true);
   await sc.stop();
   process.stderr.write('without prefix reuse (baseline):\n');
