@@ -28,22 +28,27 @@ function passThrough(name: string): string[] {
 /** options handed to `glance serve` as they are */
 const modelArg = [...passThrough('model'), ...passThrough('device')];
 
-/** Real TypeScript from the TypeScript package's own declaration files, cut into repository-sized files. */
+/** Real TypeScript: this project's own sources (sidecar, extension, tests), as many files as make the size. */
 function makeRepository(approxTokens: number): { files: Record<string, string>; edited: string } {
-  const lib = path.join(PROJECT_ROOT, 'node_modules', 'typescript', 'lib');
-  const sources = fs.readdirSync(lib).filter((f) => /^lib\..*\.d\.ts$/.test(f)).sort();
+  const roots = ['sidecar/src', 'extension/src', 'test', 'bench'].map((r) => path.join(PROJECT_ROOT, r));
+  const sources: string[] = [];
+  const walk = (dir: string): void => {
+    if (!fs.existsSync(dir)) return;
+    for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory() && e.name !== 'fixtures' && e.name !== 'node_modules') walk(p);
+      else if (e.isFile() && /\.ts$/.test(e.name)) sources.push(p);
+    }
+  };
+  roots.forEach(walk);
   const files: Record<string, string> = {};
   let chars = 0;
   const target = approxTokens * 3.6; // chars per token of this tokenizer on TypeScript, roughly
-  let n = 0;
   for (const f of sources) {
-    const text = fs.readFileSync(path.join(lib, f), 'utf8').replace(/\/\*![\s\S]*?\*\//, '');
-    for (let i = 0; i < text.length && chars < target; i += 6000) {
-      const piece = text.slice(i, i + 6000);
-      files[`src/types/part${String(n++).padStart(3, '0')}.d.ts`] = piece;
-      chars += piece.length;
-    }
     if (chars >= target) break;
+    const text = fs.readFileSync(f, 'utf8');
+    files[path.relative(PROJECT_ROOT, f).split(path.sep).join('/')] = text;
+    chars += text.length;
   }
   // The file being edited: ~2K tokens of ordinary TypeScript.
   const fns: string[] = [];
