@@ -37,6 +37,8 @@ test('multi-line completions stop when the enclosing block closes, at a blank li
   assert.equal(rep.check('sum += 1;\n  return sum;\n').text, 'sum += 1;');
   const strings = new CompletionBoundary({ suffix: '', linePrefix: '', maxLines: 8 });
   assert.equal(strings.check('const s = "}";\nconst t = 1;').done, false, 'brackets inside strings do not count');
+  const edit = new CompletionBoundary({ suffix: '', linePrefix: '', maxLines: 8, stopAtBlankLine: false });
+  assert.equal(edit.check('const a = 1;\n\nconst b = 2;\n}\nfunction f() {').text, 'const a = 1;\n\nconst b = 2;', 'edits keep blank lines, still end at the block');
   const lines = new CompletionBoundary({ suffix: '', linePrefix: '', maxLines: 2 });
   assert.equal(lines.check('a();\nb();\nc();\n').text, 'a();\nb();');
   assert.equal(finishCompletion('  return sum;', '  return sum;\n}', false), '', 'a completion that only repeats the suffix is dropped');

@@ -96,13 +96,21 @@ export class EditService {
     const maxTokens = Math.min(maxTokensParam ?? 2 * selTokens + 64, Math.max(1, this.contextWindow - ids.length));
     if (ids.length >= this.contextWindow) throw rpc.overflow(`the edit prompt needs ${ids.length} tokens; the context window is ${this.contextWindow}`);
     const stopIds = [...s.eos, s.fileSep, s.fimPrefix, s.fimSuffix, s.fimMiddle, s.imStart, s.imEnd].filter((x): x is number => x !== null);
+    // The replacement ends where the enclosing block closes, where it starts repeating the code after the
+    // selection, or at twice the selection's lines (+4): small models otherwise write on into new functions.
+    const selectedLines = selected.split('\n').length;
     const task = startTask(this.engine, {
       priority: 1, prompt: ids, sharedPrefix: layout.ids.length, maxTokens, sampling: { temperature: 0 }, stopIds, stop: [],
-      rule: { kind: 'plain' }, timeBoxMs: 0, stream: true,
+      rule: { kind: 'completion', suffix: after, linePrefix: indent, maxLines: 2 * selectedLines + 4, stopAtBlankLine: false },
+      timeBoxMs: 0, stream: true,
     }, token, onDelta);
     const r = await task.result;
     if (r.finishReason === 'cancelled') throw rpc.cancelled();
-    const replacement = cutAtSuffix(r.text.replace(/^\s*\n/, atLineStart ? '' : '\n'), after);
+    // The instruction is only a hint in the prompt: lines that merely repeat it do not belong in the code.
+    const withoutHint = r.text.split('\n').filter((l) => l.trim() !== comment.trim()).join('\n');
+    let replacement = cutAtSuffix(withoutHint.replace(/^\s*\n/, atLineStart ? '' : '\n'), after);
+    // Keep the selection's line structure: a selection of whole lines is replaced by whole lines.
+    if (selected.endsWith('\n') && replacement !== '' && !replacement.endsWith('\n')) replacement += '\n';
     const newText = text.slice(0, start) + replacement + after;
     const files: FileEdit[] = newText === text ? [] : [{ uri, baseHash: ws.hashOf(uri) ?? sha256(text), newText, blocks: [{ index: 0, match: 'exact' }] }];
     return { text: r.text, files, usage: { promptTokens: ids.length, completionTokens: r.generatedTokens, contextTokens: layout.ids.length }, rejected: [] };

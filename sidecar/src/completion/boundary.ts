@@ -14,6 +14,8 @@ export interface BoundaryOptions {
   linePrefix: string;
   /** most lines a multi-line completion may have */
   maxLines: number;
+  /** end at a blank line after a complete statement (completions: yes; regenerating a selection: no) */
+  stopAtBlankLine?: boolean;
 }
 
 export interface BoundaryVerdict {
@@ -31,8 +33,10 @@ export class CompletionBoundary {
   readonly singleLine: boolean;
   private readonly suffixLines: string[];
   private readonly maxLines: number;
+  private readonly stopAtBlankLine: boolean;
 
   constructor(opts: BoundaryOptions) {
+    this.stopAtBlankLine = opts.stopAtBlankLine ?? true;
     const restOfLine = opts.suffix.split('\n', 1)[0];
     // Text after the cursor on its line (other than closing brackets/quotes/semicolons an editor auto-inserted)
     // means the user is in the middle of a line: complete that line only.
@@ -79,7 +83,7 @@ export class CompletionBoundary {
         const line = generated.slice(lineStart, i);
         lines++;
         if (this.repeatsSuffix(line)) return { text: trimTrailingBlankLines(generated.slice(0, lineStart)), done: true, reason: 'suffix' };
-        if (line.trim() === '' && sawCode && depth === 0) {
+        if (this.stopAtBlankLine && line.trim() === '' && sawCode && depth === 0) {
           return { text: trimTrailingBlankLines(generated.slice(0, lineStart)), done: true, reason: 'blank' };
         }
         if (line.trim() !== '') sawCode = true;

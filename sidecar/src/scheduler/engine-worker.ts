@@ -202,7 +202,9 @@ class EngineLoop {
       decoder: tok ? tok.createStreamDecoder({ skipSpecialTokens: true, context: task.prompt.subarray(Math.max(0, task.prompt.length - 6)) }) : null,
       filter: new StopFilter(task.stop),
       boundary: task.rule.kind === 'completion'
-        ? new CompletionBoundary({ suffix: task.rule.suffix, linePrefix: task.rule.linePrefix, maxLines: task.rule.maxLines })
+        ? new CompletionBoundary({
+          suffix: task.rule.suffix, linePrefix: task.rule.linePrefix, maxLines: task.rule.maxLines, stopAtBlankLine: task.rule.stopAtBlankLine,
+        })
         : null,
       stopIds,
       history: Array.from(task.prompt.subarray(Math.max(0, task.prompt.length - 256))),

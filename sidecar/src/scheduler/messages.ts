@@ -12,6 +12,8 @@ export interface CompletionStopRule {
   suffix: string;
   linePrefix: string;
   maxLines: number;
+  /** default true */
+  stopAtBlankLine?: boolean;
 }
 export interface PlainStopRule {
   kind: 'plain';
