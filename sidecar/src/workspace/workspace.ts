@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { skipReason } from './filters';
+import { GitignoreRules } from './gitignore';
 
 export interface WorkspaceFolder {
   uri: string;
@@ -197,8 +198,16 @@ export class Workspace {
     }
   }
 
-  /** Every repository file (open buffers' text where open), except skipped ones. */
+  /** Every repository file (open buffers' text where open), except skipped ones and those .gitignore excludes. */
   listFiles(): FileView[] {
+    const all = this.listAll();
+    const gitignores = all.filter((f) => f.path === '.gitignore' || f.path.endsWith('/.gitignore'));
+    if (gitignores.length === 0) return all;
+    const rules = new GitignoreRules(gitignores);
+    return all.filter((f) => !rules.ignores(f.path));
+  }
+
+  private listAll(): FileView[] {
     const out: FileView[] = [];
     const seen = new Set<string>();
     for (const [uri, hash] of this.files) {
