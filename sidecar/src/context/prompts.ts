@@ -20,7 +20,7 @@ export interface CompletionPromptOptions {
 
 // The suffix follows the cursor in the prompt, so every keystroke recomputes it: keep it short (the lines right
 // after the cursor are what matters for where the completion should stop).
-export const DEFAULT_COMPLETION_PROMPT: CompletionPromptOptions = { maxPrefixTokens: 1536, maxSuffixTokens: 64, maxSuffixLines: 8 };
+export const DEFAULT_COMPLETION_PROMPT: CompletionPromptOptions = { maxPrefixTokens: 1536, maxSuffixTokens: 32, maxSuffixLines: 4 };
 
 export interface CompletionPrompt {
   ids: Int32Array;
