@@ -4,6 +4,14 @@
 //   3 chat streams an answer              4 Edit Selection… shows a diff and Accept changes the file on disk
 //   5 killing the sidecar shows the restart and completions work again
 //   6 a model path without a model ends, after bounded retries, in an error with advice and Show Logs
+//   7 a second window (another folder) adopts the running sidecar instead of spawning one, and gets ready
+//   8 a multi-root workspace (.code-workspace with both folders): files of both reach the sidecar, ghost text in
+//     a TypeScript file of the second folder
+//   9 a remote sidecar (`glance serve` started by the test, glance.remote.url/token): ready through it, and a completion
+//  10 Explain, Add Types, Add Docs, Write Tests, Fix Problems from the command palette: each ends in a diff, the
+//     explanation in the chat view, or a clear message, and no progress notification stays behind
+//  11 Apply on a chat code block shows a diff against the open file (the tiny model writes a code block only at
+//     times, so the step asks up to 4 times and, with none, says so without failing; GLANCE_E2E_REQUIRE_APPLY=1 fails)
 // Screenshots go to test-results/e2e/<nn>-<step>.png, a summary to test-results/e2e/report.json.
 // Isolation: HOME, XDG dirs, user-data-dir, extensions-dir, GLANCE_CACHE_DIR and the workspace copy live in one
 // temporary folder, removed at the end (kept with GLANCE_E2E_KEEP=1).
@@ -86,7 +94,7 @@ async function shot(name) {
 
 /** GLANCE_E2E_STEPS=status-ready,error-advice runs only those steps (for development; CI runs all). */
 const onlySteps = process.env.GLANCE_E2E_STEPS ? new Set(process.env.GLANCE_E2E_STEPS.split(',')) : null;
-const ALL_STEPS = 6;
+const ALL_STEPS = 11;
 
 async function step(name, fn) {
   if (onlySteps && !onlySteps.has(name)) return true;
@@ -205,16 +213,53 @@ const GHOST_ATTEMPTS_AFTER_RESTART = [
   { head: 'export function maximum(a: number, b: number): number {', body: 'if ' },
 ];
 
-/** The extension's output channel (request ids, timings, sidecar stderr) is kept with the screenshots. */
-function copyExtensionLogs(userData) {
+/** The Glance output channel's log files, one per window (logs/<session>/window<n>/exthost/…/Glance.log). */
+function extensionLogFiles(userData) {
+  const found = [];
   const walk = (dir) => {
     for (const entry of fs.existsSync(dir) ? fs.readdirSync(dir, { withFileTypes: true }) : []) {
       const p = path.join(dir, entry.name);
       if (entry.isDirectory()) walk(p);
-      else if (/glance/i.test(entry.name) && entry.name.endsWith('.log')) fs.copyFileSync(p, path.join(results, `extension-${entry.name}`));
+      else if (/glance/i.test(entry.name) && entry.name.endsWith('.log')) found.push(p);
     }
   };
   walk(path.join(userData, 'logs'));
+  return found;
+}
+
+function extensionLogLines(userData) {
+  return extensionLogFiles(userData).flatMap((f) => fs.readFileSync(f, 'utf8').split('\n'));
+}
+
+const GHOST_ATTEMPTS_SECOND_FOLDER = [
+  { head: 'export function perimeter(width: number, height: number): number {', body: 'return ' },
+  { head: 'export function area(width: number, height: number): number {', body: 'return ' },
+  { head: 'export function scale(p: Point, factor: number): Point {', body: 'return ' },
+  { head: 'export function origin(): Point {', body: 'return ' },
+];
+
+const GHOST_ATTEMPTS_REMOTE = [
+  { head: 'export function diagonal(width: number, height: number): number {', body: 'return ' },
+  { head: 'export function halve(x: number): number {', body: 'return ' },
+  { head: 'export function translate(p: Point, dx: number, dy: number): Point {', body: 'return ' },
+  { head: 'export function isOrigin(p: Point): boolean {', body: 'return ' },
+];
+
+/** The extension's output channel (request ids, timings, sidecar stderr) is kept with the screenshots. */
+function copyExtensionLogs(userData) {
+  const files = extensionLogFiles(userData);
+  for (const p of files) {
+    // one log per window: name the copies after the window folder when there are several
+    const windowDir = p.split(path.sep).find((part) => /^window\d+$/.test(part));
+    const name = files.length > 1 && windowDir ? `extension-${windowDir}-${path.basename(p)}` : `extension-${path.basename(p)}`;
+    fs.copyFileSync(p, path.join(results, name));
+  }
+}
+
+function countFiles(dir) {
+  let n = 0;
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) n += entry.isDirectory() ? countFiles(path.join(dir, entry.name)) : 1;
+  return n;
 }
 
 // ---- main -------------------------------------------------------------------------------------------------------
@@ -238,10 +283,14 @@ async function main() {
   const userData = path.join(work, 'user-data');
   const extensions = path.join(work, 'extensions');
   const workspace = path.join(work, 'workspace');
+  const workspace2 = path.join(work, 'workspace-2');
   const glanceCache = path.join(work, 'glance-cache');
   const probe = path.join(work, 'probe.json');
   for (const d of [home, userData, extensions, glanceCache]) fs.mkdirSync(d, { recursive: true });
   copyDir(path.join(here, 'fixture-workspace'), workspace);
+  copyDir(path.join(here, 'fixture-workspace-2'), workspace2);
+  const multiRootFile = path.join(work, 'both.code-workspace');
+  fs.writeFileSync(multiRootFile, JSON.stringify({ folders: [{ path: workspace }, { path: workspace2 }], settings: {} }, null, 2));
   fs.mkdirSync(path.join(userData, 'User'), { recursive: true });
   fs.writeFileSync(
     path.join(userData, 'User', 'settings.json'),
@@ -302,7 +351,13 @@ async function main() {
     { env, stdio: ['ignore', serverLog, serverLog], detached: true },
   );
   let browser = null;
+  let remoteSidecar = null;
   const cleanup = async () => {
+    try {
+      if (remoteSidecar) process.kill(remoteSidecar.pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
     try {
       if (browser) await browser.close();
     } catch {
@@ -478,6 +533,225 @@ async function main() {
       await waitFor('status ready again', async () => (await statusLabel()) === 'ready', 180_000);
       await snap('error-recovered');
       return message.slice(0, 160);
+    });
+
+    await step('adopt-second-window', async (snap) => {
+      // A second window on another folder, while the first one's sidecar runs: it must adopt that sidecar
+      // (the pid in GLANCE_CACHE_DIR/sidecar.json) rather than spawn its own.
+      await waitFor('status ready in the first window', async () => (await statusLabel()) === 'ready', 180_000);
+      const lock = await waitFor('sidecar.json', () => JSON.parse(fs.readFileSync(path.join(glanceCache, 'sidecar.json'), 'utf8')), 30_000);
+      const firstPid = JSON.parse(fs.readFileSync(probe, 'utf8')).pid;
+      if (lock.pid !== firstPid) throw new Error(`sidecar.json names pid ${lock.pid}, the first window runs pid ${firstPid}`);
+      const spawnsBefore = extensionLogLines(userData).filter((l) => l.includes('] spawning: ')).length;
+      const firstPage = page;
+      const second = await browser.newPage();
+      second.setDefaultTimeout(30_000);
+      page = second;
+      try {
+        await second.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace2)}`);
+        await second.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+        await waitFor('the Glance status bar item in the second window', statusLabel, 60_000);
+        await waitFor('status ready in the second window', async () => (await statusLabel()) === 'ready', 180_000);
+        const adopted = await waitFor(
+          'the adoption line in the extension log',
+          () => extensionLogLines(userData).find((l) => l.includes(`adopted running sidecar pid ${lock.pid} `)),
+          30_000,
+        );
+        const spawnsAfter = extensionLogLines(userData).filter((l) => l.includes('] spawning: ')).length;
+        if (spawnsAfter !== spawnsBefore) throw new Error(`the second window spawned a sidecar (${spawnsAfter - spawnsBefore} new spawn lines)`);
+        process.kill(lock.pid, 0); // still the same live process
+        await snap('adopt-second-window');
+        return `second window adopted pid ${lock.pid}: ${adopted.replace(/^.*\[info\] /, '').slice(0, 120)}`;
+      } finally {
+        page = firstPage;
+        await second.close().catch(() => undefined);
+      }
+    });
+
+    await step('multi-root', async (snap) => {
+      // The first window closes and a new one opens a .code-workspace with both fixture folders (a page.goto from
+      // the folder URL to the workspace URL leaves the workbench with no folders in code-server 4.100.3).
+      const previous = page;
+      page = await browser.newPage();
+      page.setDefaultTimeout(30_000);
+      await previous.close();
+      // At times (after other windows came and went) the workbench shows the workspace with no folders: its
+      // .code-workspace was read before the remote connection was up. A reload reads it again.
+      for (let attempt = 1; ; attempt++) {
+        if (attempt === 1) await page.goto(`http://127.0.0.1:${port}/?workspace=${encodeURIComponent(multiRootFile)}`);
+        else await page.reload();
+        await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+        const shown = await page.locator('.explorer-folders-view .monaco-list-row', { hasText: 'workspace-2' }).first().waitFor({ timeout: 20_000 }).then(() => true, () => false);
+        if (shown) break;
+        if (attempt === 3) throw new Error('the multi-root workspace opened with no folders, 3 times');
+        log(`  the workspace opened with no folders (attempt ${attempt}); reloading`);
+      }
+      await waitFor('the Glance status bar item', statusLabel, 60_000);
+      await waitFor('status ready in the multi-root window', async () => (await statusLabel()) === 'ready', 180_000);
+      const firstFolderFiles = countFiles(workspace);
+      const syncLine = await waitFor('a workspace sync of both folders in the extension log', () =>
+        extensionLogLines(userData).find((l) => / workspace sync \([a-z ]+\): \d+ files in 2 folder\(s\)/.test(l)), 60_000);
+      const synced = Number(/: (\d+) files in 2 folder/.exec(syncLine)[1]);
+      if (synced <= firstFolderFiles) throw new Error(`the sync of 2 folders covered ${synced} files, no more than the first folder's ${firstFolderFiles}`);
+      // the chat view's line says how much of the repository the sidecar knows
+      await page.locator('.activitybar [aria-label^="Glance"]').first().click();
+      const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+      const seen = await waitFor('the chat view to report at least the synced files', async () => {
+        const t = ((await frame.locator('#context').textContent({ timeout: 5000 })) ?? '').trim();
+        const m = /The model sees (\d+) of (\d+) files/.exec(t);
+        return m && Number(m[2]) >= synced ? t : null;
+      }, 60_000);
+      await snap('multi-root-context');
+      await openFile('lib/geometry.ts');
+      await focusEditor();
+      const { ghost } = await typeUntilGhost(GHOST_ATTEMPTS_SECOND_FOLDER, 20_000);
+      await snap('multi-root-ghost');
+      return `${synced} files of 2 folders synced; "${seen}"; ghost in lib/geometry.ts ${JSON.stringify(ghost.slice(0, 60))}`;
+    });
+
+    await step('remote-sidecar', async (snap) => {
+      // A sidecar the extension did not start (as on a GPU machine): its own cache dir and token file.
+      const remoteDir = path.join(work, 'remote');
+      fs.mkdirSync(path.join(remoteDir, 'cache'), { recursive: true });
+      const tokenFile = path.join(remoteDir, 'token');
+      const remoteLog = path.join(results, 'remote-sidecar.log');
+      remoteSidecar = spawn(
+        process.execPath,
+        [path.join(repo, 'bin', 'glance.js'), 'serve', '--port', '0', '--token-file', tokenFile, '--model', path.join(repo, 'models', 'glance-tiny'), '--log-level', 'debug'],
+        { env: { ...env, GLANCE_CACHE_DIR: path.join(remoteDir, 'cache') }, stdio: ['ignore', 'pipe', fs.openSync(remoteLog, 'w')] },
+      );
+      let stdout = '';
+      remoteSidecar.stdout.on('data', (d) => (stdout += d));
+      const ready = await waitFor('the remote sidecar\'s ready line', () => {
+        const line = stdout.split('\n').find((l) => l.startsWith('{') && l.includes('"ready"'));
+        return line ? JSON.parse(line) : null;
+      }, 120_000);
+      const token = fs.readFileSync(tokenFile, 'utf8').trim();
+      const url = `ws://127.0.0.1:${ready.port}`;
+      // workspace settings of the multi-root window live in the .code-workspace file
+      const ws = JSON.parse(fs.readFileSync(multiRootFile, 'utf8'));
+      ws.settings = { ...ws.settings, 'glance.remote.url': url, 'glance.remote.token': token };
+      fs.writeFileSync(multiRootFile, JSON.stringify(ws, null, 2));
+      await acceptRestartPrompt();
+      await waitFor('the extension to connect to the remote sidecar', () => extensionLogLines(userData).find((l) => l.includes(`connecting to remote sidecar ${url}`)), 60_000);
+      await waitFor('status ready through the remote sidecar', async () => (await statusLabel()) === 'ready', 180_000);
+      await waitFor('the remote sidecar to see the client', () => fs.readFileSync(remoteLog, 'utf8').includes('client initialized'), 30_000);
+      await snap('remote-ready');
+      const completionsBefore = fs.readFileSync(remoteLog, 'utf8').split('\n').filter((l) => l.includes('textDocument/inlineCompletion')).length;
+      await openFile('lib/geometry.ts');
+      await focusEditor();
+      const { ghost } = await typeUntilGhost(GHOST_ATTEMPTS_REMOTE, 20_000);
+      await snap('remote-ghost');
+      const completionsAfter = fs.readFileSync(remoteLog, 'utf8').split('\n').filter((l) => l.includes('textDocument/inlineCompletion')).length;
+      if (completionsAfter <= completionsBefore) throw new Error('ghost text appeared, but the remote sidecar logged no inline completion request');
+      return `remote pid ${ready.pid} at ${url}; ${completionsAfter - completionsBefore} completion log lines there; ghost ${JSON.stringify(ghost.slice(0, 60))}`;
+    });
+
+    await step('refactor-commands', async (snap) => {
+      const outcomes = [];
+      const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+      // keep what the completions typed (Close All Editors must not stop at a save prompt)
+      await openFile('lib/geometry.ts');
+      await focusEditor();
+      await page.keyboard.press('Control+S');
+      await sleep(500);
+      for (const title of ['Explain', 'Add Types', 'Add Docs', 'Write Tests', 'Fix Problems']) {
+        await runCommand('Notifications: Clear All Notifications');
+        await runCommand('View: Close All Editors');
+        await openFile('lib/geometry.ts');
+        await focusEditor();
+        // select distance(): from its first line through its closing brace
+        const text = fs.readFileSync(path.join(workspace2, 'lib', 'geometry.ts'), 'utf8').split('\n');
+        const first = text.findIndex((l) => l.startsWith('export function distance')) + 1;
+        if (first <= 0) throw new Error('lib/geometry.ts lost its distance() function');
+        await page.keyboard.press('Control+G');
+        await page.keyboard.type(String(first));
+        await page.keyboard.press('Enter');
+        // Fix Problems without a selection takes the whole file's diagnostics (the completions typed above leave some)
+        if (title !== 'Fix Problems') for (let i = 0; i < 3; i++) await page.keyboard.press('Shift+ArrowDown');
+        const explainTurnsBefore = title === 'Explain' ? await frame.locator('.turn.user', { hasText: 'Explain' }).count().catch(() => 0) : 0;
+        await runCommand(`Glance: ${title}`);
+        const outcome = await waitFor(`a visible outcome of ${title}`, async () => {
+          if (title === 'Explain') {
+            const turns = frame.locator('.turn.user', { hasText: 'Explain' });
+            if ((await turns.count()) > explainTurnsBefore) {
+              const answer = ((await frame.locator('.turn.assistant .body').last().textContent()) ?? '').trim();
+              return answer !== '' ? `explanation in the chat view (${answer.length} chars)` : null;
+            }
+          } else if ((await page.locator('.monaco-diff-editor').count()) > 0) {
+            return 'diff with Accept/Reject';
+          }
+          const toasts = await page.locator('.notification-toast').allTextContents();
+          const message = toasts.map((t) => t.replace(/\s+/g, ' ')).find((t) => /proposed no changes|failed|no problems reported/.test(t));
+          return message ? `message: ${message.slice(0, 120)}` : null;
+        }, 180_000);
+        await sleep(800);
+        await snap(`refactor-${title.toLowerCase().replace(/\s+/g, '-')}`);
+        // no progress notification stays behind
+        await waitFor(`the ${title} progress notification to go away`, async () => {
+          const toasts = await page.locator('.notification-toast').allTextContents();
+          return !toasts.some((t) => /thinking…|writing…/.test(t));
+        }, 15_000);
+        if (outcome.startsWith('diff')) {
+          // Reject with the notification's button (a mouse click: an Enter from the command palette can reach the
+          // editor that gets the focus back, which still holds the selection)
+          const toast = page.locator('.notification-toast', { hasText: 'Glance proposes changes' }).last();
+          await toast.locator('.monaco-button', { hasText: 'Reject All' }).first().click();
+          await waitFor('the diff to close after Reject All', async () => (await page.locator('.monaco-diff-editor').count()) === 0, 15_000);
+          const onDisk = fs.readFileSync(path.join(workspace2, 'lib', 'geometry.ts'), 'utf8');
+          if (onDisk !== text.join('\n')) throw new Error(`Reject All after ${title} changed lib/geometry.ts on disk`);
+          if ((await page.locator('.tab.dirty').count()) > 0) throw new Error(`Reject All after ${title} left an editor with unsaved changes`);
+        }
+        outcomes.push(`${title}: ${outcome}`);
+      }
+      return outcomes.join('; ');
+    });
+
+    await step('chat-apply', async (snap) => {
+      if ((await page.locator('.tab.dirty').count()) > 0) {
+        await focusEditor(); // keep what the completions typed (Close All Editors must not stop at a save prompt)
+        await page.keyboard.press('Control+S');
+        await sleep(500);
+      }
+      await runCommand('Notifications: Clear All Notifications');
+      await runCommand('View: Close All Editors');
+      await openFile('lib/geometry.ts');
+      await focusEditor();
+      await page.keyboard.press('Control+End'); // Apply of plain code goes in at the cursor (replacing a selection)
+      const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+      const question = frame.locator('#question');
+      // the activity bar icon toggles: a click on an open chat view closes the side bar
+      if (!(await question.isVisible().catch(() => false))) await page.locator('.activitybar [aria-label^="Glance"]').first().click();
+      await question.waitFor({ timeout: 30_000 });
+      // an empty conversation (the Explain answers above would be in the prompt): the model repeats the block more often
+      await runCommand('Glance: Clear Chat History');
+      await waitFor('the conversation to clear', async () => (await frame.locator('.turn').count()) === 0, 15_000);
+      const uncheck = frame.locator('#useSelection');
+      if (await uncheck.isChecked()) await uncheck.uncheck();
+      let block = null;
+      for (let attempt = 1; attempt <= 4 && block === null; attempt++) {
+        const before = await frame.locator('.turn.assistant').count();
+        await question.fill('Reply with only this code block:\n```ts\nexport function zero(): number {\n  return 0;\n}\n```');
+        await question.press('Enter');
+        const answer = frame.locator('.turn.assistant .body').nth(before);
+        await waitFor('the answer to finish', async () => (await answer.getAttribute('data-finish')) !== null, 180_000, 100);
+        if ((await answer.locator('pre').count()) > 0) block = answer;
+        else log(`  answer ${attempt} has no code block`);
+      }
+      if (block === null) {
+        if (process.env.GLANCE_E2E_REQUIRE_APPLY) throw new Error('no answer had a code block to apply');
+        await snap('chat-apply-no-block');
+        return 'SKIPPED: the model wrote no code block in 4 answers, so Apply was not exercised';
+      }
+      await block.locator('.code-actions button', { hasText: 'Apply' }).first().click();
+      await page.locator('.monaco-diff-editor').first().waitFor({ timeout: 30_000 });
+      await sleep(800);
+      await snap('chat-apply-diff');
+      const toast = page.locator('.notification-toast', { hasText: 'Glance proposes changes' }).last();
+      await toast.locator('.monaco-button', { hasText: 'Reject All' }).first().click();
+      await waitFor('the diff to close after Reject All', async () => (await page.locator('.monaco-diff-editor').count()) === 0, 15_000);
+      const code = ((await block.locator('pre').first().textContent()) ?? '').trim();
+      return `Apply showed a diff for a ${code.length}-char code block: ${JSON.stringify(code.slice(0, 60))}`;
     });
   } finally {
     report.finished = new Date().toISOString();
