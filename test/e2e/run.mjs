@@ -7,11 +7,12 @@
 //   7 a second window (another folder) adopts the running sidecar instead of spawning one, and gets ready
 //   8 a multi-root workspace (.code-workspace with both folders): files of both reach the sidecar, ghost text in
 //     a TypeScript file of the second folder
-//   9 a remote sidecar (`glance serve` started by the test, glance.remote.url/token): ready through it, and a completion
-//  10 Explain, Add Types, Add Docs, Write Tests, Fix Problems from the command palette: each ends in a diff, the
+//   9 Apply on a chat code block shows a diff against the open file and Reject All closes it (the tiny model writes a
+//     code block only at times: the step asks up to 4 times and, with none, reports SKIPPED without failing;
+//     GLANCE_E2E_REQUIRE_APPLY=1 makes that a failure)
+//  10 a remote sidecar (`glance serve` started by the test, glance.remote.url/token): ready through it, and a completion
+//  11 Explain, Add Types, Add Docs, Write Tests, Fix Problems from the command palette: each ends in a diff, the
 //     explanation in the chat view, or a clear message, and no progress notification stays behind
-//  11 Apply on a chat code block shows a diff against the open file (the tiny model writes a code block only at
-//     times, so the step asks up to 4 times and, with none, says so without failing; GLANCE_E2E_REQUIRE_APPLY=1 fails)
 // Screenshots go to test-results/e2e/<nn>-<step>.png, a summary to test-results/e2e/report.json.
 // Isolation: HOME, XDG dirs, user-data-dir, extensions-dir, GLANCE_CACHE_DIR and the workspace copy live in one
 // temporary folder, removed at the end (kept with GLANCE_E2E_KEEP=1).
@@ -236,6 +237,13 @@ const GHOST_ATTEMPTS_SECOND_FOLDER = [
   { head: 'export function area(width: number, height: number): number {', body: 'return ' },
   { head: 'export function scale(p: Point, factor: number): Point {', body: 'return ' },
   { head: 'export function origin(): Point {', body: 'return ' },
+];
+
+const APPLY_QUESTIONS = [
+  'Reply with only this code block:\n```ts\nexport function zero(): number {\n  return 0;\n}\n```',
+  'Write a TypeScript function that returns the area of a circle, in a ```ts code block.',
+  'Show the distance function of @lib/geometry.ts in a ```ts code block.',
+  'Give an example of how to call midpoint, as a ```ts code block.',
 ];
 
 const GHOST_ATTEMPTS_REMOTE = [
@@ -609,6 +617,52 @@ async function main() {
       return `${synced} files of 2 folders synced; "${seen}"; ghost in lib/geometry.ts ${JSON.stringify(ghost.slice(0, 60))}`;
     });
 
+    await step('chat-apply', async (snap) => {
+      if ((await page.locator('.tab.dirty').count()) > 0) {
+        await focusEditor(); // keep what the completions typed (Close All Editors must not stop at a save prompt)
+        await page.keyboard.press('Control+S');
+        await sleep(500);
+      }
+      await runCommand('Notifications: Clear All Notifications');
+      await runCommand('View: Close All Editors');
+      await openFile('lib/geometry.ts');
+      await focusEditor();
+      await page.keyboard.press('Control+End'); // Apply of plain code goes in at the cursor (replacing a selection)
+      const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+      const question = frame.locator('#question');
+      // the activity bar icon toggles: a click on an open chat view closes the side bar
+      if (!(await question.isVisible().catch(() => false))) await page.locator('.activitybar [aria-label^="Glance"]').first().click();
+      await question.waitFor({ timeout: 30_000 });
+      // an empty conversation (the Explain answers above would be in the prompt): the model repeats the block more often
+      await runCommand('Glance: Clear Chat History');
+      await waitFor('the conversation to clear', async () => (await frame.locator('.turn').count()) === 0, 15_000);
+      const uncheck = frame.locator('#useSelection');
+      if (await uncheck.isChecked()) await uncheck.uncheck();
+      let block = null;
+      for (let attempt = 1; attempt <= 4 && block === null; attempt++) {
+        const before = await frame.locator('.turn.assistant').count();
+        await question.fill(APPLY_QUESTIONS[(attempt - 1) % APPLY_QUESTIONS.length]);
+        await question.press('Enter');
+        const answer = frame.locator('.turn.assistant .body').nth(before);
+        await waitFor('the answer to finish', async () => (await answer.getAttribute('data-finish')) !== null, 180_000, 100);
+        if ((await answer.locator('pre').count()) > 0) block = answer;
+        else log(`  answer ${attempt} has no code block`);
+      }
+      if (block === null) {
+        if (process.env.GLANCE_E2E_REQUIRE_APPLY) throw new Error('no answer had a code block to apply');
+        await snap('chat-apply-no-block');
+        return 'SKIPPED: the model wrote no code block in 4 answers, so Apply was not exercised';
+      }
+      await block.locator('.code-actions button', { hasText: 'Apply' }).first().click();
+      await page.locator('.monaco-diff-editor').first().waitFor({ timeout: 30_000 });
+      await sleep(800);
+      await snap('chat-apply-diff');
+      const toast = page.locator('.notification-toast', { hasText: 'Glance proposes changes' }).last();
+      await toast.locator('.monaco-button', { hasText: 'Reject All' }).first().click();
+      await waitFor('the diff to close after Reject All', async () => (await page.locator('.monaco-diff-editor').count()) === 0, 15_000);
+      const code = ((await block.locator('pre').first().textContent()) ?? '').trim();
+      return `Apply showed a diff for a ${code.length}-char code block: ${JSON.stringify(code.slice(0, 60))}`;
+    });
     await step('remote-sidecar', async (snap) => {
       // A sidecar the extension did not start (as on a GPU machine): its own cache dir and token file.
       const remoteDir = path.join(work, 'remote');
@@ -707,52 +761,6 @@ async function main() {
       return outcomes.join('; ');
     });
 
-    await step('chat-apply', async (snap) => {
-      if ((await page.locator('.tab.dirty').count()) > 0) {
-        await focusEditor(); // keep what the completions typed (Close All Editors must not stop at a save prompt)
-        await page.keyboard.press('Control+S');
-        await sleep(500);
-      }
-      await runCommand('Notifications: Clear All Notifications');
-      await runCommand('View: Close All Editors');
-      await openFile('lib/geometry.ts');
-      await focusEditor();
-      await page.keyboard.press('Control+End'); // Apply of plain code goes in at the cursor (replacing a selection)
-      const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
-      const question = frame.locator('#question');
-      // the activity bar icon toggles: a click on an open chat view closes the side bar
-      if (!(await question.isVisible().catch(() => false))) await page.locator('.activitybar [aria-label^="Glance"]').first().click();
-      await question.waitFor({ timeout: 30_000 });
-      // an empty conversation (the Explain answers above would be in the prompt): the model repeats the block more often
-      await runCommand('Glance: Clear Chat History');
-      await waitFor('the conversation to clear', async () => (await frame.locator('.turn').count()) === 0, 15_000);
-      const uncheck = frame.locator('#useSelection');
-      if (await uncheck.isChecked()) await uncheck.uncheck();
-      let block = null;
-      for (let attempt = 1; attempt <= 4 && block === null; attempt++) {
-        const before = await frame.locator('.turn.assistant').count();
-        await question.fill('Reply with only this code block:\n```ts\nexport function zero(): number {\n  return 0;\n}\n```');
-        await question.press('Enter');
-        const answer = frame.locator('.turn.assistant .body').nth(before);
-        await waitFor('the answer to finish', async () => (await answer.getAttribute('data-finish')) !== null, 180_000, 100);
-        if ((await answer.locator('pre').count()) > 0) block = answer;
-        else log(`  answer ${attempt} has no code block`);
-      }
-      if (block === null) {
-        if (process.env.GLANCE_E2E_REQUIRE_APPLY) throw new Error('no answer had a code block to apply');
-        await snap('chat-apply-no-block');
-        return 'SKIPPED: the model wrote no code block in 4 answers, so Apply was not exercised';
-      }
-      await block.locator('.code-actions button', { hasText: 'Apply' }).first().click();
-      await page.locator('.monaco-diff-editor').first().waitFor({ timeout: 30_000 });
-      await sleep(800);
-      await snap('chat-apply-diff');
-      const toast = page.locator('.notification-toast', { hasText: 'Glance proposes changes' }).last();
-      await toast.locator('.monaco-button', { hasText: 'Reject All' }).first().click();
-      await waitFor('the diff to close after Reject All', async () => (await page.locator('.monaco-diff-editor').count()) === 0, 15_000);
-      const code = ((await block.locator('pre').first().textContent()) ?? '').trim();
-      return `Apply showed a diff for a ${code.length}-char code block: ${JSON.stringify(code.slice(0, 60))}`;
-    });
   } finally {
     report.finished = new Date().toISOString();
     fs.writeFileSync(path.join(results, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
