@@ -43,6 +43,17 @@ function openEdited(c: RawClient): void {
   c.notify('textDocument/didOpen', { textDocument: { uri: uriOf(EDITED), languageId: 'typescript', version: 1, text: EDITED_TEXT } });
 }
 
+/** Asks glance/status until `done` holds or `ms` pass; returns the last status (the caller asserts on it). */
+async function pollStatus(c: RawClient, done: (s: StatusResult) => boolean, ms: number): Promise<StatusResult> {
+  const until = Date.now() + ms;
+  let s = await c.request<StatusResult>('glance/status');
+  while (!done(s) && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 50));
+    s = await c.request<StatusResult>('glance/status');
+  }
+  return s;
+}
+
 before(async () => {
   folder = fs.mkdtempSync(path.join(os.tmpdir(), 'glance-ws-'));
   for (const [rel, text] of Object.entries(FILES)) {
@@ -206,11 +217,7 @@ describe('protocol', () => {
   test('status reports the repository in context and the cache', async () => {
     const c = await client();
     await syncWorkspace(c);
-    let s = await c.request<StatusResult>('glance/status');
-    for (let i = 0; i < 100 && s.state !== 'ready'; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-      s = await c.request<StatusResult>('glance/status');
-    }
+    const s = await pollStatus(c, (st) => st.state === 'ready', 10_000);
     assert.equal(s.state, 'ready', JSON.stringify(s) + sc.stderr().split('\n').filter((l) => !l.startsWith('loading')).slice(-25).join('\n'));
     assert.equal(s.model, 'glance-tiny');
     assert.ok(s.contextTokens > 50);
@@ -240,11 +247,7 @@ describe('cancellation', () => {
     const r = await long.response;
     assert.equal(r.error?.code, ErrorCodes.RequestCancelled);
     assert.ok(deltas - cancelledAt <= 3, `${deltas - cancelledAt} deltas after the cancel`);
-    let s = await c.request<StatusResult>('glance/status');
-    for (let i = 0; i < 40 && s.queue.running > 0; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      s = await c.request<StatusResult>('glance/status');
-    }
+    const s = await pollStatus(c, (st) => st.queue.running === 0, 2000);
     assert.equal(s.queue.running, 0, 'the slot is free');
     const next = await c.request<ChatResult>('glance/chat', { messages: [{ role: 'user', content: 'hi' }], maxTokens: 4 });
     assert.ok(next.usage.completionTokens > 0);
@@ -260,11 +263,7 @@ describe('cancellation', () => {
     await going;
     await a.close();
     const b = await client();
-    let s = await b.request<StatusResult>('glance/status');
-    for (let i = 0; i < 50 && s.queue.running > 0; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      s = await b.request<StatusResult>('glance/status');
-    }
+    const s = await pollStatus(b, (st) => st.queue.running === 0, 2500);
     assert.equal(s.queue.running, 0);
     await b.close();
   });
@@ -375,11 +374,7 @@ describe('concurrency', () => {
     assert.equal(answered + cancelled + superseded, 800);
     assert.equal(cancelled, 400, `answered ${answered}, cancelled ${cancelled}, superseded ${superseded}`);
     assert.ok(answered >= 80, `the last request of each wave is answered (${answered})`);
-    let s = await clients[0].request<StatusResult>('glance/status');
-    for (let i = 0; i < 40 && s.queue.running + s.queue.waiting > 0; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      s = await clients[0].request<StatusResult>('glance/status');
-    }
+    const s = await pollStatus(clients[0], (st) => st.queue.running + st.queue.waiting === 0, 2000);
     assert.equal(s.queue.running + s.queue.waiting, 0, 'nothing left in the engine');
     for (const c of clients) assert.equal(c.pendingCount, 0);
     assert.equal(sc.proc.exitCode, null);
@@ -418,11 +413,7 @@ describe('queue bound and indexing', () => {
       // Had the completion computed the rest of the repository itself, indexing would now be over.
       assert.equal(after.state, 'indexing', `answered after ${r.glance!.latencyMs} ms with indexing at ${after.cachedTokens}/${after.contextTokens}`);
       assert.ok(r.glance!.promptTokens < after.contextTokens - after.cachedTokens + 400, `computed ${r.glance!.promptTokens} prompt tokens`);
-      let s = after;
-      for (let i = 0; i < 600 && s.state !== 'ready'; i++) {
-        await new Promise((res) => setTimeout(res, 100));
-        s = await c.request<StatusResult>('glance/status');
-      }
+      const s = await pollStatus(c, (st) => st.state === 'ready', 60_000);
       assert.equal(s.state, 'ready', 'indexing resumed after the completion and finished');
       assert.equal(s.cachedTokens, s.contextTokens);
       await c.close();

@@ -2,7 +2,9 @@
 // stability between keystrokes, workspace containment and file filters.
 
 import assert from 'node:assert/strict';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 
 import { CompletionBoundary, finishCompletion } from '../../sidecar/src/completion/boundary';
@@ -106,18 +108,20 @@ test('completion prompt: everything before the cursor is identical between keyst
 });
 
 test('workspace: URIs outside the folders (also through ..) are refused; hashes must match', () => {
+  // Folders under the temp directory, built at run time (no machine's paths in the test).
+  const root = pathToFileURL(path.join(os.tmpdir(), 'glance-ws-test')).href;
   const ws = new Workspace('demo');
-  ws.setFolders([{ uri: 'file:///work/repo' }]);
-  assert.ok(ws.contains('file:///work/repo/src/a.ts'));
-  assert.ok(!ws.contains('file:///work/repo/../secret.txt'));
-  assert.ok(!ws.contains('file:///work/repo2/a.ts'));
+  ws.setFolders([{ uri: `${root}/repo` }]);
+  assert.ok(ws.contains(`${root}/repo/src/a.ts`));
+  assert.ok(!ws.contains(`${root}/repo/../secret.txt`));
+  assert.ok(!ws.contains(`${root}/repo2/a.ts`));
   assert.ok(!ws.contains('untitled:Untitled-1'));
   assert.throws(() => ws.putFile('file:///etc/passwd', sha256('x'), 'x'), /outside the workspace/);
-  assert.throws(() => ws.putFile('file:///work/repo/a.ts', sha256('y'), 'x'), /hash/);
-  assert.deepEqual(ws.putFile('file:///work/repo/a.ts', sha256('x'), undefined), { accepted: false });
-  assert.deepEqual(ws.putFile('file:///work/repo/a.ts', sha256('x'), 'x'), { accepted: true });
-  assert.deepEqual(ws.putFile('file:///work/repo/b.ts', sha256('x'), undefined), { accepted: true }, 'known by hash');
-  ws.setFolders([{ uri: 'file:///work/other' }]);
+  assert.throws(() => ws.putFile(`${root}/repo/a.ts`, sha256('y'), 'x'), /hash/);
+  assert.deepEqual(ws.putFile(`${root}/repo/a.ts`, sha256('x'), undefined), { accepted: false });
+  assert.deepEqual(ws.putFile(`${root}/repo/a.ts`, sha256('x'), 'x'), { accepted: true });
+  assert.deepEqual(ws.putFile(`${root}/repo/b.ts`, sha256('x'), undefined), { accepted: true }, 'known by hash');
+  ws.setFolders([{ uri: `${root}/other` }]);
   assert.equal(ws.listFiles().length, 0, 'files of a removed folder leave the repository');
 });
 

@@ -14,6 +14,7 @@ import type { SamplerOptions } from '../engine/sampling';
 import { loadTokenizer, type Tokenizer } from '../engine/tokenizer';
 import type { ModelConfig } from '../engine/types';
 import { inspectWeights, parameterCounts, type CheckpointWeights } from '../engine/weights';
+import { findProjectRoot } from '../native/index';
 import { runServe } from './serve';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -318,24 +319,6 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
 // ---------------------------------------------------------------------------------------------------------------
 // model directory, native addon, model loading (resolved lazily, so that --help and info work without the addon)
 
-function packageRoot(): string | null {
-  let dir = __dirname;
-  for (;;) {
-    const pj = path.join(dir, 'package.json');
-    if (fs.existsSync(pj)) {
-      try {
-        const name = (JSON.parse(fs.readFileSync(pj, 'utf8')) as { name?: unknown }).name;
-        if (name === 'glance') return dir;
-      } catch {
-        // keep looking
-      }
-    }
-    const up = path.dirname(dir);
-    if (up === dir) return null;
-    dir = up;
-  }
-}
-
 export const DEFAULT_MODEL = path.join('models', 'glance-tiny');
 
 export function resolveModelDir(model: string | null): string {
@@ -345,7 +328,7 @@ export function resolveModelDir(model: string | null): string {
     if (!fs.statSync(dir).isDirectory()) throw new GlanceError('missing_file', `${dir} is not a directory (--model wants a model directory)`, { dir });
     return dir;
   }
-  const root = packageRoot();
+  const root = findProjectRoot();
   const dir = root ? path.join(root, DEFAULT_MODEL) : path.resolve(DEFAULT_MODEL);
   if (!fs.existsSync(path.join(dir, 'config.json'))) {
     throw new GlanceError(

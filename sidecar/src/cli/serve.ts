@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { startSidecar, type Sidecar } from '../app';
 import { DEFAULT_COMPLETION_SETTINGS } from '../assistant/completion';
 import { isGlanceError } from '../engine/errors';
+import { findProjectRoot } from '../native/index';
 import { PROTOCOL_VERSION, type ReadyLine } from '../protocol/index';
 import { loadOrCreateToken } from '../server/auth';
 import { glanceCacheDir, lockFilePath, readLiveLockFile, removeLockFile, writeLockFile } from '../server/lockfile';
@@ -224,20 +225,13 @@ export async function runServe(argv: string[], io: CliIo): Promise<number> {
   return finished;
 }
 
+/** The sidecar's version: this package's package.json (found the same way as the native addon). */
 function packageVersion(): string {
-  let dir = __dirname;
-  for (;;) {
-    const pj = path.join(dir, 'package.json');
-    if (fs.existsSync(pj)) {
-      try {
-        const j = JSON.parse(fs.readFileSync(pj, 'utf8')) as { name?: string; version?: string };
-        if (j.name === 'glance' && j.version) return j.version;
-      } catch {
-        // keep walking
-      }
-    }
-    const up = path.dirname(dir);
-    if (up === dir) return '0.0.0';
-    dir = up;
+  const root = findProjectRoot();
+  if (root === null) return '0.0.0';
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version?: string }).version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
   }
 }

@@ -5,6 +5,7 @@
 
 import type { Tokenizer } from '../engine/tokenizer';
 import type { EngineHost } from '../scheduler/engine-host';
+import { commonPrefixLength } from '../scheduler/prefix';
 import type { Log } from '../server/log';
 import { Workspace } from '../workspace/workspace';
 import { layoutRepository, type RepositoryLayout, type SpecialIds, TokenCache } from './layout';
@@ -101,12 +102,7 @@ export class RepositoryContext {
     if (!this.engine.prefixReuse || target === null || s.targetTokens !== target.length) return layout.ids.length;
     // The engine's figure is about the last target it was given; the layout asked about may differ from it (e.g.
     // the active document changed): what is computed of this layout is their common prefix, as far as done.
-    let common = 0;
-    const n = Math.min(target.length, layout.ids.length, s.cachedTokens);
-    while (common < n && target[common] === layout.ids[common]) common++;
-    if (common === layout.ids.length) return common;
-    // Nothing of this repository computed yet (a new workspace): wait for nothing, use what there is.
-    return common;
+    return commonPrefixLength(target, Math.min(target.length, s.cachedTokens), layout.ids);
   }
 
   currentLayout(): RepositoryLayout | null {

@@ -18,6 +18,7 @@ import { loadModelOnDevice } from '../engine/device';
 import type { Model, Sequence } from '../engine/model';
 import { Sampler } from '../engine/sampling';
 import { loadTokenizer, type StreamDecoder, type Tokenizer } from '../engine/tokenizer';
+import { commonPrefixLength as lcp } from './prefix';
 import type { EngineToHost, EngineWorkerData, GenerateTask, HostToEngine, TaskFinish, TaskResult } from './messages';
 
 const PREFILL_CHUNK = 256;
@@ -402,14 +403,6 @@ class EngineLoop {
 
 function emptyResult(reason: TaskFinish, queueMs: number): TaskResult {
   return { text: '', finishReason: reason, promptComputed: 0, promptReused: 0, generatedTokens: 0, tokensPerSecond: 0, runMs: 0, queueMs };
-}
-
-/** Length of the common prefix of held[0..n) and ids. */
-export function lcp(held: Int32Array, n: number, ids: Int32Array): number {
-  const m = Math.min(n, ids.length);
-  let i = 0;
-  while (i < m && held[i] === ids[i]) i++;
-  return i;
 }
 
 function ensureCapacity(a: Int32Array, n: number): Int32Array {
