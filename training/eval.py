@@ -320,6 +320,8 @@ def build_prompts(held: gd.Corpus, fm: gd.FimMaker, f: dict, li: int, budget: in
         Sx = Sx[:ns]
         P = P[len(P) - (room - ns):] if room - ns > 0 else []
     fim_block = [gd.FILE_SEP] + path_ids + [gd.FIM_PREFIX] + P + [gd.FIM_SUFFIX] + Sx + [gd.FIM_MIDDLE]
+    # SPM (suffix first; the middle continues the prefix), as glance_data trains it and the sidecar may prompt
+    spm_block = [gd.FILE_SEP] + path_ids + [gd.FIM_PREFIX, gd.FIM_SUFFIX] + Sx + [gd.FIM_MIDDLE] + P
     # next-line block: <|file_sep|>path\n + text up to the end of the previous line
     nb = fm.enc(f["path"] + "\n" + content[:start - 1])
     room = budget - len(hdr) - 1
@@ -334,8 +336,10 @@ def build_prompts(held: gd.Corpus, fm: gd.FimMaker, f: dict, li: int, budget: in
         return hdr + c + block, len(c)
 
     fim_repo, fim_ctx = with_repo(fim_block)
+    spm_repo, _ = with_repo(spm_block)
     next_repo, next_ctx = with_repo(next_block)
-    return dict(fim_file=hdr + fim_block, fim_repo=fim_repo, next_file=hdr + next_block, next_repo=next_repo,
+    return dict(fim_file=hdr + fim_block, fim_repo=fim_repo, spm_file=hdr + spm_block, spm_repo=spm_repo,
+                next_file=hdr + next_block, next_repo=next_repo,
                 target=line, ctx_tokens=dict(fim=fim_ctx, next=next_ctx), repo_ctx_available=len(ctx))
 
 
@@ -343,7 +347,7 @@ def run_tasks(model, tok, held, files, cases, ctx_len, max_new, sparse, deadline
     fm = gd.FimMaker(tok)
     comp = Completer(model, tok, sparse, max_new)
     budget = ctx_len - max_new
-    keys = ("fim_file", "fim_repo", "next_file", "next_repo")
+    keys = ("fim_file", "fim_repo", "spm_file", "spm_repo", "next_file", "next_repo")
     hits = {k: 0 for k in keys}
     hits_raw = {k: 0 for k in keys}
     gen_tokens = 0
@@ -363,7 +367,7 @@ def run_tasks(model, tok, held, files, cases, ctx_len, max_new, sparse, deadline
                   repo_ctx_tokens=pr["ctx_tokens"])
         ctx_used.append(pr["ctx_tokens"]["fim"])
         for k in keys:
-            pred, raw, n = comp.greedy(pr[k], "line" if k.startswith("fim") else "next")
+            pred, raw, n = comp.greedy(pr[k], "next" if k.startswith("next") else "line")
             gen_tokens += n
             ok = pred is not None and pred.strip() == tgt.strip()
             hits[k] += ok
@@ -387,6 +391,8 @@ def summarise_tasks(raw: dict) -> dict:
     res.update({f"{k}_em": v / n for k, v in raw["hits"].items()})
     res.update({f"{k}_em_raw": v / n for k, v in raw["hits_raw"].items()})
     res["fim_repo_gain"] = res["fim_repo_em"] - res["fim_file_em"]
+    if "spm_file" in raw["hits"]:
+        res["spm_repo_gain"] = res["spm_repo_em"] - res["spm_file_em"]
     res["next_repo_gain"] = res["next_repo_em"] - res["next_file_em"]
     res["mean_repo_ctx_tokens"] = raw["ctx_sum"] / n
     return res
@@ -545,7 +551,8 @@ def main(argv=None):
         import multiprocessing as mp
         W = a.workers
         jobs = [(a.model, a.tokenizer or a.model, a.data, a.seq_len, cases[w::W], a.ctx, a.max_new, mode == "sparse",
-                 deadline, w, str(dev)) for w in range(W)]
+                 deadline, w, f"cuda:{w % torch.cuda.device_count()}" if dev.type == "cuda" else str(dev))
+                for w in range(W)]   # workers spread over every GPU of the machine
         with mp.get_context("spawn").Pool(W) as pool:
             parts = pool.map(_task_worker, jobs)
         results["tasks"][mode] = merge_tasks(parts)
@@ -569,6 +576,9 @@ def main(argv=None):
         rows += [(f"FIM single-line EM, file only ({mode})", f"{100 * r['fim_file_em']:.1f}%"),
                  (f"FIM single-line EM, repo context ({mode})", f"{100 * r['fim_repo_em']:.1f}%"),
                  (f"FIM repo-context gain ({mode})", f"{100 * r['fim_repo_gain']:+.1f} pt"),
+                 (f"FIM single-line EM in SPM order, file only / repo context ({mode})",
+                  f"{100 * r.get('spm_file_em', float('nan')):.1f}% / {100 * r.get('spm_repo_em', float('nan')):.1f}% "
+                  f"({100 * r.get('spm_repo_gain', float('nan')):+.1f} pt)"),
                  (f"next-line EM, file only ({mode})", f"{100 * r['next_file_em']:.1f}%"),
                  (f"next-line EM, repo context ({mode})", f"{100 * r['next_repo_em']:.1f}%"),
                  (f"next-line repo-context gain ({mode})", f"{100 * r['next_repo_gain']:+.1f} pt"),

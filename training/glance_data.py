@@ -15,9 +15,13 @@ Reads the token shards described in training/corpus/FORMAT.md and builds fixed-l
 * FIM (training only, rate `fim_rate` per piece): one complete file of the piece is chosen, split at character
   positions into prefix/middle/suffix, re-encoded and moved to the END of the piece as
 
-      <|file_sep|>PATH\\n<|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>MIDDLE<|endoftext|>
+      <|file_sep|>PATH\\n<|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>MIDDLE<|endoftext|>      (PSM)
+      <|file_sep|>PATH\\n<|fim_prefix|><|fim_suffix|>SUFFIX<|fim_middle|>PREFIX MIDDLE<|endoftext|>      (SPM)
 
-  (repository-level PSM, FORMAT.md); the other files of the piece stay before it as context. Split modes
+  (repository-level, FORMAT.md); the other files of the piece stay before it as context. SPM (rate `spm_rate` of
+  the FIM examples; the "SPM variant" of Bavarian et al. 2022, as StarCoder and Code Llama train it) puts the
+  suffix first, so the middle directly continues the prefix: easier to learn for a small model, and an editor that
+  types at the cursor only ever appends to the prompt (the cached prefix stays valid). Split modes
   (`split_fim`): 35% one whole line (the middle without its final newline: the single-line eval case), 15% 2-3
   whole lines, 20% from a random position inside a line to the end of that line (or of up to 2 more lines), 30% two
   uniform character positions.
@@ -233,8 +237,9 @@ def split_fim(content: str, rng: np.random.Generator) -> tuple[str, str, str]:
 
 
 class FimMaker:
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, spm_rate: float = 0.0):
         self.tok = tokenizer
+        self.spm_rate = float(spm_rate)
 
     def enc(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False).ids if text else []
@@ -242,9 +247,12 @@ class FimMaker:
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
-    def fim_block(self, path: str, prefix: str, middle: str, suffix: str) -> list[int]:
-        return ([FILE_SEP] + self.enc(path + "\n") + [FIM_PREFIX] + self.enc(prefix) + [FIM_SUFFIX] + self.enc(suffix)
-                + [FIM_MIDDLE] + self.enc(middle) + [EOT])
+    def fim_block(self, path: str, prefix: str, middle: str, suffix: str, spm: bool = False) -> list[int]:
+        head = [FILE_SEP] + self.enc(path + "\n")
+        if spm:    # prefix and middle encoded apart, as the prompt (which ends with the prefix) is at inference
+            return (head + [FIM_PREFIX, FIM_SUFFIX] + self.enc(suffix) + [FIM_MIDDLE] + self.enc(prefix)
+                    + self.enc(middle) + [EOT])
+        return head + [FIM_PREFIX] + self.enc(prefix) + [FIM_SUFFIX] + self.enc(suffix) + [FIM_MIDDLE] + self.enc(middle) + [EOT]
 
     def transform(self, toks: np.ndarray, hdr_len: int, clean_end: bool, rng: np.random.Generator,
                   max_len: int) -> Optional[np.ndarray]:
@@ -270,7 +278,8 @@ class FimMaker:
                 continue
             path, content = text[:nl], text[nl + 1:]
             prefix, middle, suffix = split_fim(content, rng)
-            block = np.asarray(self.fim_block(path, prefix, middle, suffix), dtype=np.int64)
+            spm = self.spm_rate > 0 and rng.random() < self.spm_rate
+            block = np.asarray(self.fim_block(path, prefix, middle, suffix, spm), dtype=np.int64)
             ctx = np.concatenate([toks[:a], toks[b:end]]).astype(np.int64)
             over = ctx.size + block.size - max_len
             if over > 0:
@@ -301,12 +310,12 @@ class SequenceStream:
     """Deterministic stream of (ids int64 [S], labels int64 [S]) for a corpus. Position = (epoch, index)."""
 
     def __init__(self, corpus: Corpus, seed: int = 0, fim_rate: float = 0.0, tokenizer=None, shuffle: bool = True,
-                 fim_per_piece: int = 1):
+                 fim_per_piece: int = 1, spm_rate: float = 0.0):
         self.c, self.seed, self.fim_rate, self.shuffle = corpus, seed, fim_rate, shuffle
         # up to this many files of one piece become FIM examples (each with probability fim_rate); more than one
         # gives the model many more FIM middles per token of training than the usual one per document
         self.fim_per_piece = max(1, int(fim_per_piece))
-        self.fim = FimMaker(tokenizer) if (fim_rate > 0 and tokenizer is not None) else None
+        self.fim = FimMaker(tokenizer, spm_rate) if (fim_rate > 0 and tokenizer is not None) else None
         if fim_rate > 0 and tokenizer is None:
             raise ValueError("FIM needs the tokenizer")
         self._bins: dict[int, list[list[int]]] = {}
@@ -380,13 +389,14 @@ def _positions(stream: SequenceStream, epoch: int, idx: int):
         epoch, idx = epoch + 1, 0
 
 
-def _prefetch_worker(stream, epoch, idx, worker, workers, q, stop):
-    """Builds every `workers`-th sequence (the ones with k % workers == worker) into its own queue."""
+def _prefetch_worker(stream, epoch, idx, worker, workers, q, stop, rank=0, world=1):
+    """Builds this rank's share of the sequences (data-parallel rank r of `world` takes the k-th sequence for
+    k % world == r) and of that every `workers`-th one (j % workers == worker) into its own queue."""
     import queue as _queue
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         for k, (e, i) in enumerate(_positions(stream, epoch, idx)):
-            if k % workers != worker:
+            if k % world != rank or (k // world) % workers != worker:
                 continue
             ids, labels, info = stream.sequence(e, i)
             n = stream.epoch_len(e)
@@ -406,9 +416,12 @@ def _prefetch_worker(stream, epoch, idx, worker, workers, q, stop):
 class Prefetcher:
     """Sequences in training order, built ahead by `workers` processes (FIM re-tokenisation is CPU work that one
     thread could not keep up with at ~26 sequences/s). Worker w builds the k-th sequence for k % workers == w;
-    get() takes them round-robin, so the order is exactly that of stream.iterate()."""
+    get() takes them round-robin, so the order is exactly that of stream.iterate(). With data parallelism (rank,
+    world) each rank gets every world-th sequence: one optimizer step over all ranks consumes a contiguous block of
+    the global order, so the position after a step is the largest next-position over the ranks."""
 
-    def __init__(self, stream: SequenceStream, epoch: int, idx: int, workers: int = 6, depth: int = 8):
+    def __init__(self, stream: SequenceStream, epoch: int, idx: int, workers: int = 6, depth: int = 8,
+                 rank: int = 0, world: int = 1):
         import multiprocessing as mp
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         # spawn, not fork: the trainer has CUDA (and its threads) up by now; the workers import only this module
@@ -417,7 +430,7 @@ class Prefetcher:
         self.stop = ctx.Event()
         self.qs = [ctx.Queue(maxsize=depth) for _ in range(self.workers)]
         self.procs = [ctx.Process(target=_prefetch_worker, args=(stream, epoch, idx, w, self.workers, self.qs[w],
-                                                                 self.stop), daemon=True)
+                                                                 self.stop, rank, world), daemon=True)
                       for w in range(self.workers)]
         for p in self.procs:
             p.start()

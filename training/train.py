@@ -17,6 +17,12 @@ of another stage (--resume ../dense/ckpt.pt): its weights start the new stage. -
 model directory (bf16 or FP8 export) to start from. --max-minutes stops cleanly (checkpoint written) before that
 wall-clock time from process start. Logs: DIR/log.jsonl (one JSON object per step, plus eval records), progress on
 stderr (tqdm), a plain line every --log-every steps on stdout, DIR/summary.json at exit.
+
+Data parallel: `torchrun --nproc-per-node N training/train.py ...` (one process per GPU). Every rank holds the whole
+model (it is small); after the backward pass the gradients are averaged with one flat all-reduce and the MoE expert
+loads summed, so all ranks take identical optimizer steps. --batch is per rank (an optimizer step sees
+batch x accum x N sequences); rank r takes every N-th sequence of the one global order; rank 0 alone evaluates,
+logs and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -54,8 +60,15 @@ STAGE_DEFAULTS = {
 }
 
 
-def log(*a):
-    print(f"[train {time.time() - T_START:7.1f}s]", *a, flush=True)
+RANK = int(os.environ.get("RANK", "0"))
+WORLD = int(os.environ.get("WORLD_SIZE", "1"))
+LOCAL_RANK = int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def log(*a, all_ranks: bool = False):
+    if RANK == 0 or all_ranks:
+        tag = f"train {time.time() - T_START:7.1f}s" + (f" r{RANK}" if WORLD > 1 else "")
+        print(f"[{tag}]", *a, flush=True)
 
 
 def parse_args(argv=None):
@@ -79,6 +92,8 @@ def parse_args(argv=None):
     ap.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (8192)")
     ap.add_argument("--fim-rate", type=float, default=None)
     ap.add_argument("--fim-per-piece", type=int, default=1, help="files per repository piece that may become FIM examples")
+    ap.add_argument("--spm-rate", type=float, default=0.0,
+                    help="share of FIM examples in suffix-prefix-middle order (the rest prefix-suffix-middle)")
     ap.add_argument("--bias-gamma", type=float, default=None, help="aux-loss-free balancing bias step")
     ap.add_argument("--eval-every", type=int, default=None)
     ap.add_argument("--eval-seqs", type=int, default=16, help="held-out sequences per periodic eval")
@@ -261,7 +276,16 @@ def set_rng_state(s: dict):
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dist = None
+    if WORLD > 1:
+        import datetime
+        import torch.distributed as dist
+        if torch.cuda.is_available():
+            torch.cuda.set_device(LOCAL_RANK)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                                timeout=datetime.timedelta(minutes=10))
+        log(f"data parallel: {WORLD} ranks")
+    dev = torch.device(args.device or (f"cuda:{LOCAL_RANK}" if torch.cuda.is_available() else "cpu"))
     if dev.type != "cuda":
         log(f"WARNING: running on {dev} (tests only)")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -310,6 +334,9 @@ def main(argv=None):
             model.load_state_dict(ck["model"], strict=True)
     cfg = model.config
     model.to(dev)
+    if dist is not None:   # identical start on every rank, whatever the init path did
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, 0)
     set_trainable(model, args.stage)
     model.train()
     pc = count_parameters(model)
@@ -330,6 +357,9 @@ def main(argv=None):
         tokens_nonpad = ck.get("tokens_nonpad", tokens)
         epoch, idx = ck["data_pos"]["epoch"], ck["data_pos"]["idx"]
         micro = min(micro, ck.get("micro_batch", micro))
+        if ck.get("world", 1) != WORLD:
+            log(f"WARNING: checkpoint written with {ck.get('world', 1)} ranks, continuing with {WORLD} "
+                f"(same data position, different batch per step)")
         set_rng_state(ck["rng"])
         log(f"resumed at step {step}, {tokens / 1e6:.1f}M tokens, data position epoch {epoch} index {idx}")
     del ck
@@ -338,16 +368,17 @@ def main(argv=None):
     tok = gd.load_tokenizer(args.tokenizer) if args.fim_rate > 0 else None
     train_c = gd.Corpus(args.data, "train", args.seq_len)
     stream = gd.SequenceStream(train_c, seed=args.seed, fim_rate=args.fim_rate, tokenizer=tok, shuffle=True,
-                               fim_per_piece=args.fim_per_piece)
+                               fim_per_piece=args.fim_per_piece, spm_rate=args.spm_rate)
     held_c = gd.Corpus(args.data, "heldout", args.seq_len)
     held = gd.SequenceStream(held_c, shuffle=False)
     n_eval = min(args.eval_seqs, held.epoch_len(0))
     eval_seqs = [held.sequence(0, i)[:2] for i in range(n_eval)]
     seqs_per_step = args.batch * args.accum
     log(f"data: {train_c.n_tokens / 1e6:.1f}M train tokens, {stream.epoch_len(0)} sequences of {args.seq_len} per "
-        f"epoch; {n_eval} held-out sequences for periodic eval; {seqs_per_step} sequences "
-        f"({seqs_per_step * args.seq_len} tokens) per step; FIM rate {args.fim_rate}")
-    pf = gd.Prefetcher(stream, epoch, idx, workers=args.data_workers)
+        f"epoch; {n_eval} held-out sequences for periodic eval; {seqs_per_step * WORLD} sequences "
+        f"({seqs_per_step * WORLD * args.seq_len} tokens) per step over {WORLD} rank(s); FIM rate {args.fim_rate}, "
+        f"SPM share {args.spm_rate}")
+    pf = gd.Prefetcher(stream, epoch, idx, workers=args.data_workers, rank=RANK, world=WORLD)
 
     eval_modes = ("dense",) if args.stage == "dense" else ("dense", "sparse")
     sparse = args.stage == "sparse"
@@ -359,11 +390,12 @@ def main(argv=None):
         log(f"torch.compile on {len(targets)} modules (attention, norms, dense/shared MLPs)")
 
     # ---- log files ----------------------------------------------------------------------------------------------
-    logf = open(os.path.join(args.out, "log.jsonl"), "a")
+    logf = open(os.path.join(args.out, "log.jsonl"), "a") if RANK == 0 else None
 
     def write(rec):
-        logf.write(json.dumps(rec) + "\n")
-        logf.flush()
+        if logf is not None:
+            logf.write(json.dumps(rec) + "\n")
+            logf.flush()
 
     write(dict(event="start", stage=args.stage, step=step, args=vars(args), params=pc, resumed=full_resume,
                time=time.time()))
@@ -371,17 +403,17 @@ def main(argv=None):
     try:
         from tqdm import tqdm
         bar = tqdm(total=args.total_steps, initial=step, desc=args.stage, mininterval=5, file=sys.stderr,
-                   dynamic_ncols=False, ncols=110, disable=None)   # off when stderr is not a terminal
+                   dynamic_ncols=False, ncols=110, disable=None if RANK == 0 else True)   # off when not a terminal
     except Exception:  # pragma: no cover
         bar = None
 
     def checkpoint(final: bool = False):
-        if args.no_ckpt:
+        if args.no_ckpt or RANK != 0:
             return 0.0
         t0 = time.time()
         state = dict(version=1, stage=args.stage, step=step, tokens=tokens, tokens_nonpad=tokens_nonpad,
                      model=model.state_dict(), optimizer=opt.state_dict(), data_pos=dict(epoch=epoch, idx=idx),
-                     rng=rng_state(), hf_config=hf_cfg, args=vars(args), history=history, micro_batch=micro,
+                     rng=rng_state(), hf_config=hf_cfg, args=vars(args), history=history, micro_batch=micro, world=WORLD,
                      final=final, time=time.time())
         save_ckpt(ckpt_path, state)
         dt = time.time() - t0
@@ -392,6 +424,8 @@ def main(argv=None):
 
     def run_eval():
         nonlocal last_eval
+        if RANK != 0:          # the other ranks wait at the next collective
+            return
         t0 = time.time()
         r = evaluate(model, eval_seqs, args.eval_batch, eval_modes)
         r["eval_s"] = time.time() - t0
@@ -469,9 +503,24 @@ def main(argv=None):
                 opt.zero_grad(set_to_none=True)
                 model.update_expert_bias(0.0)
         compiled_ok = True
+        if dist is not None:
+            # one flat all-reduce of every trainable gradient (an expert no token reached has none: zeros), so
+            # that every rank clips and steps identically
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
+            flat = torch.cat([g.reshape(-1).float() for g in grads])
+            dist.all_reduce(flat, op=dist.ReduceOp.AVG)
+            o = 0
+            for p, g in zip(trainable, grads):
+                n_ = g.numel()
+                p.grad = flat[o:o + n_].view_as(g).to(g.dtype)
+                o += n_
+            del flat, grads
+            stats = torch.tensor([lm_sum, kl_sum, float(nonpad)], device=dev, dtype=torch.float64)
+            dist.all_reduce(stats)
+            lm_sum, kl_sum, nonpad = float(stats[0]) / WORLD, float(stats[1]) / WORLD, int(stats[2])
         gn = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
-        bal = model.update_expert_bias(args.bias_gamma)     # gamma 0 (indexer stage): only resets the counts
+        bal = model.update_expert_bias(args.bias_gamma, all_reduce=dist.all_reduce if dist is not None else None)
         if is_cuda:
             torch.cuda.synchronize()
         dt = time.time() - t0
@@ -481,12 +530,16 @@ def main(argv=None):
             log(f"profile of step {step + 1} ({dt:.3f}s):\n" + prof.key_averages().table(sort_by=key, row_limit=25,
                                                                                            max_name_column_width=60))
         step += 1
-        tokens += ids_all.numel()
+        tokens += ids_all.numel() * WORLD
         tokens_nonpad += nonpad
         epoch, idx = batch[-1][5]
+        if dist is not None:   # the step consumed a contiguous block of the global order: resume after its end
+            pos = [None] * WORLD
+            dist.all_gather_object(pos, (epoch, idx))
+            epoch, idx = max(pos)
         step_times.append(dt)
         rec = dict(step=step, stage=args.stage, lr=opt.param_groups[0]["lr"], grad_norm=float(gn), step_s=dt,
-                   tok_per_s=ids_all.numel() / dt, tokens=tokens, tokens_nonpad=tokens_nonpad, epoch=epoch,
+                   tok_per_s=ids_all.numel() * WORLD / dt, tokens=tokens, tokens_nonpad=tokens_nonpad, epoch=epoch,
                    fim=sum(b[4]["fim"] for b in batch), micro=micro,
                    mem_gb=max_mem())
         if args.stage != "indexer":
@@ -508,18 +561,27 @@ def main(argv=None):
                 if k not in ("stage", "step")))
         if step % args.eval_every == 0 and step < args.total_steps:
             run_eval()
-        # time budget
+        # time budget and periodic checkpoint: rank 0 decides for every rank (clocks and step times differ)
         now = time.time()
+        stop = do_ckpt = False
         if args.max_minutes is not None:
             est = max(step_times[-5:]) * 1.5 + ckpt_cost + 5
             if (step + 1) % args.eval_every == 0 or step + 1 >= args.total_steps:
                 est += (last_eval or {}).get("eval_s", 10.0)
-            if now - T_START + est > args.max_minutes * 60:
-                stop_reason = "max_minutes"
-                break
-        if now - last_ckpt > args.ckpt_minutes * 60:
+            stop = now - T_START + est > args.max_minutes * 60
+        do_ckpt = now - last_ckpt > args.ckpt_minutes * 60
+        if dist is not None:
+            flags = torch.tensor([int(stop), int(do_ckpt)], device=dev)
+            dist.broadcast(flags, 0)
+            stop, do_ckpt = bool(flags[0].item()), bool(flags[1].item())
+        if stop:
+            stop_reason = "max_minutes"
+            break
+        if do_ckpt:
             ckpt_cost = max(ckpt_cost, checkpoint())
             last_ckpt = time.time()
+            if dist is not None:
+                dist.barrier()
 
     pf.close()
     if bar is not None:
@@ -536,11 +598,18 @@ def main(argv=None):
                    max_mem_gb=max_mem(), micro_batch=micro, last_eval=last_eval,
                    history=history + [dict(stage=args.stage, steps=step, tokens=tokens, tokens_nonpad=tokens_nonpad)],
                    params=pc, compiled=bool(targets), wall_s=time.time() - T_START)
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    summary["world"] = WORLD
+    summary["tok_per_s"] = summary["tok_per_s"] * WORLD if summary["tok_per_s"] else None
+    if RANK == 0:
+        with open(os.path.join(args.out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     write(dict(event="end", **{k: v for k, v in summary.items() if k != "history"}))
     log(f"stop ({stop_reason}) at step {step}: {json.dumps({k: summary[k] for k in ('tokens', 'tok_per_s', 'mean_step_s', 'max_mem_gb', 'done')})}")
-    logf.close()
+    if logf is not None:
+        logf.close()
+    if dist is not None:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -102,6 +102,16 @@ test('completion prompt: everything before the cursor is identical between keyst
   assert.ok(common > p1.ids.length - 40, `common prefix ${common} of ${p1.ids.length}`);
   assert.equal(p1.sharedPrefix, layout.ids.length);
   assert.equal(p1.ids[p1.ids.length - 1], special.fimMiddle);
+  // SPM order: the suffix goes first, so typing at the cursor only appends to the prompt
+  const spm = { ...special, fimOrder: 'spm' as const };
+  const s1 = completionPrompt(tok, spm, cache, layout, 'src/app.ts', body, at);
+  const s2 = completionPrompt(tok, spm, cache, layout, 'src/app.ts', typed, at + 1);
+  common = 0;
+  while (common < s1.ids.length && s1.ids[common] === s2.ids[common]) common++;
+  assert.ok(common >= s1.ids.length - 2, `SPM: common prefix ${common} of ${s1.ids.length}`);
+  const blockStart = s1.ids.indexOf(special.fimPrefix!, layout.ids.length);
+  assert.deepEqual([s1.ids[blockStart + 1]], [special.fimSuffix]);
+  assert.ok(tok.decode(Array.from(s1.ids.slice(s1.ids.indexOf(special.fimMiddle!, blockStart) + 1))).endsWith(body.slice(0, at).split('\n').at(-1)!));
   assert.equal(offsetAt('ab\ncd', 1, 2), 5);
   assert.equal(offsetAt('ab\ncd', 1, 3), null);
   assert.equal(offsetAt('ab\ncd', 2, 0), null);

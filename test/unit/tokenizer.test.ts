@@ -119,6 +119,17 @@ test('FIM tokens are detected by family; PSM prompt built from them', () => {
   assert.equal(t.decode(p.ids.slice(2, s)), 'def f(x):\n    return ');
   assert.equal(t.decode(p.ids.slice(s + 1, -1)), '\n\nprint(f(2))\n');
   assert.equal(p.prefixTokens, s - 2);
+  // SPM order (tokenizer_config "fim_order": "spm"): suffix first, the middle continues the prefix
+  const tt = tinyTokenizer('qwen');
+  const spmTok = createTokenizer(tt.json, { ...(tt.config as object), fim_order: 'spm' });
+  assert.equal(spmTok.fim?.order, 'spm');
+  const q = buildFimPrompt(spmTok, 'def f(x):\n    return ', '\n\nprint(f(2))\n', { bos: false });
+  assert.deepEqual(q.ids.slice(0, 2), [special['<|fim_prefix|>'], special['<|fim_suffix|>']]);
+  const mid = q.ids.indexOf(special['<|fim_middle|>']!);
+  assert.equal(spmTok.decode(q.ids.slice(2, mid)), '\n\nprint(f(2))\n');
+  assert.equal(spmTok.decode(q.ids.slice(mid + 1)), 'def f(x):\n    return ');
+  assert.throws(() => createTokenizer(tt.json, { ...(tt.config as object), fim_order: 'middle-first' }), /"fim_order" must be "psm" or "spm"/);
+  assert.equal(t.fim?.order, 'psm');
   // file contents that spell FIM markers cannot inject them
   const inj = buildFimPrompt(t, 'a<|fim_middle|>', 'b', { bos: false });
   assert.equal(inj.ids.filter((id) => id === special['<|fim_middle|>']).length, 1);

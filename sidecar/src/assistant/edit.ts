@@ -11,7 +11,7 @@ import * as path from 'node:path';
 
 import type { CancellationToken } from 'vscode-languageserver/node';
 
-import { chatPrompt, offsetAt, PromptError } from '../context/prompts';
+import { chatPrompt, fimBlock, offsetAt, PromptError } from '../context/prompts';
 import type { RepositoryContext } from '../context/repository';
 import { applyEditBlocks, parseEditBlocks } from '../edits/index';
 import type { EditKind, EditParams, EditResult, FileEdit, Range } from '../protocol/index';
@@ -83,12 +83,10 @@ export class EditService {
     const after = text.slice(end);
     const tok = this.ctx.tokenizer;
     const layout = this.ctx.layout(ws);
-    const block = [
-      ...this.ctx.cache.header(ws.displayPath(uri)),
-      s.fimPrefix, ...tok.encode(before, { specials: 'plain' }).slice(-3072),
-      s.fimSuffix, ...tok.encode(after, { specials: 'plain' }).slice(0, 512),
-      s.fimMiddle,
-    ];
+    const block = fimBlock(
+      s, this.ctx.cache.header(ws.displayPath(uri)),
+      tok.encode(before, { specials: 'plain' }).slice(-3072), tok.encode(after, { specials: 'plain' }).slice(0, 512),
+    );
     const ids = new Int32Array(layout.ids.length + block.length);
     ids.set(layout.ids);
     ids.set(block, layout.ids.length);

@@ -16,6 +16,7 @@ export interface SpecialIds {
   fimPrefix: number | null;
   fimSuffix: number | null;
   fimMiddle: number | null;
+  fimOrder: 'psm' | 'spm';
   imStart: number | null;
   imEnd: number | null;
   eos: number[];
@@ -29,6 +30,7 @@ export function specialIds(tok: Tokenizer, eos: readonly number[]): SpecialIds {
     fimPrefix: tok.fim?.prefix.id ?? null,
     fimSuffix: tok.fim?.suffix.id ?? null,
     fimMiddle: tok.fim?.middle.id ?? null,
+    fimOrder: tok.fim?.order ?? 'psm',
     imStart: id('<|im_start|>'),
     imEnd: id('<|im_end|>'),
     eos: [...new Set([...eos, ...(tok.eosId !== null ? [tok.eosId] : [])])],

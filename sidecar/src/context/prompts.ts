@@ -1,6 +1,8 @@
 // Request prompts on top of the repository prefix. Each one starts with the layout's ids unchanged, so the engine
 // finds them in its caches, and adds only the request's own tokens:
-//   completion: <|file_sep|>path\n<|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>   (as trained, PSM)
+//   completion: <|file_sep|>path\n<|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>     (PSM), or
+//               <|file_sep|>path\n<|fim_prefix|><|fim_suffix|>SUFFIX<|fim_middle|>PREFIX     (SPM)
+//               in the order the model was trained on (tokenizer_config.json "fim_order")
 //   chat:       [active file block] <|im_start|>system … <|im_end|> … <|im_start|>assistant\n
 // The completion's prefix window starts at a line that moves in steps of ANCHOR_STEP lines, so consecutive
 // keystrokes share every token up to the cursor (keystroke-to-keystroke reuse) instead of a sliding window
@@ -18,9 +20,21 @@ export interface CompletionPromptOptions {
   maxSuffixLines: number;
 }
 
-// The suffix follows the cursor in the prompt, so every keystroke recomputes it: keep it short (the lines right
-// after the cursor are what matters for where the completion should stop).
+// PSM: the suffix follows the cursor in the prompt, so every keystroke recomputes it: keep it short (the lines
+// right after the cursor are what matters for where the completion should stop). SPM: the suffix comes before the
+// prefix and typing only appends to the prompt, so a longer suffix costs nothing per keystroke.
 export const DEFAULT_COMPLETION_PROMPT: CompletionPromptOptions = { maxPrefixTokens: 1536, maxSuffixTokens: 32, maxSuffixLines: 4 };
+export const DEFAULT_COMPLETION_PROMPT_SPM: CompletionPromptOptions = { maxPrefixTokens: 1536, maxSuffixTokens: 128, maxSuffixLines: 12 };
+
+/** One fill-in-the-middle block in the model's order; the model's answer (the middle) follows it. */
+export function fimBlock(special: SpecialIds, header: readonly number[], prefixIds: readonly number[], suffixIds: readonly number[]): number[] {
+  if (special.fimPrefix === null || special.fimSuffix === null || special.fimMiddle === null) {
+    throw new PromptError('the model has no fill-in-the-middle tokens');
+  }
+  return special.fimOrder === 'spm'
+    ? [...header, special.fimPrefix, special.fimSuffix, ...suffixIds, special.fimMiddle, ...prefixIds]
+    : [...header, special.fimPrefix, ...prefixIds, special.fimSuffix, ...suffixIds, special.fimMiddle];
+}
 
 export interface CompletionPrompt {
   ids: Int32Array;
@@ -34,7 +48,7 @@ export class PromptError extends Error {}
 
 export function completionPrompt(
   tok: Tokenizer, special: SpecialIds, cache: TokenCache, layout: RepositoryLayout, docPath: string, text: string,
-  offset: number, opts: CompletionPromptOptions = DEFAULT_COMPLETION_PROMPT,
+  offset: number, opts: CompletionPromptOptions = special.fimOrder === 'spm' ? DEFAULT_COMPLETION_PROMPT_SPM : DEFAULT_COMPLETION_PROMPT,
 ): CompletionPrompt {
   if (special.fimPrefix === null || special.fimSuffix === null || special.fimMiddle === null) {
     throw new PromptError('the model has no fill-in-the-middle tokens, so it cannot do inline completion');
@@ -56,7 +70,7 @@ export function completionPrompt(
   const suffix = after.split('\n').slice(0, opts.maxSuffixLines).join('\n');
   let suffixIds = tok.encode(suffix, { specials: 'plain' });
   if (suffixIds.length > opts.maxSuffixTokens) suffixIds = suffixIds.slice(0, opts.maxSuffixTokens);
-  const block = [...cache.header(docPath), special.fimPrefix, ...prefixIds, special.fimSuffix, ...suffixIds, special.fimMiddle];
+  const block = fimBlock(special, cache.header(docPath), prefixIds, suffixIds);
   const ids = new Int32Array(layout.ids.length + block.length);
   ids.set(layout.ids, 0);
   ids.set(block, layout.ids.length);

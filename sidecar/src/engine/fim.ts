@@ -1,5 +1,6 @@
-// Fill-in-the-middle prompts in prefix-suffix-middle (PSM) order:
-//   [BOS] <fim_prefix> prefix <fim_suffix> suffix <fim_middle>      → the model writes the middle.
+// Fill-in-the-middle prompts in the order the model was trained on (the tokenizer's fim.order):
+//   PSM: [BOS] <fim_prefix> prefix <fim_suffix> suffix <fim_middle>           → the model writes the middle;
+//   SPM: [BOS] <fim_prefix> <fim_suffix> suffix <fim_middle> prefix           → the middle continues the prefix.
 // The markers are the tokenizer's own (Qwen <|fim_prefix|>…, DeepSeek <｜fim▁begin｜><｜fim▁hole｜><｜fim▁end｜>,
 // StarCoder <fim_prefix>…). Prefix and suffix are encoded as plain text, so source code that happens to spell a
 // special token cannot inject it.
@@ -49,6 +50,7 @@ export function buildFimPrompt(tokenizer: Tokenizer | null, prefix: string, suff
     if (tokenizer.bosId === null) throw new GlanceError('bad_input', 'FIM prompt with BOS asked for, but the tokenizer has no bos_token');
     ids.push(tokenizer.bosId);
   }
-  ids.push(fim.prefix.id, ...p, fim.suffix.id, ...s, fim.middle.id);
+  if (fim.order === 'spm') ids.push(fim.prefix.id, fim.suffix.id, ...s, fim.middle.id, ...p);
+  else ids.push(fim.prefix.id, ...p, fim.suffix.id, ...s, fim.middle.id);
   return { ids, prefixTokens: p.length, suffixTokens: s.length };
 }

@@ -23,6 +23,12 @@ export interface FimTokens {
   readonly prefix: { id: number; text: string };
   readonly suffix: { id: number; text: string };
   readonly middle: { id: number; text: string };
+  /**
+   * The order the model was trained to read: 'psm' = prefix, suffix, middle (the common default); 'spm' =
+   * <prefix-token><suffix-token>SUFFIX<middle-token>PREFIX, the middle continuing the prefix (StarCoder/Code Llama's
+   * SPM variant). From tokenizer_config.json's "fim_order" (Glance's own key; absent means 'psm').
+   */
+  readonly order: 'psm' | 'spm';
 }
 
 /** Known FIM token families: [prefix, suffix, middle]. */
@@ -159,6 +165,10 @@ export class Tokenizer {
     }
 
     this.fim = null;
+    const order = cfg.fim_order ?? 'psm';
+    if (order !== 'psm' && order !== 'spm') {
+      throw new GlanceError('bad_tokenizer', `${TOKENIZER_CONFIG_FILE}: "fim_order" must be "psm" or "spm"; found ${JSON.stringify(order).slice(0, 40)}`, {});
+    }
     for (const [p, s, m] of FIM_FAMILIES) {
       const ids = [p, s, m].map((t) => this.hf.token_to_id(t));
       if (ids.every((x) => x !== undefined)) {
@@ -166,6 +176,7 @@ export class Tokenizer {
           prefix: { id: ids[0]!, text: p },
           suffix: { id: ids[1]!, text: s },
           middle: { id: ids[2]!, text: m },
+          order,
         };
         break;
       }
