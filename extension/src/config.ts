@@ -9,7 +9,6 @@ export interface GlanceConfig {
   device: 'auto' | 'cpu' | 'cuda';
   gpuMemoryGiB: number | null;
   remoteUrl: string;
-  remoteToken: string;
   completionEnabled: boolean;
   completionLanguages: Record<string, boolean>;
   debounceMs: number | null;
@@ -25,7 +24,6 @@ export function readConfig(): GlanceConfig {
     device: c.get<'auto' | 'cpu' | 'cuda'>('device', 'auto'),
     gpuMemoryGiB: c.get<number | null>('gpuMemoryGiB', null),
     remoteUrl: c.get<string>('remote.url', '').trim(),
-    remoteToken: c.get<string>('remote.token', '').trim(),
     completionEnabled: c.get<boolean>('completion.enabled', true),
     completionLanguages: c.get<Record<string, boolean>>('completion.languages', { '*': true }),
     debounceMs: c.get<number | null>('completion.debounceMs', null),

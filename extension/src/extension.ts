@@ -12,6 +12,7 @@ import { EditCommands } from './edits/commands';
 import { EditProposals } from './edits/proposals';
 import { InlineCompletionProvider } from './completion/provider';
 import { StatusBar } from './status/statusBar';
+import { RemoteTokenStore } from './supervisor/remoteToken';
 import { SidecarSupervisor, type SupervisorState } from './supervisor/supervisor';
 import { WorkspaceSync } from './sync/workspaceSync';
 
@@ -22,7 +23,10 @@ export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(log);
   log.info(`Glance ${String(context.extension.packageJSON.version)} activating in ${vscode.env.appName} ${vscode.version}`);
 
-  const sup = new SidecarSupervisor(context.extensionPath, context.globalStorageUri.fsPath, log);
+  const remoteToken = new RemoteTokenStore(context.secrets, log);
+  void remoteToken.migrateFromSettings(); // a token left in settings moves into secret storage before the first connect
+  const version = String(context.extension.packageJSON.version);
+  const sup = new SidecarSupervisor(context.extensionPath, context.globalStorageUri.fsPath, log, remoteToken, version);
   supervisor = sup;
   const statusBar = new StatusBar();
   statusBar.setCompletionsEnabled(readConfig().completionEnabled);
@@ -31,7 +35,7 @@ export function activate(context: vscode.ExtensionContext): void {
   const sync = new WorkspaceSync(sup, log, () => readConfig().maxFileBytes);
   let edits: EditCommands | null = null;
   const chat = new ChatViewProvider(context.extensionUri, context.workspaceState, sup, log, onTiming, (code) =>
-    edits ? edits.applyCode(code) : Promise.resolve(),
+    edits ? edits.applyCode(code) : Promise.resolve(0),
   );
   edits = new EditCommands(sup, proposals, log, (q, a) => chat.showExplanation(q, a), onTiming);
   const completion = new InlineCompletionProvider(sup, log, onTiming);
@@ -76,6 +80,11 @@ export function activate(context: vscode.ExtensionContext): void {
     vscode.commands.registerCommand('glance.acceptFileEdit', (uri?: vscode.Uri) => proposals.acceptFile(uri)),
     vscode.commands.registerCommand('glance.rejectFileEdit', (uri?: vscode.Uri) => proposals.rejectFile(uri)),
     vscode.commands.registerCommand('glance.showLogs', () => log.show()),
+    vscode.commands.registerCommand('glance.setRemoteToken', async () => {
+      if (!(await remoteToken.promptAndStore())) return;
+      if (readConfig().remoteUrl !== '') await sup.restart(); // reconnect with the new token
+      else void vscode.window.showInformationMessage('Glance: token stored. Set glance.remote.url to connect to the remote sidecar.');
+    }),
     vscode.commands.registerCommand('glance.restartSidecar', () => sup.restart()),
     vscode.commands.registerCommand('glance.clearChat', () => chat.clear()),
     vscode.commands.registerCommand('glance.openSettings', () => vscode.commands.executeCommand('workbench.action.openSettings', '@ext:glance.glance')),
@@ -88,7 +97,9 @@ export function activate(context: vscode.ExtensionContext): void {
     vscode.commands.registerCommand('glance.statusMenu', () => statusMenu(sup.state)),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration('glance.completion.enabled')) statusBar.setCompletionsEnabled(readConfig().completionEnabled);
-      if (['glance.model.path', 'glance.device', 'glance.remote', 'glance.gpuMemoryGiB'].some((k) => e.affectsConfiguration(k))) {
+      // a token pasted into settings moves to secret storage (its removal from settings fires this again: a no-op)
+      if (e.affectsConfiguration('glance.remote.token')) void remoteToken.migrateFromSettings();
+      if (['glance.model.path', 'glance.device', 'glance.remote.url', 'glance.gpuMemoryGiB'].some((k) => e.affectsConfiguration(k))) {
         void vscode.window.showInformationMessage('Glance: restart the sidecar to use the new settings?', 'Restart').then((c) => {
           if (c) void sup.restart();
         });
@@ -109,6 +120,7 @@ async function statusMenu(state: SupervisorState): Promise<void> {
   ];
   const detail =
     state.kind === 'error' ? `${state.message}. ${state.advice}` : state.kind === 'connected' ? `connected (${state.origin})` : state.kind;
+  if (state.kind === 'error' && state.tokenProblem) items.unshift({ label: '$(key) Set Remote Sidecar Token', command: 'glance.setRemoteToken' });
   const pick = await vscode.window.showQuickPick(items, { title: `Glance: ${detail}`, placeHolder: 'Glance' });
   if (pick) await vscode.commands.executeCommand(pick.command);
 }

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 
 import { PROTOCOL_VERSION } from '../../sidecar/src/protocol';
 import { classifySidecarError } from '../src/supervisor/errorClassifier';
-import { inspectLockFile, lockFilePath } from '../src/supervisor/lockFile';
+import { incompatibility, inspectLockFile, lockFilePath } from '../src/supervisor/lockFile';
 import { parseReadyLine } from '../src/supervisor/readyLine';
 import { remoteSocketUrl } from '../src/supervisor/remoteUrl';
 import { LineRing, RestartPolicy } from '../src/supervisor/restartPolicy';
@@ -26,21 +26,39 @@ test('inspectLockFile adopts only a live, compatible sidecar of the same model w
   const file = path.join(dir, 'sidecar.json');
   const tokenFile = path.join(dir, 'token');
   fs.writeFileSync(tokenFile, 'secret\n');
+  const want = { protocolVersion: PROTOCOL_VERSION, version: '0.1.0' };
   const lock = { port: 4242, host: '127.0.0.1', pid: 77, tokenFile, model: '/models/m', version: '0.1.0', protocolVersion: PROTOCOL_VERSION, device: 'cpu', startedAt: '' };
   const write = (o: object): void => fs.writeFileSync(file, JSON.stringify(o));
-  assert.equal(inspectLockFile(file, '/models/m').kind, 'none'); // missing
+  const reason = (v: ReturnType<typeof inspectLockFile>): string => (v.kind === 'none' ? v.reason : `adopt pid ${v.lock.pid}`);
+  assert.equal(inspectLockFile(file, '/models/m', want).kind, 'none'); // missing
   fs.writeFileSync(file, '{not json');
-  assert.match((inspectLockFile(file, '/models/m') as { reason: string }).reason, /not JSON/);
+  assert.match(reason(inspectLockFile(file, '/models/m', want)), /not JSON/);
   write(lock);
-  assert.match((inspectLockFile(file, '/models/m', () => false) as { reason: string }).reason, /not running/);
-  const ok = inspectLockFile(file, '/models/m', () => true);
+  assert.match(reason(inspectLockFile(file, '/models/m', want, () => false)), /not running/);
+  const ok = inspectLockFile(file, '/models/m', want, () => true);
   assert.equal(ok.kind, 'adopt');
   assert.equal(ok.kind === 'adopt' ? ok.token : '', 'secret');
-  assert.match((inspectLockFile(file, '/models/other', () => true) as { reason: string }).reason, /serves \/models\/m/);
+  assert.match(reason(inspectLockFile(file, '/models/other', want, () => true)), /serves \/models\/m/);
   write({ ...lock, protocolVersion: PROTOCOL_VERSION + 1 });
-  assert.match((inspectLockFile(file, '/models/m', () => true) as { reason: string }).reason, /protocol/);
+  assert.equal(reason(inspectLockFile(file, '/models/m', want, () => true)),
+    `running sidecar pid 77 is incompatible: it speaks protocol ${PROTOCOL_VERSION + 1}, this extension protocol ${PROTOCOL_VERSION}`);
+  write({ ...lock, version: '0.0.9' });
+  assert.equal(reason(inspectLockFile(file, '/models/m', want, () => true)),
+    'running sidecar pid 77 is incompatible: it is version 0.0.9, this extension bundles 0.1.0');
+  const { version: _dropped, ...noVersion } = lock;
+  write(noVersion);
+  assert.match(reason(inspectLockFile(file, '/models/m', want, () => true)), /is version undefined/);
   write({ ...lock, tokenFile: path.join(dir, 'missing') });
-  assert.match((inspectLockFile(file, '/models/m', () => true) as { reason: string }).reason, /not readable/);
+  assert.match(reason(inspectLockFile(file, '/models/m', want, () => true)), /not readable/);
+});
+
+test('incompatibility checks the initialize capabilities: protocol first, then version', () => {
+  const want = { protocolVersion: 3, version: '1.2.0' };
+  assert.equal(incompatibility({ protocolVersion: 3, version: '1.2.0' }, want), null);
+  assert.equal(incompatibility({ protocolVersion: 2, version: '1.2.0' }, want), 'it speaks protocol 2, this extension protocol 3');
+  assert.equal(incompatibility({ protocolVersion: 3, version: '1.1.9' }, want), 'it is version 1.1.9, this extension bundles 1.2.0');
+  // a sidecar that sends no glance capabilities (another LSP server on that port) is refused too
+  assert.equal(incompatibility({}, want), 'it speaks protocol undefined, this extension protocol 3');
 });
 
 test('parseReadyLine accepts the ready line and ignores other output', () => {

@@ -79,15 +79,29 @@ export class WebSocketMessageWriter extends AbstractMessageWriter {
   }
 }
 
-/** Opens ws://host:port/path with the bearer token; rejects with a readable error (refused, 401, timeout). */
+/** Why a connection to a sidecar could not be opened, for messages that say what to do. */
+export type SidecarConnectFailure =
+  | { kind: 'token-refused'; status: number }
+  | { kind: 'http'; status: number }
+  | { kind: 'network'; code: string; detail: string }
+  | { kind: 'timeout'; timeoutMs: number };
+
+export class SidecarConnectError extends Error {
+  constructor(readonly url: string, readonly failure: SidecarConnectFailure, message: string) {
+    super(message);
+    this.name = 'SidecarConnectError';
+  }
+}
+
+/** Opens ws://host:port/path with the bearer token; rejects with a SidecarConnectError (refused, 401, timeout). */
 export function openSidecarSocket(url: string, token: string, timeoutMs = 10_000): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` }, handshakeTimeout: timeoutMs });
-    const fail = (message: string): void => {
+    const fail = (failure: SidecarConnectFailure, message: string): void => {
       socket.removeAllListeners();
       socket.on('error', () => undefined);
       socket.terminate();
-      reject(new Error(message));
+      reject(new SidecarConnectError(url, failure, message));
     };
     socket.once('open', () => {
       socket.removeAllListeners('unexpected-response');
@@ -100,9 +114,16 @@ export function openSidecarSocket(url: string, token: string, timeoutMs = 10_000
       resolve(socket);
     });
     socket.once('unexpected-response', (_req, res) => {
-      const why = res.statusCode === 401 || res.statusCode === 403 ? 'the token was refused' : `HTTP ${String(res.statusCode)}`;
-      fail(`sidecar at ${url} refused the connection: ${why}`);
+      const status = res.statusCode ?? 0;
+      if (status === 401 || status === 403) fail({ kind: 'token-refused', status }, `sidecar at ${url} refused the connection: the token was refused (HTTP ${status})`);
+      else fail({ kind: 'http', status }, `sidecar at ${url} refused the connection: HTTP ${status}`);
     });
-    socket.once('error', (e) => fail(`cannot connect to the sidecar at ${url}: ${e.message}`));
+    socket.once('error', (e: NodeJS.ErrnoException) => {
+      if (/handshake has timed out/i.test(e.message)) {
+        fail({ kind: 'timeout', timeoutMs }, `the sidecar at ${url} did not answer within ${timeoutMs / 1000} s`);
+      } else {
+        fail({ kind: 'network', code: e.code ?? '', detail: e.message }, `cannot connect to the sidecar at ${url}: ${e.message}`);
+      }
+    });
   });
 }

@@ -6,7 +6,7 @@ export type SupervisorStateView =
   | { kind: 'starting'; detail: string }
   | { kind: 'restarting'; reason: string; delayMs: number; attempt: number }
   | { kind: 'connected'; origin: 'spawned' | 'adopted' | 'remote'; pid: number | null; capabilities: { model: string; device: string } | null }
-  | { kind: 'error'; message: string; advice: string; stderrTail: string[] }
+  | { kind: 'error'; message: string; advice: string; stderrTail: string[]; short?: string }
   | { kind: 'stopped' };
 
 export interface LastRequest {
@@ -51,9 +51,9 @@ export function formatStatus(
       };
     case 'error':
       return {
-        text: '$(error) Glance: error',
+        text: `$(error) Glance: ${supervisor.short ?? 'error'}`,
         label: 'error',
-        tooltip: `**${supervisor.message}**\n\n${supervisor.advice}\n\n\`\`\`\n${supervisor.stderrTail.slice(-8).join('\n')}\n\`\`\``,
+        tooltip: `**${supervisor.message}**\n\n${supervisor.advice}${supervisor.stderrTail.length > 0 ? `\n\n\`\`\`\n${supervisor.stderrTail.slice(-8).join('\n')}\n\`\`\`` : ''}`,
         severity: 'error',
       };
     case 'connected':

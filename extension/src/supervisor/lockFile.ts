@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { PROTOCOL_VERSION, type SidecarLockFile } from '../../../sidecar/src/protocol';
+import type { SidecarLockFile } from '../../../sidecar/src/protocol';
 
 /** Where `glance serve` writes its lock file: $GLANCE_CACHE_DIR or ~/.cache/glance (as sidecar/src/server/lockfile). */
 export function lockFilePath(env: NodeJS.ProcessEnv = process.env, home: string = os.homedir()): string {
@@ -26,13 +26,33 @@ export function isProcessAlive(pid: number): boolean {
   }
 }
 
+/** What this extension needs of a sidecar it talks to: the protocol it speaks and the version it bundles. */
+export interface SidecarExpectation {
+  protocolVersion: number;
+  /** the bundled sidecar's version (the extension's own); an adopted sidecar must be the same build line */
+  version: string;
+}
+
+/**
+ * Why a sidecar that reports this protocol version and version is not one we can use, or null when it is.
+ * (Used on the lock file before connecting and on the initialize result's capabilities after.)
+ */
+export function incompatibility(found: { protocolVersion?: unknown; version?: unknown }, want: SidecarExpectation): string | null {
+  if (found.protocolVersion !== want.protocolVersion) {
+    return `it speaks protocol ${String(found.protocolVersion)}, this extension protocol ${want.protocolVersion}`;
+  }
+  if (found.version !== want.version) return `it is version ${String(found.version)}, this extension bundles ${want.version}`;
+  return null;
+}
+
 /**
  * Decides whether the sidecar named by the lock file can be adopted: the file parses, the process is alive,
- * it speaks our protocol version, runs the model we want, and its token file is readable.
+ * it speaks our protocol version and is our version, runs the model we want, and its token file is readable.
  */
 export function inspectLockFile(
   file: string,
   wantModel: string,
+  want: SidecarExpectation,
   alive: (pid: number) => boolean = isProcessAlive,
 ): LockFileVerdict {
   let raw: string;
@@ -51,12 +71,8 @@ export function inspectLockFile(
     return { kind: 'none', reason: `lock file ${file} lacks pid, port or tokenFile` };
   }
   if (!alive(lock.pid)) return { kind: 'none', reason: `sidecar pid ${lock.pid} from ${file} is not running` };
-  if (lock.protocolVersion !== PROTOCOL_VERSION) {
-    return {
-      kind: 'none',
-      reason: `running sidecar speaks protocol ${String(lock.protocolVersion)}, this extension ${PROTOCOL_VERSION}`,
-    };
-  }
+  const incompatible = incompatibility(lock, want);
+  if (incompatible !== null) return { kind: 'none', reason: `running sidecar pid ${lock.pid} is incompatible: ${incompatible}` };
   if (typeof lock.model !== 'string' || path.resolve(lock.model) !== path.resolve(wantModel)) {
     return { kind: 'none', reason: `running sidecar serves ${String(lock.model)}, not ${wantModel}` };
   }

@@ -10,20 +10,30 @@ import * as vscode from 'vscode';
 import { CloseAction, ErrorAction, LanguageClient, type LanguageClientOptions } from 'vscode-languageclient/node';
 import type WebSocket from 'ws';
 
-import { type GlanceCapabilities, type ReadyLine, WEBSOCKET_PATH } from '../../../sidecar/src/protocol';
+import { type GlanceCapabilities, PROTOCOL_VERSION, type ReadyLine, WEBSOCKET_PATH } from '../../../sidecar/src/protocol';
 import { WebSocketMessageReader, WebSocketMessageWriter, openSidecarSocket } from '../client/wsTransport';
 import { type GlanceConfig, readConfig, resolveModelDir } from '../config';
 import { classifySidecarError } from './errorClassifier';
-import { inspectLockFile, lockFilePath } from './lockFile';
+import { type SidecarExpectation, incompatibility, inspectLockFile, lockFilePath } from './lockFile';
 import { parseReadyLine } from './readyLine';
-import { remoteSocketUrl } from './remoteUrl';
+import type { RemoteTokenStore } from './remoteToken';
+import { type RemoteFailure, describeRemoteFailure, remoteSocketUrl } from './remoteUrl';
 import { LineRing, RestartPolicy } from './restartPolicy';
 
 export type SupervisorState =
   | { kind: 'starting'; detail: string }
   | { kind: 'restarting'; reason: string; delayMs: number; attempt: number }
   | { kind: 'connected'; origin: 'spawned' | 'adopted' | 'remote'; pid: number | null; capabilities: GlanceCapabilities | null }
-  | { kind: 'error'; message: string; advice: string; stderrTail: string[] }
+  | {
+      kind: 'error';
+      message: string;
+      advice: string;
+      stderrTail: string[];
+      /** a few words for the status bar (e.g. "remote token refused"); absent: "error" */
+      short?: string;
+      /** the remote token is the problem: the notification offers "Set Remote Token" */
+      tokenProblem?: boolean;
+    }
   | { kind: 'stopped' };
 
 /** How long a spawned sidecar may take to print its ready line (model load included). */
@@ -54,11 +64,18 @@ export class SidecarSupervisor implements vscode.Disposable {
   /** a child we spawned that has not exited yet (may outlive a failed session start) */
   private child: ChildProcess | null = null;
 
+  /** what a sidecar must report to be used: the protocol and the version this extension bundles */
+  private readonly expected: SidecarExpectation;
+
   constructor(
     private readonly extensionPath: string,
     private readonly storageDir: string,
     private readonly log: vscode.LogOutputChannel,
-  ) {}
+    private readonly remoteToken: RemoteTokenStore,
+    extensionVersion: string,
+  ) {
+    this.expected = { protocolVersion: PROTOCOL_VERSION, version: extensionVersion };
+  }
 
   get state(): SupervisorState {
     return this.current;
@@ -107,23 +124,40 @@ export class SidecarSupervisor implements vscode.Disposable {
     } catch (e) {
       if (generation !== this.generation || this.disposed) return;
       if (e instanceof SidecarExit) this.onFailure(e.message, e.code, e.signal);
-      else this.onFailure((e as Error).message, null, null);
+      else if (e instanceof RemoteConnectFailure) {
+        if (e.failure.retry) this.onFailure(e.failure.message, null, null, e.failure);
+        else this.stopWithError(e.failure.message, e.failure.advice, [], e.failure);
+      } else this.onFailure((e as Error).message, null, null);
     }
   }
 
   private async connect(config: GlanceConfig, generation: number, why: string): Promise<void> {
     if (config.remoteUrl !== '') {
       this.setState({ kind: 'starting', detail: `connecting to ${config.remoteUrl}` });
-      const url = remoteSocketUrl(config.remoteUrl);
-      if (config.remoteToken === '') throw new Error('glance.remote.url is set but glance.remote.token is empty');
+      let url: string;
+      try {
+        url = remoteSocketUrl(config.remoteUrl);
+      } catch (e) {
+        const message = (e as Error).message;
+        throw new RemoteConnectFailure({ short: 'bad remote URL', message, advice: 'Fix glance.remote.url in settings.', retry: false, tokenProblem: false });
+      }
+      const token = await this.remoteToken.get();
+      if (token === '') throw new RemoteConnectFailure(describeRemoteFailure(url, 'no-token'));
       this.log.info(`connecting to remote sidecar ${url} (${why})`);
-      const socket = await openSidecarSocket(url, config.remoteToken);
+      let socket: WebSocket;
+      try {
+        socket = await openSidecarSocket(url, token);
+      } catch (e) {
+        const failure = describeRemoteFailure(url, e);
+        this.log.warn(`${failure.message} (${(e as Error).message})`);
+        throw new RemoteConnectFailure(failure);
+      }
       await this.attach(generation, socket, null, 'remote', null);
       return;
     }
 
     const modelDir = resolveModelDir(config, this.extensionPath);
-    const verdict = inspectLockFile(lockFilePath(), modelDir);
+    const verdict = inspectLockFile(lockFilePath(), modelDir, this.expected);
     if (verdict.kind === 'adopt') {
       const { lock } = verdict;
       const url = `ws://${lock.host === '0.0.0.0' ? '127.0.0.1' : lock.host}:${lock.port}${WEBSOCKET_PATH}`;
@@ -134,6 +168,7 @@ export class SidecarSupervisor implements vscode.Disposable {
         await this.attach(generation, socket, null, 'adopted', lock.pid);
         return;
       } catch (e) {
+        if (generation !== this.generation) return;
         this.log.warn(`could not adopt sidecar pid ${lock.pid}: ${(e as Error).message}; starting our own`);
       }
     } else {
@@ -244,8 +279,9 @@ export class SidecarSupervisor implements vscode.Disposable {
       },
     };
     const client = new LanguageClient('glance', 'Glance', () => Promise.resolve({ reader, writer }), options);
+    let refused = false;
     socket.on('close', () => {
-      if (generation !== this.generation || this.disposed) return;
+      if (refused || generation !== this.generation || this.disposed) return;
       // A spawned sidecar's exit handler reports the crash with its exit code; wait briefly for it.
       setTimeout(() => {
         if (generation === this.generation && !this.disposed) this.onFailure('the connection to the sidecar closed', null, null);
@@ -257,12 +293,31 @@ export class SidecarSupervisor implements vscode.Disposable {
       return;
     }
     const experimental = client.initializeResult?.capabilities.experimental as { glance?: GlanceCapabilities } | undefined;
+    const capabilities = experimental?.glance ?? null;
+    const incompatible = incompatibility(capabilities ?? {}, this.expected);
+    if (incompatible !== null && origin !== 'spawned') {
+      // Leave without shutdown/exit: the sidecar may serve other windows.
+      refused = true;
+      socket.terminate();
+      void client.dispose(500).catch(() => undefined);
+      if (origin === 'adopted') throw new Error(`it is incompatible: ${incompatible}`);
+      if (capabilities?.protocolVersion !== PROTOCOL_VERSION) {
+        throw new RemoteConnectFailure({
+          short: 'remote incompatible',
+          message: `The remote sidecar is incompatible: ${incompatible}`,
+          advice: 'Install the same Glance version on the remote machine as this extension.',
+          retry: false,
+          tokenProblem: false,
+        });
+      }
+    }
+    if (incompatible !== null) this.log.warn(`the ${origin} sidecar differs from this extension: ${incompatible}`);
     this.session = { generation, client, socket, child };
-    this.setState({ kind: 'connected', origin, pid, capabilities: experimental?.glance ?? null });
+    this.setState({ kind: 'connected', origin, pid, capabilities });
     this.clientEmitter.fire(client);
   }
 
-  private onFailure(reason: string, code: number | null, signal: NodeJS.Signals | string | null): void {
+  private onFailure(reason: string, code: number | null, signal: NodeJS.Signals | string | null, remote?: RemoteFailure): void {
     if (this.disposed) return;
     const generation = ++this.generation; // invalidates the failed session's handlers
     void this.teardown(false).then(() => {
@@ -273,20 +328,35 @@ export class SidecarSupervisor implements vscode.Disposable {
       const fromReason = classifySidecarError([reason], code, signal);
       const classified = fromReason.kind !== 'unknown' ? fromReason : classifySidecarError(tail, code, signal);
       if (delay === null) {
+        if (remote) {
+          this.stopWithError(`${remote.message} (${this.policy.recentCrashes} attempts)`, remote.advice, [], remote);
+          return;
+        }
         const message = `Glance sidecar failed ${this.policy.recentCrashes} times: ${reason}`;
-        this.log.error(`${message}. ${classified.advice}\n${tail.join('\n')}`);
-        this.setState({ kind: 'error', message, advice: classified.advice, stderrTail: tail });
-        void vscode.window
-          .showErrorMessage(`${message}. ${classified.advice}`, 'Show Logs', 'Restart')
-          .then((choice) => {
-            if (choice === 'Show Logs') this.log.show();
-            if (choice === 'Restart') void this.restart();
-          });
+        this.stopWithError(message, classified.advice, tail);
         return;
       }
       this.log.warn(`${reason}; restarting in ${delay} ms (attempt ${this.policy.recentCrashes})`);
       this.setState({ kind: 'restarting', reason, delayMs: delay, attempt: this.policy.recentCrashes });
       this.restartTimer = setTimeout(() => void this.run(`restart after: ${reason}`), delay);
+    });
+  }
+
+  /** Gives up: the error state, the log, and a notification with what to do. */
+  private stopWithError(message: string, advice: string, stderrTail: string[], remote?: RemoteFailure): void {
+    this.log.error(`${message}. ${advice}${stderrTail.length ? `\n${stderrTail.join('\n')}` : ''}`);
+    this.setState({
+      kind: 'error',
+      message,
+      advice,
+      stderrTail,
+      ...(remote ? { short: remote.short, tokenProblem: remote.tokenProblem } : {}),
+    });
+    const actions = remote?.tokenProblem ? ['Set Remote Token', 'Show Logs'] : ['Show Logs', 'Restart'];
+    void vscode.window.showErrorMessage(`Glance: ${message}. ${advice}`, ...actions).then((choice) => {
+      if (choice === 'Show Logs') this.log.show();
+      if (choice === 'Restart') void this.restart();
+      if (choice === 'Set Remote Token') void vscode.commands.executeCommand('glance.setRemoteToken');
     });
   }
 
@@ -316,6 +386,13 @@ export class SidecarSupervisor implements vscode.Disposable {
     this.setState({ kind: 'stopped' });
     this.stateEmitter.dispose();
     this.clientEmitter.dispose();
+  }
+}
+
+/** A remote sidecar could not be used; carries what to tell the user and whether to retry. */
+class RemoteConnectFailure extends Error {
+  constructor(readonly failure: RemoteFailure) {
+    super(failure.message);
   }
 }
 
