@@ -4,6 +4,8 @@ import { test } from 'node:test';
 
 import type { StatusResult } from '../../sidecar/src/protocol';
 import { extractMentions, trimHistory } from '../src/chat/history';
+import { type MentionCandidate, resolveMention, splitFolderQualified } from '../src/chat/mentions';
+import { planTokenMigration } from '../src/supervisor/tokenMigration';
 import { summariseReports } from '../src/edits/summary';
 import { formatStatus, formatTokens } from '../src/status/format';
 import { IgnoreRules, batchBySize, contentHash, excludeGlob, looksBinary, relativeInside } from '../src/sync/fileRules';
@@ -52,6 +54,12 @@ test('status bar text follows the states', () => {
   const err = formatStatus({ kind: 'error', message: 'm', advice: 'do this', stderrTail: ['line'] }, null, null, true);
   assert.equal(err.severity, 'error');
   assert.match(err.tooltip, /do this/);
+  assert.equal(err.text, '$(error) Glance: error');
+  // a remote failure says which one in the status bar itself
+  const remote = formatStatus({ kind: 'error', message: 'The remote sidecar at ws://h:1/lsp refused the token', advice: 'Set it', stderrTail: [], short: 'remote token refused' }, null, null, true);
+  assert.equal(remote.text, '$(error) Glance: remote token refused');
+  assert.equal(remote.label, 'error');
+  assert.doesNotMatch(remote.tooltip, /```/); // no empty stderr block
   const indexing = formatStatus(connected, status({ state: 'indexing', indexing: { done: 1, total: 4 } }), null, true);
   assert.equal(indexing.text, '$(sync~spin) Glance: indexing 25%');
   const ready = formatStatus(connected, status({}), { kind: 'completion', latencyMs: 84.6, tokensPerSecond: 41.2 }, false);
@@ -80,4 +88,38 @@ test('edit report summary counts applied, loose and failed blocks', () => {
   assert.equal(s.applied, 2);
   assert.equal(s.failed, 1);
   assert.equal(s.text, '2 of 3 blocks applied (1 fuzzy); block 3 failed: SEARCH text not found');
+});
+
+test('@file mentions resolve across the folders of a multi-root workspace, folder-qualified where names clash', () => {
+  const c = (folder: string, relativePath: string): MentionCandidate => ({ folder, relativePath, uri: `file:///w/${folder}/${relativePath}` });
+  const candidates = [c('api', 'src/index.ts'), c('web', 'src/index.ts'), c('web', 'lib/geometry.ts'), c('api', 'src/deep/util.ts')];
+  // a file only the second folder has
+  assert.deepEqual(resolveMention('lib/geometry.ts', 2, candidates), { kind: 'file', uri: 'file:///w/web/lib/geometry.ts', display: 'web/lib/geometry.ts' });
+  assert.deepEqual(resolveMention('geometry.ts', 2, candidates), { kind: 'file', uri: 'file:///w/web/lib/geometry.ts', display: 'web/lib/geometry.ts' });
+  // the same path in both folders: ambiguous, with the qualified names to write
+  assert.deepEqual(resolveMention('src/index.ts', 2, candidates), { kind: 'ambiguous', options: ['api/src/index.ts', 'web/src/index.ts'] });
+  assert.deepEqual(resolveMention('index.ts', 2, candidates), { kind: 'ambiguous', options: ['api/src/index.ts', 'web/src/index.ts'] });
+  // qualified: exactly one
+  assert.deepEqual(resolveMention('web/src/index.ts', 2, candidates), { kind: 'file', uri: 'file:///w/web/src/index.ts', display: 'web/src/index.ts' });
+  assert.deepEqual(resolveMention('./api/src/index.ts', 2, candidates), { kind: 'file', uri: 'file:///w/api/src/index.ts', display: 'api/src/index.ts' });
+  // an exact path beats a longer one ending in it
+  assert.equal((resolveMention('util.ts', 2, [...candidates, c('web', 'util.ts')]) as { uri: string }).uri, 'file:///w/web/util.ts');
+  assert.deepEqual(resolveMention('missing.ts', 2, candidates), { kind: 'none' });
+  // one folder: plain relative names
+  assert.deepEqual(resolveMention('util.ts', 1, [c('api', 'src/deep/util.ts')]), { kind: 'file', uri: 'file:///w/api/src/deep/util.ts', display: 'src/deep/util.ts' });
+  // the same candidate found twice (by both searches) is one file
+  assert.equal(resolveMention('web/lib/geometry.ts', 2, [c('web', 'lib/geometry.ts'), c('web', 'lib/geometry.ts')]).kind, 'file');
+  assert.deepEqual(splitFolderQualified('web/src/index.ts', ['api', 'web']), { folder: 'web', rest: 'src/index.ts' });
+  assert.equal(splitFolderQualified('src/index.ts', ['api', 'web']), null);
+  assert.equal(splitFolderQualified('web/', ['web']), null);
+});
+
+test('a remote token in settings moves out: the one in effect is kept and every scope holding one is cleared', () => {
+  assert.equal(planTokenMigration({}), null);
+  assert.equal(planTokenMigration({ globalValue: '', workspaceValue: '  ' }), null);
+  assert.deepEqual(planTokenMigration({ globalValue: ' user-token\n' }), { token: 'user-token', clear: ['global'] });
+  // the workspace value overrides the user's, as VS Code resolves them; both leave settings
+  assert.deepEqual(planTokenMigration({ globalValue: 'user', workspaceValue: 'ws' }), { token: 'ws', clear: ['workspace', 'global'] });
+  assert.deepEqual(planTokenMigration({ workspaceFolderValue: 'f', globalValue: 'user' }), { token: 'f', clear: ['workspaceFolder', 'global'] });
+  assert.equal(planTokenMigration({ globalValue: 42 }), null); // not a string: nothing to move
 });

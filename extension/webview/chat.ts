@@ -43,25 +43,35 @@ function renderInto(el: HTMLElement, markdown: string): void {
   for (const pre of Array.from(el.querySelectorAll('pre'))) addCodeActions(pre);
 }
 
+/** Buttons waiting for the extension's answer (Copied, Inserted into x.ts, …), by action id. */
+const pendingActions = new Map<number, { button: HTMLButtonElement; label: string }>();
+let nextActionId = 1;
+
 function addCodeActions(pre: HTMLPreElement): void {
   const code = pre.querySelector('code')?.textContent ?? pre.textContent ?? '';
   const bar = document.createElement('div');
   bar.className = 'code-actions';
-  for (const [label, type] of [
-    ['Copy', 'copy'],
-    ['Insert', 'insert'],
-    ['Apply', 'apply'],
+  for (const [label, type, title] of [
+    ['Copy', 'copy', 'Copy this code to the clipboard'],
+    ['Insert at Cursor', 'insert', 'Insert this code at the cursor of the editor (replacing its selection)'],
+    ['Apply', 'apply', 'Preview this code as an edit: search/replace blocks change the files they name, other code replaces the selection'],
   ] as const) {
     const b = document.createElement('button');
     b.textContent = label;
-    b.title = type === 'apply' ? 'Preview this code as an edit (search/replace blocks, or replacing the selection)' : `${label} this code`;
-    b.addEventListener('click', () => vscode.postMessage({ type, code }));
+    b.title = title;
+    b.dataset.action = type;
+    b.addEventListener('click', () => {
+      const actionId = nextActionId++;
+      pendingActions.set(actionId, { button: b, label });
+      b.disabled = true;
+      vscode.postMessage({ type, code, actionId });
+    });
     bar.appendChild(b);
   }
   pre.parentElement?.insertBefore(bar, pre);
 }
 
-function addTurn(role: ChatMessage['role'], content: string): HTMLDivElement {
+function addTurn(role: ChatMessage['role'], content: string, context: readonly string[] = []): HTMLDivElement {
   const turn = document.createElement('div');
   turn.className = `turn ${role}`;
   const body = document.createElement('div');
@@ -69,6 +79,13 @@ function addTurn(role: ChatMessage['role'], content: string): HTMLDivElement {
   if (role === 'user') body.textContent = content;
   else renderInto(body, content);
   turn.appendChild(body);
+  if (context.length > 0) {
+    // what went along with the question: the selection and the @files, as the model gets them
+    const line = document.createElement('div');
+    line.className = 'turn-context';
+    line.textContent = `with ${context.join(', ')}`;
+    turn.appendChild(line);
+  }
   messagesEl.appendChild(turn);
   turn.scrollIntoView({ block: 'end' });
   return body;
@@ -105,7 +122,7 @@ window.addEventListener('message', (event: MessageEvent<ToWebview>) => {
       contextEl.textContent = m.text;
       break;
     case 'start': {
-      addTurn('user', m.question);
+      addTurn('user', m.question, m.context);
       const el = addTurn('assistant', '');
       el.classList.add('streaming');
       el.setAttribute('aria-busy', 'true');
@@ -158,6 +175,21 @@ window.addEventListener('message', (event: MessageEvent<ToWebview>) => {
         streaming = null;
       }
       setBusy(false);
+      break;
+    }
+    case 'actionDone': {
+      const pending = pendingActions.get(m.actionId);
+      if (!pending) break;
+      pendingActions.delete(m.actionId);
+      const { button, label } = pending;
+      button.disabled = false;
+      button.textContent = m.label;
+      button.classList.toggle('done', m.ok);
+      button.classList.toggle('failed', !m.ok);
+      setTimeout(() => {
+        button.textContent = label;
+        button.classList.remove('done', 'failed');
+      }, 2500);
       break;
     }
     case 'notice': {

@@ -19,6 +19,7 @@ import { nextRequestId } from '../log';
 import type { LastRequest } from '../status/format';
 import type { SidecarSupervisor } from '../supervisor/supervisor';
 import { extractMentions, trimHistory } from './history';
+import { type MentionCandidate, resolveMention, splitFolderQualified } from './mentions';
 import type { FromWebview, ToWebview } from './messages';
 
 const HISTORY_KEY = 'glance.chat.history';
@@ -37,7 +38,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     private readonly supervisor: SidecarSupervisor,
     private readonly log: vscode.LogOutputChannel,
     private readonly onTiming: (last: LastRequest) => void,
-    private readonly applyCode: (code: string) => Promise<void>,
+    /** previews the code as an edit; resolves to the number of files offered */
+    private readonly applyCode: (code: string) => Promise<number>,
   ) {}
 
   resolveWebviewView(view: vscode.WebviewView): void {
@@ -134,22 +136,80 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         this.running?.source.cancel();
         return;
       case 'copy':
-        await vscode.env.clipboard.writeText(m.code);
-        void vscode.window.setStatusBarMessage('Glance: code copied', 2000);
-        return;
-      case 'insert': {
-        const editor = vscode.window.activeTextEditor ?? vscode.window.visibleTextEditors[0];
-        if (!editor) {
-          void vscode.window.showWarningMessage('Glance: open an editor to insert the code into.');
-          return;
+        try {
+          await vscode.env.clipboard.writeText(m.code);
+          this.post({ type: 'actionDone', actionId: m.actionId, ok: true, label: 'Copied' });
+        } catch (e) {
+          this.log.warn(`copying a code block failed: ${(e as Error).message}`);
+          this.post({ type: 'actionDone', actionId: m.actionId, ok: false, label: 'Copy failed' });
+          void vscode.window.showErrorMessage(`Glance: could not copy to the clipboard: ${(e as Error).message}`);
         }
-        await editor.edit((b) => b.replace(editor.selection, m.code));
+        return;
+      case 'insert':
+        this.post({ type: 'actionDone', actionId: m.actionId, ...(await this.insertAtCursor(m.code)) });
+        return;
+      case 'apply': {
+        const offered = await this.applyCode(m.code);
+        this.post({
+          type: 'actionDone',
+          actionId: m.actionId,
+          ok: offered > 0,
+          label: offered > 0 ? `Review the diff${offered > 1 ? `s (${offered} files)` : ''}` : 'Nothing applied',
+        });
         return;
       }
-      case 'apply':
-        await this.applyCode(m.code);
-        return;
     }
+  }
+
+  /** Insert at cursor: replaces the selection of the editor last used (the chat view has the focus now). */
+  private async insertAtCursor(code: string): Promise<{ ok: boolean; label: string }> {
+    const editor = vscode.window.activeTextEditor ?? vscode.window.visibleTextEditors[0];
+    if (!editor) {
+      void vscode.window.showWarningMessage('Glance: open an editor to insert the code into.');
+      return { ok: false, label: 'No editor open' };
+    }
+    const ok = await editor.edit((b) => {
+      for (const selection of editor.selections) b.replace(selection, code);
+    });
+    if (!ok) {
+      void vscode.window.showErrorMessage(`Glance: ${vscode.workspace.asRelativePath(editor.document.uri)} did not accept the insertion (read-only?).`);
+      return { ok: false, label: 'Insert failed' };
+    }
+    // back to the editor, so typing goes on where the code went in
+    await vscode.window.showTextDocument(editor.document, { viewColumn: editor.viewColumn, preserveFocus: false });
+    return { ok: true, label: `Inserted into ${vscode.workspace.asRelativePath(editor.document.uri, false)}` };
+  }
+
+  /** `@path` mentions → file URIs, across every workspace folder; unresolved ones are told in the conversation. */
+  private async resolveMentions(mentions: string[]): Promise<{ uris: string[]; names: string[] }> {
+    const folders = vscode.workspace.workspaceFolders ?? [];
+    const uris: string[] = [];
+    const names: string[] = [];
+    for (const mention of mentions) {
+      const candidates: MentionCandidate[] = [];
+      const add = async (folder: vscode.WorkspaceFolder, glob: string): Promise<void> => {
+        for (const uri of await vscode.workspace.findFiles(new vscode.RelativePattern(folder, glob), '**/node_modules/**', 20)) {
+          const relativePath = uri.path.slice(folder.uri.path.replace(/\/$/, '').length + 1);
+          candidates.push({ folder: folder.name, relativePath, uri: uri.toString() });
+        }
+      };
+      for (const folder of folders) await add(folder, `**/${mention}`);
+      const qualified = splitFolderQualified(mention, folders.map((f) => f.name));
+      const named = qualified ? folders.find((f) => f.name === qualified.folder) : undefined;
+      if (qualified && named) await add(named, qualified.rest);
+      const r = resolveMention(mention, folders.length, candidates);
+      if (r.kind === 'file') {
+        if (!uris.includes(r.uri)) {
+          uris.push(r.uri);
+          names.push(r.display);
+        }
+      } else if (r.kind === 'ambiguous') {
+        this.post({ type: 'notice', message: `@${mention} matches ${r.options.length} files; write one of ${r.options.map((o) => `@${o}`).join(', ')}` });
+      } else {
+        this.post({ type: 'notice', message: `@${mention}: no such file in the workspace${folders.length > 1 ? `'s ${folders.length} folders` : ''}` });
+      }
+    }
+    return { uris, names };
   }
 
   private async ask(question: string, useSelection: boolean): Promise<void> {
@@ -166,11 +226,14 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     this.running = { requestId, source };
 
     const context: ChatContext = {};
+    /** what goes along with the question, shown under it */
+    const contextNames: string[] = [];
     const editor = vscode.window.activeTextEditor;
     if (editor) {
       context.uri = editor.document.uri.toString();
       if (useSelection && !editor.selection.isEmpty) {
         const s = editor.selection;
+        contextNames.push(`selection in ${vscode.workspace.asRelativePath(editor.document.uri)} (lines ${s.start.line + 1}-${s.end.line + 1})`);
         context.selection = {
           uri: editor.document.uri.toString(),
           range: { start: { line: s.start.line, character: s.start.character }, end: { line: s.end.line, character: s.end.character } },
@@ -180,19 +243,15 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     }
     const mentions = extractMentions(text);
     if (mentions.length > 0) {
-      const files: string[] = [];
-      for (const mention of mentions) {
-        const found = await vscode.workspace.findFiles(`**/${mention}`, '**/node_modules/**', 2);
-        if (found[0]) files.push(found[0].toString());
-        else this.post({ type: 'notice', message: `@${mention}: no such file in the workspace` });
-      }
-      if (files.length > 0) context.files = files;
+      const { uris, names } = await this.resolveMentions(mentions);
+      if (uris.length > 0) context.files = uris;
+      contextNames.push(...names);
     }
 
     const before = this.history();
     const messages: ChatMessage[] = [...before, { role: 'user', content: text }];
     await this.saveHistory(messages);
-    this.post({ type: 'start', requestId, question: text });
+    this.post({ type: 'start', requestId, question: text, context: contextNames });
 
     const sub = client.onNotification(ChatDeltaNotification, (p: ChatDeltaParams) => {
       if (p.requestId === requestId) this.post({ type: 'delta', requestId, text: p.text });

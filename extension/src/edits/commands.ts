@@ -144,7 +144,7 @@ export class EditCommands {
    * Apply from a chat code block: search/replace blocks are applied to the files they name (locally, with the
    * same applier as the sidecar); plain code replaces the active editor's selection (or goes in at the cursor).
    */
-  async applyCode(code: string): Promise<void> {
+  async applyCode(code: string): Promise<number> {
     const parsed = parseEditBlocks(code);
     const editor = vscode.window.activeTextEditor ?? vscode.window.visibleTextEditors[0];
     const files: FileEdit[] = [];
@@ -174,7 +174,7 @@ export class EditCommands {
     } else {
       if (!editor) {
         void vscode.window.showWarningMessage('Glance: open the file to apply the code to.');
-        return;
+        return 0;
       }
       const d = editor.document;
       const text = d.getText();
@@ -183,7 +183,7 @@ export class EditCommands {
       const newText = text.slice(0, start) + code + text.slice(end);
       files.push({ uri: d.uri.toString(), baseHash: contentHash(text), newText, blocks: [{ index: 0, match: 'exact' }] });
     }
-    await this.proposals.propose({ text: code, files, usage: { promptTokens: 0, completionTokens: 0, contextTokens: 0 }, rejected }, 'Apply');
+    return this.proposals.propose({ text: code, files, usage: { promptTokens: 0, completionTokens: 0, contextTokens: 0 }, rejected }, 'Apply');
   }
 
   private async resolveWorkspacePath(p: string): Promise<vscode.Uri | null> {
