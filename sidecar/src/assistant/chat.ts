@@ -8,6 +8,7 @@ import type { ChatParams, ChatResult } from '../protocol/index';
 import type { EngineHost } from '../scheduler/engine-host';
 import { rpc } from '../server/rpc-error';
 import type { Workspace } from '../workspace/workspace';
+import { streamScriptedChatAnswer, takeScriptedChatAnswer } from './scripted-chat';
 import { startTask } from './tasks';
 
 export const DEFAULT_CHAT_MAX_TOKENS = 512;
@@ -25,6 +26,14 @@ export class ChatService {
       const text = ws.textOf(uri);
       if (text === null) throw rpc.unknownDocument(uri);
       extras.push({ title: `File ${ws.displayPath(uri)}`, text });
+    }
+    const scripted = takeScriptedChatAnswer(); // the e2e test's hook; null unless GLANCE_E2E_SCRIPTED_CHAT is set
+    if (scripted !== null) {
+      // {{context}} lets the test see which selection and @files reached the sidecar
+      const text = scripted.replaceAll('{{context}}', extras.map((e) => e.title).join('; '));
+      const r = await streamScriptedChatAnswer(text, token, onDelta);
+      if (r.finishReason === 'cancelled') throw rpc.cancelled();
+      return r;
     }
     const activeUri = params.context?.uri ?? ws.activeUri;
     const activeText = activeUri ? ws.textOf(activeUri) : null;
