@@ -7,12 +7,18 @@
 //   7 a second window (another folder) adopts the running sidecar instead of spawning one, and gets ready
 //   8 a multi-root workspace (.code-workspace with both folders): files of both reach the sidecar, ghost text in
 //     a TypeScript file of the second folder
-//   9 Apply on a chat code block shows a diff against the open file and Reject All closes it (the tiny model writes a
-//     code block only at times: the step asks up to 4 times and, with none, reports SKIPPED without failing;
-//     GLANCE_E2E_REQUIRE_APPLY=1 makes that a failure)
-//  10 a remote sidecar (`glance serve` started by the test, glance.remote.url/token): ready through it, and a completion
-//  11 Explain, Add Types, Add Docs, Write Tests, Fix Problems from the command palette: each ends in a diff, the
+//   9 chat code blocks (a scripted answer, see below): @file mentions of both folders reach the sidecar; Copy puts the
+//     code on the clipboard; Insert at Cursor puts it at the cursor of the editor; Apply of a block editing files of
+//     both folders opens two diffs: the diff title's Accept changes one file on disk, Reject leaves the other as it was
+//  10 a remote sidecar (`glance serve` started by the test): a token put in settings moves to secret storage (and out
+//     of the .code-workspace file), the window gets ready through the remote, and a completion comes from it
+//  11 remote failures: a wrong token (Glance: Set Remote Sidecar Token, a masked input) and an unreachable URL each end
+//     in their own error in the status bar and a notification; the notification's Set Remote Token reconnects
+//  12 Explain, Add Types, Add Docs, Write Tests, Fix Problems from the command palette: each ends in a diff, the
 //     explanation in the chat view, or a clear message, and no progress notification stays behind
+// Step 3 streams the real model's answer. Step 9 needs a code block every time, which the tiny model writes only at
+// times: the test writes the answer to the file GLANCE_E2E_SCRIPTED_CHAT names and the real sidecar streams that file
+// instead of the model's answer, once (sidecar/src/assistant/scripted-chat.ts); everything else is the real path.
 // Screenshots go to test-results/e2e/<nn>-<step>.png, a summary to test-results/e2e/report.json.
 // Isolation: HOME, XDG dirs, user-data-dir, extensions-dir, GLANCE_CACHE_DIR and the workspace copy live in one
 // temporary folder, removed at the end (kept with GLANCE_E2E_KEEP=1).
@@ -95,7 +101,7 @@ async function shot(name) {
 
 /** GLANCE_E2E_STEPS=status-ready,error-advice runs only those steps (for development; CI runs all). */
 const onlySteps = process.env.GLANCE_E2E_STEPS ? new Set(process.env.GLANCE_E2E_STEPS.split(',')) : null;
-const ALL_STEPS = 11;
+const ALL_STEPS = 12;
 
 async function step(name, fn) {
   if (onlySteps && !onlySteps.has(name)) return true;
@@ -239,12 +245,42 @@ const GHOST_ATTEMPTS_SECOND_FOLDER = [
   { head: 'export function origin(): Point {', body: 'return ' },
 ];
 
-const APPLY_QUESTIONS = [
-  'Reply with only this code block:\n```ts\nexport function zero(): number {\n  return 0;\n}\n```',
-  'Write a TypeScript function that returns the area of a circle, in a ```ts code block.',
-  'Show the distance function of @lib/geometry.ts in a ```ts code block.',
-  'Give an example of how to call midpoint, as a ```ts code block.',
-];
+/** The code block Copy and Insert at Cursor use (step 9). */
+const INSERTED_CODE = "export const GLANCE_E2E_INSERTED = 'inserted at the cursor';\n";
+
+/**
+ * The scripted chat answer of step 9: a plain code block, and one block of search/replace edits to a file of each
+ * folder (each adds a marker line after the file's first line). {{context}} is filled in by the sidecar.
+ */
+function scriptedApplyAnswer(mathFirstLine, geometryFirstLine) {
+  return [
+    'The question came with: {{context}}.',
+    '',
+    '```ts',
+    INSERTED_CODE.trimEnd(),
+    '```',
+    '',
+    'And the change to both files:',
+    '',
+    '```ts',
+    'src/math.ts',
+    '<<<<<<< SEARCH',
+    mathFirstLine,
+    '=======',
+    mathFirstLine,
+    '// glance-e2e: this edit is rejected per file',
+    '>>>>>>> REPLACE',
+    'lib/geometry.ts',
+    '<<<<<<< SEARCH',
+    geometryFirstLine,
+    '=======',
+    geometryFirstLine,
+    '// glance-e2e: this edit is accepted per file',
+    '>>>>>>> REPLACE',
+    '```',
+    '',
+  ].join('\n');
+}
 
 const GHOST_ATTEMPTS_REMOTE = [
   { head: 'export function diagonal(width: number, height: number): number {', body: 'return ' },
@@ -294,6 +330,7 @@ async function main() {
   const workspace2 = path.join(work, 'workspace-2');
   const glanceCache = path.join(work, 'glance-cache');
   const probe = path.join(work, 'probe.json');
+  const scriptedChat = path.join(work, 'scripted-chat.md');
   for (const d of [home, userData, extensions, glanceCache]) fs.mkdirSync(d, { recursive: true });
   copyDir(path.join(here, 'fixture-workspace'), workspace);
   copyDir(path.join(here, 'fixture-workspace-2'), workspace2);
@@ -333,6 +370,7 @@ async function main() {
     XDG_CACHE_HOME: path.join(work, 'xdg-cache'),
     GLANCE_CACHE_DIR: glanceCache,
     GLANCE_E2E_PROBE: probe,
+    GLANCE_E2E_SCRIPTED_CHAT: scriptedChat,
   };
 
   log('installing the .vsix into code-server');
@@ -360,6 +398,14 @@ async function main() {
   );
   let browser = null;
   let remoteSidecar = null;
+  /** the remote sidecar of step 10: url, token, pid, log file */
+  let remote = null;
+  /** Merges glance.* settings into the multi-root window's .code-workspace file (undefined removes a key). */
+  const setWorkspaceSettings = (settings) => {
+    const ws = JSON.parse(fs.readFileSync(multiRootFile, 'utf8'));
+    ws.settings = { ...ws.settings, ...settings };
+    fs.writeFileSync(multiRootFile, JSON.stringify(ws, null, 2));
+  };
   const cleanup = async () => {
     try {
       if (remoteSidecar) process.kill(remoteSidecar.pid, 'SIGTERM');
@@ -404,6 +450,8 @@ async function main() {
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
       env,
     });
+    // Copy in the chat view writes the clipboard; the test reads it back
+    await browser.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: `http://127.0.0.1:${port}` });
     page = browser.pages()[0] ?? (await browser.newPage());
     page.setDefaultTimeout(30_000);
     await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace)}`);
@@ -495,7 +543,9 @@ async function main() {
       await page.locator('.monaco-diff-editor').first().waitFor({ timeout: 120_000 });
       await sleep(800);
       await snap('edit-diff');
-      await runCommand('Glance: Accept All Proposed Edits');
+      // as a user does: the notification's Accept All (the palette command would do the same)
+      const toast = page.locator('.notification-toast', { hasText: 'Glance proposes changes' }).last();
+      await toast.locator('.monaco-button', { hasText: 'Accept All' }).first().click();
       await waitFor('the file to change on disk', () => fs.readFileSync(mathFile, 'utf8') !== before, 15_000);
       await sleep(500);
       await snap('edit-accepted');
@@ -618,6 +668,7 @@ async function main() {
     });
 
     await step('chat-apply', async (snap) => {
+      const geometryFile = path.join(workspace2, 'lib', 'geometry.ts');
       if ((await page.locator('.tab.dirty').count()) > 0) {
         await focusEditor(); // keep what the completions typed (Close All Editors must not stop at a save prompt)
         await page.keyboard.press('Control+S');
@@ -627,41 +678,82 @@ async function main() {
       await runCommand('View: Close All Editors');
       await openFile('lib/geometry.ts');
       await focusEditor();
-      await page.keyboard.press('Control+End'); // Apply of plain code goes in at the cursor (replacing a selection)
+      await page.keyboard.press('Control+Home'); // Insert at Cursor goes in here: the start of the file
       const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
       const question = frame.locator('#question');
       // the activity bar icon toggles: a click on an open chat view closes the side bar
       if (!(await question.isVisible().catch(() => false))) await page.locator('.activitybar [aria-label^="Glance"]').first().click();
       await question.waitFor({ timeout: 30_000 });
-      // an empty conversation (the Explain answers above would be in the prompt): the model repeats the block more often
       await runCommand('Glance: Clear Chat History');
       await waitFor('the conversation to clear', async () => (await frame.locator('.turn').count()) === 0, 15_000);
       const uncheck = frame.locator('#useSelection');
       if (await uncheck.isChecked()) await uncheck.uncheck();
-      let block = null;
-      for (let attempt = 1; attempt <= 4 && block === null; attempt++) {
-        const before = await frame.locator('.turn.assistant').count();
-        await question.fill(APPLY_QUESTIONS[(attempt - 1) % APPLY_QUESTIONS.length]);
-        await question.press('Enter');
-        const answer = frame.locator('.turn.assistant .body').nth(before);
-        await waitFor('the answer to finish', async () => (await answer.getAttribute('data-finish')) !== null, 180_000, 100);
-        if ((await answer.locator('pre').count()) > 0) block = answer;
-        else log(`  answer ${attempt} has no code block`);
+
+      const mathBefore = fs.readFileSync(mathFile, 'utf8');
+      const geometryBefore = fs.readFileSync(geometryFile, 'utf8');
+      fs.writeFileSync(scriptedChat, scriptedApplyAnswer(mathBefore.split('\n')[0], geometryBefore.split('\n')[0]));
+      // a folder-qualified mention of the second folder's file and a plain one of the first folder's
+      await question.fill('Mark @workspace-2/lib/geometry.ts and @src/math.ts as reviewed.');
+      await question.press('Enter');
+      const answer = frame.locator('.turn.assistant .body').last();
+      await waitFor('the answer to finish', async () => (await answer.getAttribute('data-finish')) !== null, 60_000, 100);
+      if (fs.existsSync(scriptedChat)) throw new Error('the sidecar did not take the scripted answer (is GLANCE_E2E_SCRIPTED_CHAT passed on?)');
+      const deltas = Number((await answer.getAttribute('data-deltas')) ?? '0');
+      if (deltas < 2) throw new Error(`the scripted answer came in ${deltas} piece(s), not streamed`);
+      // both mentions resolved, in their folders, and reached the sidecar
+      const sent = ((await frame.locator('.turn.user .turn-context').last().textContent()) ?? '').trim();
+      if (sent !== 'with workspace-2/lib/geometry.ts, workspace/src/math.ts') throw new Error(`the question's context line reads ${JSON.stringify(sent)}`);
+      const answerText = ((await answer.textContent()) ?? '').replace(/\s+/g, ' ');
+      if (!answerText.includes('File workspace-2/lib/geometry.ts; File workspace/src/math.ts')) {
+        throw new Error(`the sidecar did not get both @files: ${JSON.stringify(answerText.slice(0, 160))}`);
       }
-      if (block === null) {
-        if (process.env.GLANCE_E2E_REQUIRE_APPLY) throw new Error('no answer had a code block to apply');
-        await snap('chat-apply-no-block');
-        return 'SKIPPED: the model wrote no code block in 4 answers, so Apply was not exercised';
-      }
-      await block.locator('.code-actions button', { hasText: 'Apply' }).first().click();
+      if ((await answer.locator('pre').count()) !== 2) throw new Error(`the answer has ${await answer.locator('pre').count()} code blocks, not 2`);
+      await snap('chat-apply-answer');
+
+      // Copy: the button confirms, and the code is on the clipboard
+      const plainBlock = answer.locator('.code-actions').nth(0);
+      await plainBlock.locator('button[data-action="copy"]').click();
+      await waitFor('the Copy button to confirm', async () => (await plainBlock.locator('button[data-action="copy"]').textContent()) === 'Copied', 10_000, 50);
+      const clipboard = await page.evaluate(() => navigator.clipboard.readText());
+      if (clipboard !== INSERTED_CODE) throw new Error(`the clipboard holds ${JSON.stringify(clipboard.slice(0, 80))}, not the code block`);
+      await snap('chat-apply-copied');
+
+      // Insert at Cursor: the code goes in where the cursor is (the start of lib/geometry.ts)
+      await plainBlock.locator('button[data-action="insert"]').click();
+      await waitFor('the Insert button to confirm', async () => (await plainBlock.locator('button[data-action="insert"]').textContent()) === 'Inserted into lib/geometry.ts', 10_000, 50);
+      await page.keyboard.press('Control+S'); // the extension gave the focus back to the editor
+      await waitFor('the inserted code on disk', () => fs.readFileSync(geometryFile, 'utf8') === INSERTED_CODE + geometryBefore, 10_000);
+      await snap('chat-apply-inserted');
+
+      // Apply of a block editing a file of each folder: two diffs; the diff title's Accept takes one, Reject the other
+      const geometryBeforeApply = fs.readFileSync(geometryFile, 'utf8');
+      await answer.locator('.code-actions').nth(1).locator('button[data-action="apply"]').click();
       await page.locator('.monaco-diff-editor').first().waitFor({ timeout: 30_000 });
+      await page.locator('.notification-toast', { hasText: 'Glance proposes changes to 2 file(s)' }).first().waitFor({ timeout: 15_000 });
+      const tabs = page.locator('.tabs-container .tab', { hasText: 'Glance: Apply' });
+      await waitFor('two diff tabs', async () => (await tabs.count()) === 2, 15_000);
       await sleep(800);
-      await snap('chat-apply-diff');
-      const toast = page.locator('.notification-toast', { hasText: 'Glance proposes changes' }).last();
-      await toast.locator('.monaco-button', { hasText: 'Reject All' }).first().click();
-      await waitFor('the diff to close after Reject All', async () => (await page.locator('.monaco-diff-editor').count()) === 0, 15_000);
-      const code = ((await block.locator('pre').first().textContent()) ?? '').trim();
-      return `Apply showed a diff for a ${code.length}-char code block: ${JSON.stringify(code.slice(0, 60))}`;
+      await snap('chat-apply-diffs');
+      // the diff editor's title bar buttons ($(check) / $(close), contributed to editor/title)
+      const titleAction = (label) => page.locator(`.editor-actions .action-label[aria-label^="${label}"]`).first();
+      // the active diff is the last one opened: lib/geometry.ts
+      await page.locator('.tab.active', { hasText: 'geometry.ts' }).first().waitFor({ timeout: 10_000 });
+      await titleAction('Accept This File').click();
+      await waitFor('lib/geometry.ts to change on disk', () => fs.readFileSync(geometryFile, 'utf8').includes('// glance-e2e: this edit is accepted per file'), 15_000);
+      await waitFor('one diff tab left', async () => (await tabs.count()) === 1, 15_000);
+      await page.locator('.tab.active', { hasText: 'math.ts' }).first().waitFor({ timeout: 10_000 });
+      await sleep(500);
+      await snap('chat-apply-accepted-one');
+      await titleAction('Reject This File').click();
+      await waitFor('no diff tab left', async () => (await tabs.count()) === 0, 15_000);
+      const geometryAfter = fs.readFileSync(geometryFile, 'utf8');
+      const expected = geometryBeforeApply.replace(geometryBefore.split('\n')[0], `${geometryBefore.split('\n')[0]}\n// glance-e2e: this edit is accepted per file`);
+      if (geometryAfter !== expected) throw new Error('lib/geometry.ts on disk is not the file with the accepted edit');
+      if (fs.readFileSync(mathFile, 'utf8') !== mathBefore) throw new Error('src/math.ts changed on disk although its edit was rejected');
+      if ((await page.locator('.tab.dirty').count()) > 0) throw new Error('an editor was left with unsaved changes');
+      await snap('chat-apply-rejected-other');
+      return `${deltas} streamed pieces; context "${sent}"; clipboard and Insert at Cursor hold the ${INSERTED_CODE.length}-char block; ` +
+        'per file: lib/geometry.ts accepted (on disk), src/math.ts rejected (unchanged)';
     });
     await step('remote-sidecar', async (snap) => {
       // A sidecar the extension did not start (as on a GPU machine): its own cache dir and token file.
@@ -680,16 +772,19 @@ async function main() {
         const line = stdout.split('\n').find((l) => l.startsWith('{') && l.includes('"ready"'));
         return line ? JSON.parse(line) : null;
       }, 120_000);
-      const token = fs.readFileSync(tokenFile, 'utf8').trim();
-      const url = `ws://127.0.0.1:${ready.port}`;
-      // workspace settings of the multi-root window live in the .code-workspace file
-      const ws = JSON.parse(fs.readFileSync(multiRootFile, 'utf8'));
-      ws.settings = { ...ws.settings, 'glance.remote.url': url, 'glance.remote.token': token };
-      fs.writeFileSync(multiRootFile, JSON.stringify(ws, null, 2));
+      remote = { url: `ws://127.0.0.1:${ready.port}`, token: fs.readFileSync(tokenFile, 'utf8').trim(), pid: ready.pid, log: remoteLog };
+      const { url, token } = remote;
+      // Workspace settings of the multi-root window live in the .code-workspace file. The token goes there too, as a
+      // user might paste it: the extension must move it into secret storage and out of the file.
+      await runCommand('Notifications: Clear All Notifications');
+      setWorkspaceSettings({ 'glance.remote.url': url, 'glance.remote.token': token });
       await acceptRestartPrompt();
+      await page.locator('.notification-toast', { hasText: "It is now in VS Code's secret storage and removed from settings" }).first().waitFor({ timeout: 30_000 });
+      await waitFor('the token to leave the .code-workspace file', () => !fs.readFileSync(multiRootFile, 'utf8').includes(token), 15_000);
       await waitFor('the extension to connect to the remote sidecar', () => extensionLogLines(userData).find((l) => l.includes(`connecting to remote sidecar ${url}`)), 60_000);
       await waitFor('status ready through the remote sidecar', async () => (await statusLabel()) === 'ready', 180_000);
       await waitFor('the remote sidecar to see the client', () => fs.readFileSync(remoteLog, 'utf8').includes('client initialized'), 30_000);
+      await sleep(500);
       await snap('remote-ready');
       const completionsBefore = fs.readFileSync(remoteLog, 'utf8').split('\n').filter((l) => l.includes('textDocument/inlineCompletion')).length;
       await openFile('lib/geometry.ts');
@@ -698,7 +793,58 @@ async function main() {
       await snap('remote-ghost');
       const completionsAfter = fs.readFileSync(remoteLog, 'utf8').split('\n').filter((l) => l.includes('textDocument/inlineCompletion')).length;
       if (completionsAfter <= completionsBefore) throw new Error('ghost text appeared, but the remote sidecar logged no inline completion request');
-      return `remote pid ${ready.pid} at ${url}; ${completionsAfter - completionsBefore} completion log lines there; ghost ${JSON.stringify(ghost.slice(0, 60))}`;
+      return `remote pid ${ready.pid} at ${url}; token moved from settings to secret storage; ${completionsAfter - completionsBefore} completion log lines there; ghost ${JSON.stringify(ghost.slice(0, 60))}`;
+    });
+
+    await step('remote-errors', async (snap) => {
+      if (!remote) throw new Error('needs the remote sidecar of the remote-sidecar step');
+      const { url, token } = remote;
+      const errorToast = (text) => page.locator('.notification-toast', { hasText: text }).last();
+      // a wrong token, set as a user does, through the command (a masked input box)
+      await runCommand('Notifications: Clear All Notifications');
+      await runCommand('Glance: Set Remote Sidecar Token');
+      const input = page.locator('.quick-input-widget input');
+      await input.waitFor({ state: 'visible' });
+      if ((await input.getAttribute('type')) !== 'password') throw new Error('the token input box is not masked');
+      await input.fill('not-the-token');
+      await page.keyboard.press('Enter');
+      await waitFor('the status bar to show the refused token', async () => (await statusLabel()) === 'error' && (await statusText()).includes('remote token refused'), 60_000);
+      const refused = errorToast('refused the token');
+      await refused.waitFor({ timeout: 15_000 });
+      const refusedText = ((await refused.textContent()) ?? '').replace(/\s+/g, ' ').trim();
+      if (!refusedText.includes(`The remote sidecar at ${url}/lsp refused the token`)) throw new Error(`the notification reads ${JSON.stringify(refusedText)}`);
+      await sleep(800);
+      await snap('remote-wrong-token');
+      // the notification's own button fixes it
+      await refused.locator('.monaco-button', { hasText: 'Set Remote Token' }).first().click();
+      await input.waitFor({ state: 'visible' });
+      await input.fill(token);
+      await page.keyboard.press('Enter');
+      await waitFor('status ready with the right token', async () => (await statusLabel()) === 'ready', 120_000);
+      if (remoteSidecar.exitCode !== null) throw new Error('the remote sidecar exited when the window reconnected');
+
+      // an unreachable URL: a port nothing listens on; bounded retries, then the error
+      await runCommand('Notifications: Clear All Notifications');
+      const closedPort = await freePort();
+      const unreachableUrl = `ws://127.0.0.1:${closedPort}`;
+      setWorkspaceSettings({ 'glance.remote.url': unreachableUrl });
+      await acceptRestartPrompt();
+      await waitFor('the status bar to show the unreachable remote', async () => (await statusLabel()) === 'error' && (await statusText()).includes('remote unreachable'), 90_000);
+      const unreachable = errorToast('Cannot reach the remote sidecar');
+      await unreachable.waitFor({ timeout: 15_000 });
+      const unreachableText = ((await unreachable.textContent()) ?? '').replace(/\s+/g, ' ').trim();
+      if (!unreachableText.includes(`Cannot reach the remote sidecar at ${unreachableUrl}/lsp: connection refused`)) {
+        throw new Error(`the notification reads ${JSON.stringify(unreachableText)}`);
+      }
+      await sleep(800);
+      await snap('remote-unreachable');
+
+      // back to the remote sidecar for the next step
+      await runCommand('Notifications: Clear All Notifications');
+      setWorkspaceSettings({ 'glance.remote.url': url });
+      await acceptRestartPrompt();
+      await waitFor('status ready through the remote sidecar again', async () => (await statusLabel()) === 'ready', 120_000);
+      return `wrong token: ${JSON.stringify(refusedText.slice(0, 110))}; unreachable: ${JSON.stringify(unreachableText.slice(0, 110))}`;
     });
 
     await step('refactor-commands', async (snap) => {

@@ -44,6 +44,7 @@ interface Session {
   client: LanguageClient;
   socket: WebSocket;
   child: ChildProcess | null;
+  origin: 'spawned' | 'adopted' | 'remote';
 }
 
 export class SidecarSupervisor implements vscode.Disposable {
@@ -312,7 +313,7 @@ export class SidecarSupervisor implements vscode.Disposable {
       }
     }
     if (incompatible !== null) this.log.warn(`the ${origin} sidecar differs from this extension: ${incompatible}`);
-    this.session = { generation, client, socket, child };
+    this.session = { generation, client, socket, child, origin };
     this.setState({ kind: 'connected', origin, pid, capabilities });
     this.clientEmitter.fire(client);
   }
@@ -365,6 +366,9 @@ export class SidecarSupervisor implements vscode.Disposable {
     this.session = null;
     this.clientEmitter.fire(null);
     if (session) {
+      // A remote sidecar outlives us: close the socket first, so it gets no LSP exit (which ends a sidecar whose
+      // last client leaves) and stays up for the next connect, this window's or another's.
+      if (session.origin === 'remote') session.socket.terminate();
       try {
         await Promise.race([session.client.dispose(2000), new Promise((r) => setTimeout(r, 2500))]);
       } catch {
