@@ -20,7 +20,7 @@ import type { GpuBenchContext, GpuRow } from './gpu-attention';
 import { BENCH_50M_CONFIG, ensureRandomModel } from './random-model';
 
 const projectRoot = path.resolve(__dirname, '..', '..');
-const tinyDir = path.join(projectRoot, 'models', 'glance-tiny');
+export const tinyDir = path.join(projectRoot, 'models', 'glance-tiny');
 
 function log(msg: string): void {
   process.stderr.write(`bench:gpu-model: ${msg}\n`);
@@ -80,7 +80,7 @@ interface DecodeFigure {
 }
 
 /** Prefill `context` random tokens, then time `steps` greedy single-token steps (graph replay + device sampling). */
-function decodeAt(model: GpuModel, context: number, steps: number): DecodeFigure {
+export function decodeAt(model: GpuModel, context: number, steps: number): DecodeFigure {
   const seq = model.createSequence(context + steps + 8);
   try {
     const ids = randomIds(context, model.config.vocabSize, context);
@@ -113,7 +113,7 @@ function prefillSeconds(model: GpuModel, n: number): number {
   }
 }
 
-async function gpuModel(dir: string, attention: 'sparse' | 'dense', attentionKernels: 'tuned' | 'generic' = 'tuned'): Promise<GpuModel> {
+export async function gpuModel(dir: string, attention: 'sparse' | 'dense', attentionKernels: 'tuned' | 'generic' = 'tuned'): Promise<GpuModel> {
   const r = await loadModelOnDevice(dir, { device: 'cuda', attention, indexerPrecision: 'fp8', attentionKernels });
   if (r.kind !== 'cuda') throw new Error(`expected the GPU, got ${r.device}`);
   return r.model as GpuModel;

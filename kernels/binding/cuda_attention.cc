@@ -34,7 +34,10 @@ constexpr int64_t kMaxDim = INT32_MAX;
 class DeviceBuffer {
  public:
   explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    if (bytes > 0) GLANCE_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+    if (bytes > 0) {
+      GLANCE_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+      GLANCE_CUDA_CHECK(cudaMemset(ptr_, 0, bytes));  // workspaces with counters (sparse MLA) start at zero
+    }
   }
   ~DeviceBuffer() {
     if (ptr_) cudaFree(ptr_);

@@ -773,6 +773,39 @@ Napi::Value OpMoeExperts(const Napi::CallbackInfo& info) {
       tiles((static_cast<size_t>(T) * K / cuda::kGemmTileM + E + 1) * 16), nt(4);
   const int slots = T * K;
   const int* slot_pos = nullptr;
+  if (path == "decode-fused") {
+    // the decode MoE launches: grouped SwiGLU GEMV batch, then down projections + weighted combine into out (+=)
+    if (T != 1) a.range_error("path decode-fused takes one token");
+    cuda::GemvBatch b;
+    b.x = dx->as<float>();
+    b.ldx = D;
+    b.M = 1;
+    b.njobs = 1;
+    cuda::GemvJob& j = b.jobs[0];
+    j.w = gt[0];
+    j.table = tg->as<cuda::DevWeight>();
+    j.up_table = tu->as<cuda::DevWeight>();
+    j.ids = di->as<int>();
+    j.slots = K;
+    j.x_div = K;
+    j.out = g.as<float>();
+    j.ldo = I;
+    cuda::gemv_batch(nullptr, b);
+    GLANCE_CUDA_CHECK(cudaMemset(dout->p, 0, dout->bytes));
+    cuda::MoeDownParams d;
+    d.out = dout->as<float>();
+    d.ldo = D;
+    d.g = g.as<float>();
+    d.ldg = I;
+    d.ids = di->as<int>();
+    d.wts = dw->as<float>();
+    d.table = td->as<cuda::DevWeight>();
+    d.shape = dt[0];
+    d.K = K;
+    cuda::moe_down_combine(nullptr, d, 1);
+    down(out, *dout);
+    return info.Env().Undefined();
+  }
   if (path == "gemv-swiglu") {
     cuda::grouped_gemv_swiglu(nullptr, g.as<float>(), I, dx->as<float>(), D, K, slots, tg->as<cuda::DevWeight>(),
                               tu->as<cuda::DevWeight>(), di->as<int>(), gt[0]);
@@ -795,6 +828,91 @@ Napi::Value OpMoeExperts(const Napi::CallbackInfo& info) {
     slot_pos = pos.as<int>();
   }
   cuda::moe_combine(nullptr, dout->as<float>(), y.as<float>(), dw->as<float>(), slot_pos, T, K, D, false);
+  down(out, *dout);
+  return info.Env().Undefined();
+}
+
+// gemvBatch(x, T, normWeight | null, eps, jobs: {w, up?, out}[]): one launch of up to 4 GEMVs over the same rows
+// x [T ≤ 8, cols], RMS-normalised by normWeight (null: as they are); out = x̂·wᵀ, or silu(x̂·wᵀ) · (x̂·upᵀ).
+Napi::Value OpGemvBatch(const Napi::CallbackInfo& info) {
+  Args a(info, "cuda.modelOps.gemvBatch", 5);
+  auto x = a.f32(0, "x");
+  const int T = static_cast<int>(a.integer(1, "T", 1, cuda::kGemvMaxM));
+  const float eps = static_cast<float>(a.number(3, "eps"));
+  if (!info[4].IsArray()) a.type_error("jobs must be an array");
+  Napi::Array jobs = info[4].As<Napi::Array>();
+  const int n = static_cast<int>(jobs.Length());
+  if (n < 1 || n > cuda::kGemvBatchJobs) a.range_error("1..4 jobs");
+  std::vector<DevWeightBuf> bufs;
+  std::vector<std::unique_ptr<DevBuf>> outs;
+  std::vector<ArrayArg<float>> host_outs;
+  cuda::GemvBatch b;
+  b.M = T;
+  b.eps = eps;
+  b.njobs = n;
+  int cols = -1;
+  for (int i = 0; i < n; i++) {
+    Napi::Object o = jobs.Get(i).As<Napi::Object>();
+    bufs.push_back(up_weight(NativeWeight::FromValue(info.Env(), o.Get("w"), "w")));
+    cuda::GemvJob& j = b.jobs[i];
+    j.w = bufs.back().w;
+    if (cols >= 0 && j.w.cols != cols) a.range_error("jobs must share cols");
+    cols = j.w.cols;
+    if (o.Has("up") && !o.Get("up").IsUndefined() && !o.Get("up").IsNull()) {
+      bufs.push_back(up_weight(NativeWeight::FromValue(info.Env(), o.Get("up"), "up")));
+      j.up = bufs.back().w;
+    }
+    Napi::Float32Array oa = o.Get("out").As<Napi::Float32Array>();
+    host_outs.push_back(ArrayArg<float>{oa.Data(), static_cast<int64_t>(oa.ElementLength()), "out"});
+    a.expect_length(host_outs.back(), a.product({T, j.w.rows}, "T*rows"), "T*rows");
+    outs.push_back(up(host_outs.back()));
+    j.out = outs.back()->as<float>();
+    j.ldo = j.w.rows;
+  }
+  a.expect_length(x, a.product({T, cols}, "T*cols"), "T*cols");
+  auto dx = up(x);
+  b.x = dx->as<float>();
+  b.ldx = cols;
+  std::unique_ptr<DevBuf> dn;
+  if (!info[2].IsNull() && !info[2].IsUndefined()) {
+    auto nw = a.f32(2, "normWeight");
+    a.expect_length(nw, cols, "cols");
+    dn = up(nw);
+    b.norm_w = dn->as<float>();
+    b.norm_dim = cols;
+  }
+  cuda::gemv_batch(nullptr, b);
+  for (int i = 0; i < n; i++) down(host_outs[static_cast<size_t>(i)], *outs[static_cast<size_t>(i)]);
+  return info.Env().Undefined();
+}
+
+// mlaAbsorbQueryRope(out, outStride, q, qStride, T, H, nope, v, rope, kvB, positions, invFreq, attentionFactor):
+// absorption plus the interleaved RoPE of q's rope part, written after the absorbed columns (the decode kernel).
+Napi::Value OpAbsorbRope(const Napi::CallbackInfo& info) {
+  Args a(info, "cuda.modelOps.mlaAbsorbQueryRope", 13);
+  auto out = a.f32(0, "out");
+  const int os = static_cast<int>(a.integer(1, "outStride", 1, INT32_MAX));
+  auto q = a.f32(2, "q");
+  const int qs = static_cast<int>(a.integer(3, "qStride", 1, INT32_MAX));
+  const int T = static_cast<int>(a.integer(4, "T", 0, INT32_MAX));
+  const int H = static_cast<int>(a.integer(5, "H", 1, INT32_MAX));
+  const int nope = static_cast<int>(a.integer(6, "nope", 0, INT32_MAX));
+  const int v = static_cast<int>(a.integer(7, "v", 0, INT32_MAX));
+  const int rope = static_cast<int>(a.integer(8, "rope", 0, 256));
+  const Weight& w = NativeWeight::From(a, 9, "kvB");
+  auto pos = a.i32(10, "positions");
+  auto inv = a.f32(11, "invFreq");
+  const float af = static_cast<float>(a.number(12, "attentionFactor"));
+  if (w.rows != static_cast<int64_t>(H) * (nope + v)) a.range_error("kvB rows must be H*(nope+v)");
+  if (os < w.cols + rope || qs < nope + rope) a.range_error("strides too small");
+  a.expect_length(out, a.product({T, H, os}, "T*H*outStride"), "T*H*outStride");
+  a.expect_length(q, a.product({T, H, qs}, "T*H*qStride"), "T*H*qStride");
+  a.expect_length(pos, T, "T");
+  a.expect_length(inv, rope / 2, "rope/2");
+  auto dout = up(out), dq = up(q), dp = up(pos), di = up(inv);
+  DevWeightBuf dw = up_weight(w);
+  cuda::mla_absorb_query_rope(nullptr, dout->as<float>(), os, dq->as<float>(), qs, T, H, nope, v, rope, dw.w, dp->as<int>(),
+                              di->as<float>(), af);
   down(out, *dout);
   return info.Env().Undefined();
 }
@@ -867,6 +985,8 @@ void register_cuda_model_ops(Napi::Env env, Napi::Object cuda) {
       {"moeExperts", Guard<OpMoeExperts>},
       {"sample", Guard<OpSample>},
       {"swiglu", Guard<OpSwiglu>},
+      {"gemvBatch", Guard<OpGemvBatch>},
+      {"mlaAbsorbQueryRope", Guard<OpAbsorbRope>},
   };
   for (const Op& o : list) ops.Set(o.name, Napi::Function::New(env, o.fn, o.name));
   cuda.Set("modelOps", ops);

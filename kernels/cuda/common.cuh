@@ -88,12 +88,23 @@ DeviceInfo device_info();  // device.cu; never throws
 // Bytes of dynamic shared memory one block may use on the current device (opt-in maximum).
 int max_shared_memory_per_block();
 
+// Programmatic dependent launch (PDL, sm_90+): kernels launched through launch_kernel() below may start while the
+// kernel before them in the stream is still running, so that the launch latency of a chain of small kernels (a decode
+// step: ~15 kernels per layer) overlaps the previous kernel's work instead of following it. Contract of every kernel
+// launched that way: it calls pdl_wait() before its first access to memory that earlier work in the stream writes or
+// reads (weights and other constants may be read before), and calls pdl_launch_dependents() once it no longer minds
+// the next kernel's blocks taking SM slots. On for compute capability ≥ 9.0 unless GLANCE_PDL=0 (device.cu).
+bool pdl_enabled();
+
 }  // namespace cuda
 }  // namespace glance
 
 #ifdef __CUDACC__
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <utility>
 
 namespace glance {
 namespace cuda {
@@ -176,6 +187,38 @@ __device__ __forceinline__ float warp_max(float v) {
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// PDL (see pdl_enabled above). griddepcontrol.wait returns once every prerequisite grid has completed and its
+// memory operations are visible; without a programmatic dependency (plain launch, pre-sm_90) both are no-ops.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...) with the programmatic-serialization attribute when PDL is on (the
+// kernel must follow the PDL contract above); checks the launch.
+template <typename... KArgs, typename... Args>
+void launch_kernel(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  if (e != cudaSuccess) throw_cuda_error(e, name, __FILE__, __LINE__);
 }
 
 // cp.async 16 bytes global -> shared (L2 only, bypasses L1); src_bytes = 0 zero-fills the 16 bytes.

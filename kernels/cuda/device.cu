@@ -2,6 +2,8 @@
 // CUDA runtime the addon loads on machines without a driver; cudaGetDeviceCount then fails (rc 35 "CUDA driver
 // version is insufficient" with no driver at all, 100 "no CUDA-capable device" with a driver and no GPU) and we
 // report that reason instead of a device.
+#include <cstdlib>
+
 #include "common.cuh"
 
 namespace glance {
@@ -49,6 +51,20 @@ DeviceInfo device_info() {
   }
   info.available = true;
   return info;
+}
+
+bool pdl_enabled() {
+  static const bool on = [] {
+    if (const char* e = std::getenv("GLANCE_PDL"))
+      if (e[0] == '0') return false;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return on;
 }
 
 int max_shared_memory_per_block() {

@@ -1,18 +1,14 @@
 // Matrix products of the forward pass: out[m, r] = Σ_c x[m, c] · W[r, c] (nn.Linear, W stored [out, in]).
 //
-// cuBLAS is not in this CUDA toolkit and is not loaded at run time: both kernels are ours.
-// - GEMV (decode, M ≤ 8 rows): bandwidth-bound on the weight. One warp per weight row, 8 consecutive weight values
-//   per lane per step (two 16-byte loads for fp32, one for bf16/fp16, one 8-byte load for e4m3), the M activation rows (fp32, L1/L2-resident) reused for every
-//   weight load, warp-shuffle reduction. FP8: an 8-value chunk never straddles a 128-wide scale block, so one
-//   scale load serves the chunk.
-// - GEMM (prefill): tensor cores through mma.sync.m16n8k16 bf16 (sm_80+, also on sm_90a). A 64×64 output tile per
+// cuBLAS is not in this CUDA toolkit and is not loaded at run time: the kernels are ours. The decode GEMVs (M ≤ 8)
+// are in gemv.cu; this file holds the prefill GEMM and linear(), which picks between them.
+// - GEMM: tensor cores through mma.sync.m16n8k16 bf16 (sm_80+, also on sm_90a). A 64×64 output tile per
 //   128-thread block, k-steps of 32; the activation tile and the dequantised weight tile are converted to bf16 while
 //   staging into shared memory (so FP8 weights are never expanded in device memory), fp32 accumulation. Precision:
 //   plain bf16 operands, or split bf16 (hi + lo parts, 2–3 MMAs per product: fp32-grade, the default of the runner,
 //   because the indexer's top-k selection is sensitive to rounding at near-ties).
 //   Register double-buffering overlaps the next tile's global loads with the current tile's MMAs.
-// Grouped variants serve the MoE experts: the GEMV picks the expert of each slot from device memory (graph-safe),
-// the GEMM walks a device-built tile list {expert, m0, m1}.
+// The grouped variant serves the MoE experts: it walks a device-built tile list {expert, m0, m1}.
 #include <stdexcept>
 #include <string>
 
@@ -27,111 +23,6 @@ void check(cudaError_t e, const char* what) {
 }
 
 namespace {
-
-constexpr int kGemvWarps = 8;
-constexpr int kGemvMaxM = 8;
-
-struct GemvParams {
-  const float* x;
-  int ldx;
-  int x_div;  // activation row of group slot i is i / x_div
-  float* out;
-  int ldo;
-  int M;
-  DevWeight w;             // single weight (table null)
-  const DevWeight* table;  // grouped: table[ids[blockIdx.y]]
-  const int* ids;
-  bool accumulate;
-  // SwiGLU (SW kernels): a second weight of the same shape (w2 / table2); out = silu(x·w) · (x·w2)
-  DevWeight w2;
-  const DevWeight* table2;
-};
-
-// blockIdx.y: group of TM activation rows (grouped: one slot). VEC: cols % 8 == 0 and ldx % 4 == 0.
-template <int DT, int TM, bool VEC, bool SW>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvParams p) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  DevWeight w = p.w, w2 = p.w2;
-  const int g = blockIdx.y;
-  if (p.table) {
-    const int e = __ldg(p.ids + g);
-    w = p.table[e];
-    if (SW) w2 = p.table2[e];
-  }
-  const int r = blockIdx.x * kGemvWarps + warp;
-  if (r >= w.rows) return;
-  const int m0 = g * TM;
-  const int mc = min(TM, p.M - m0);
-  const float* xr[TM];
-#pragma unroll
-  for (int i = 0; i < TM; i++) xr[i] = p.x + static_cast<size_t>((m0 + min(i, mc - 1)) / p.x_div) * p.ldx;
-  float acc[TM], acc2[TM];
-#pragma unroll
-  for (int i = 0; i < TM; i++) acc[i] = acc2[i] = 0.0f;
-  const int cols = w.cols;
-  if constexpr (VEC) {
-    // Each lane takes 8 consecutive values per step; two steps in flight.
-#pragma unroll 2
-    for (int c = lane * 8; c < cols; c += 32 * 8) {
-      float v[8], u[8];
-      wload8<DT>(w, r, c, v);
-      if (SW) wload8<DT>(w2, r, c, u);
-#pragma unroll
-      for (int i = 0; i < TM; i++) {
-        const float4 a = __ldg(reinterpret_cast<const float4*>(xr[i] + c));
-        const float4 b = __ldg(reinterpret_cast<const float4*>(xr[i] + c + 4));
-        acc[i] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z + v[7] * b.w;
-        if (SW) acc2[i] += u[0] * a.x + u[1] * a.y + u[2] * a.z + u[3] * a.w + u[4] * b.x + u[5] * b.y + u[6] * b.z + u[7] * b.w;
-      }
-    }
-  } else {
-    for (int c = lane; c < cols; c += 32) {
-      const float v = wload(w, r, c);
-      const float u = SW ? wload(w2, r, c) : 0.0f;
-#pragma unroll
-      for (int i = 0; i < TM; i++) {
-        const float xv = __ldg(xr[i] + c);
-        acc[i] += v * xv;
-        if (SW) acc2[i] += u * xv;
-      }
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < TM; i++) {
-    float s = warp_sum(acc[i]);
-    if (SW) {
-      const float s2 = warp_sum(acc2[i]);
-      s = s / (1.0f + expf(-s)) * s2;  // silu(gate) · up, the expression of silu_mul
-    }
-    if (lane == 0 && i < mc) {
-      float* o = p.out + static_cast<size_t>(m0 + i) * p.ldo + r;
-      *o = p.accumulate ? *o + s : s;
-    }
-  }
-}
-
-template <int DT, int TM>
-void launch_gemv_t(cudaStream_t s, const GemvParams& p, int rows, int groups, bool vec) {
-  const dim3 grid((rows + kGemvWarps - 1) / kGemvWarps, groups);
-  const bool sw = p.w2.data != nullptr || p.table2 != nullptr;
-  if (sw) {
-    if (vec) gemv_kernel<DT, TM, true, true><<<grid, kGemvWarps * 32, 0, s>>>(p);
-    else gemv_kernel<DT, TM, false, true><<<grid, kGemvWarps * 32, 0, s>>>(p);
-  } else {
-    if (vec) gemv_kernel<DT, TM, true, false><<<grid, kGemvWarps * 32, 0, s>>>(p);
-    else gemv_kernel<DT, TM, false, false><<<grid, kGemvWarps * 32, 0, s>>>(p);
-  }
-}
-
-template <int TM>
-void launch_gemv_m(cudaStream_t s, const GemvParams& p, int dtype, int rows, int groups, bool vec) {
-  switch (dtype) {
-    case kF32: launch_gemv_t<kF32, TM>(s, p, rows, groups, vec); break;
-    case kBF16: launch_gemv_t<kBF16, TM>(s, p, rows, groups, vec); break;
-    case kF16: launch_gemv_t<kF16, TM>(s, p, rows, groups, vec); break;
-    default: launch_gemv_t<kF8E4M3, TM>(s, p, rows, groups, vec); break;
-  }
-}
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
@@ -358,19 +249,6 @@ void launch_gemm(cudaStream_t s, const GemmParams& p, int dtype, dim3 grid, bool
 
 }  // namespace
 
-void gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate) {
-  if (M <= 0 || w.rows <= 0) return;
-  GemvParams p{x, ldx, 1, out, ldo, M, w, nullptr, nullptr, accumulate, DevWeight{}, nullptr};
-  const bool vec = w.cols % 8 == 0 && ldx % 4 == 0 && aligned16(x) && aligned16(w.data);
-  // Groups of up to 4 rows share each weight load; larger M runs in several groups.
-  const int tm = M == 1 ? 1 : M == 2 ? 2 : 4;
-  const int groups = (M + tm - 1) / tm;
-  if (tm == 1) launch_gemv_m<1>(s, p, w.dtype, w.rows, groups, vec);
-  else if (tm == 2) launch_gemv_m<2>(s, p, w.dtype, w.rows, groups, vec);
-  else launch_gemv_m<4>(s, p, w.dtype, w.rows, groups, vec);
-  check(cudaGetLastError(), "gemv");
-}
-
 void gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& w, bool accumulate,
           GemmPrecision prec) {
   if (M <= 0 || w.rows <= 0) return;
@@ -385,39 +263,6 @@ void linear(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M,
             GemmPrecision prec) {
   if (M <= kGemvMaxM) gemv(s, out, ldo, x, ldx, M, w, accumulate);
   else gemm(s, out, ldo, x, ldx, M, w, accumulate, prec);
-}
-
-void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
-                  const DevWeight* table, const int* ids, const DevWeight& shape) {
-  if (M <= 0 || shape.rows <= 0) return;
-  GemvParams p{x, ldx, x_div, out, ldo, M, shape, table, ids, false, DevWeight{}, nullptr};
-  // Expert tensors are separate allocations (256-byte aligned by cudaMalloc); x alignment checked here.
-  const bool vec = shape.cols % 8 == 0 && ldx % 4 == 0 && aligned16(x);
-  launch_gemv_m<1>(s, p, shape.dtype, shape.rows, M, vec);
-  check(cudaGetLastError(), "grouped_gemv");
-}
-
-void gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& gate, const DevWeight& up) {
-  if (M <= 0 || gate.rows <= 0) return;
-  if (up.rows != gate.rows || up.cols != gate.cols || up.dtype != gate.dtype)
-    throw std::invalid_argument("gemv_swiglu: gate and up differ in shape or dtype");
-  GemvParams p{x, ldx, 1, out, ldo, M, gate, nullptr, nullptr, false, up, nullptr};
-  const bool vec = gate.cols % 8 == 0 && ldx % 4 == 0 && aligned16(x) && aligned16(gate.data) && aligned16(up.data);
-  const int tm = M == 1 ? 1 : M == 2 ? 2 : 4;
-  const int groups = (M + tm - 1) / tm;
-  if (tm == 1) launch_gemv_m<1>(s, p, gate.dtype, gate.rows, groups, vec);
-  else if (tm == 2) launch_gemv_m<2>(s, p, gate.dtype, gate.rows, groups, vec);
-  else launch_gemv_m<4>(s, p, gate.dtype, gate.rows, groups, vec);
-  check(cudaGetLastError(), "gemv_swiglu");
-}
-
-void grouped_gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
-                         const DevWeight* gate_table, const DevWeight* up_table, const int* ids, const DevWeight& shape) {
-  if (M <= 0 || shape.rows <= 0) return;
-  GemvParams p{x, ldx, x_div, out, ldo, M, shape, gate_table, ids, false, DevWeight{}, up_table};
-  const bool vec = shape.cols % 8 == 0 && ldx % 4 == 0 && aligned16(x);
-  launch_gemv_m<1>(s, p, shape.dtype, shape.rows, M, vec);
-  check(cudaGetLastError(), "grouped_gemv_swiglu");
 }
 
 void grouped_gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, const int* x_rows,

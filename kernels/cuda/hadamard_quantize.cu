@@ -15,6 +15,8 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxHadamardD = 8192;
 
 __global__ void hadamard_rows_kernel(float* x, int D, float scale) {
+  pdl_wait();
+  pdl_launch_dependents();
   extern __shared__ float row[];
   float* xr = x + static_cast<int64_t>(blockIdx.x) * D;
   for (int i = threadIdx.x; i < D; i += blockDim.x) row[i] = xr[i];
@@ -33,6 +35,8 @@ __global__ void hadamard_rows_kernel(float* x, int D, float scale) {
 }
 
 __global__ void quantize_fp8_rows_kernel(uint8_t* out, float* scales, const float* x, int64_t D) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int64_t n = blockIdx.x;
   const float* xr = x + n * D;
   uint8_t* orow = out + n * D;
@@ -80,7 +84,7 @@ void hadamard_rows(float* x, int64_t N, int64_t D, cudaStream_t stream) {
   if (N <= 0) return;
   if (N > INT32_MAX) invalid_argument("hadamard_rows", "N is too large");
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  hadamard_rows_kernel<<<static_cast<unsigned>(N), kThreads, D * sizeof(float), stream>>>(x, static_cast<int>(D), scale);
+  launch_kernel("hadamard_rows_kernel", hadamard_rows_kernel, dim3(static_cast<unsigned>(N)), dim3(kThreads), D * sizeof(float), stream, x, static_cast<int>(D), scale);
   GLANCE_CUDA_CHECK_LAUNCH("hadamard_rows_kernel");
 }
 
@@ -88,7 +92,7 @@ void quantize_fp8_rows(uint8_t* out, float* scales, const float* x, int64_t N, i
   if (D < 0 || D > 65536) invalid_argument("quantize_fp8_rows", "D must be in [0, 65536], got " + std::to_string(D));
   if (N <= 0) return;
   if (N > INT32_MAX) invalid_argument("quantize_fp8_rows", "N is too large");
-  quantize_fp8_rows_kernel<<<static_cast<unsigned>(N), kThreads, 0, stream>>>(out, scales, x, D);
+  launch_kernel("quantize_fp8_rows_kernel", quantize_fp8_rows_kernel, dim3(static_cast<unsigned>(N)), dim3(kThreads), 0, stream, out, scales, x, D);
   GLANCE_CUDA_CHECK_LAUNCH("quantize_fp8_rows_kernel");
 }
 

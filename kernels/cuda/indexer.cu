@@ -92,6 +92,8 @@ __global__ void __launch_bounds__(kThreads, MINB) indexer_fp8_mma_kernel(
     float* __restrict__ out, int64_t ld_out, const uint8_t* __restrict__ q, const float* __restrict__ weights,
     const uint8_t* __restrict__ keys, const float* __restrict__ key_scales, int T, int S, int Hi,
     const int32_t* __restrict__ positions, int tiles_per_block, uint32_t* __restrict__ hist1, int64_t hist_stride) {
+  pdl_wait();
+  pdl_launch_dependents();
   constexpr int D = DC * 64;
   constexpr int kUnits = D / 16;
   constexpr int kRowUnits = q_row_units<DC>();
@@ -238,6 +240,8 @@ __global__ void indexer_fp8_generic_kernel(float* __restrict__ out, int64_t ld_o
                                            const float* __restrict__ weights, const uint8_t* __restrict__ keys,
                                            const float* __restrict__ key_scales, int T, int S, int Hi, int D,
                                            const int32_t* __restrict__ positions) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
   if (s >= S) return;
   for (int t = blockIdx.y; t < T; t += gridDim.y) {
@@ -295,7 +299,7 @@ void launch_mma_variant(float* out, int64_t ld_out, const uint8_t* q, const floa
     return true;
   }();
   (void)smem_raised;
-  indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB><<<grid, kThreads, smem, stream>>>(out, ld_out, q, weights, keys, key_scales, T, S,
+  launch_kernel("indexer_fp8_mma_kernel", indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB>, dim3(grid), dim3(kThreads), smem, stream, out, ld_out, q, weights, keys, key_scales, T, S,
                                                                     Hi, positions, tiles_per_block, hist1,
                                                                     hist_stride);
   GLANCE_CUDA_CHECK_LAUNCH("indexer_fp8_mma_kernel");
@@ -355,7 +359,7 @@ bool scores_impl(float* out, int64_t ld_out, const uint8_t* q, const float* weig
     return true;
   }
   const dim3 grid(static_cast<unsigned>((S + 127) / 128), static_cast<unsigned>(std::min<int64_t>(T, 65535)));
-  indexer_fp8_generic_kernel<<<grid, 128, 0, stream>>>(out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii,
+  launch_kernel("indexer_fp8_generic_kernel", indexer_fp8_generic_kernel, dim3(grid), dim3(128), 0, stream, out, ld_out, q, weights, keys, key_scales, Ti, Si, Hii,
                                                         static_cast<int>(D), positions);
   GLANCE_CUDA_CHECK_LAUNCH("indexer_fp8_generic_kernel");
   return false;

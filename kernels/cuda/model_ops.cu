@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "model_ops.cuh"
+#include "moe_route.cuh"
 #include "weights.cuh"
 
 namespace glance {
@@ -45,6 +46,8 @@ __device__ __forceinline__ void store_cache(uint16_t* p, float v) {
 constexpr int kNormThreads = 256;
 
 __global__ void rms_norm_kernel(float* out, int ld_out, const float* x, int ld_x, int dim, const float* w, float eps) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float red[32];
   const float* xr = x + static_cast<size_t>(blockIdx.x) * ld_x;
   float* orow = out + static_cast<size_t>(blockIdx.x) * ld_out;
@@ -57,6 +60,8 @@ __global__ void rms_norm_kernel(float* out, int ld_out, const float* x, int ld_x
 
 __global__ void layer_norm_kernel(float* out, int ld_out, const float* x, int ld_x, int dim, const float* w,
                                   const float* b, float eps) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float red[32];
   const float* xr = x + static_cast<size_t>(blockIdx.x) * ld_x;
   float* orow = out + static_cast<size_t>(blockIdx.x) * ld_out;
@@ -77,6 +82,8 @@ __global__ void layer_norm_kernel(float* out, int ld_out, const float* x, int ld
 // One thread per (t, head, pair). The angle is the fp32 product pos·invFreq; cos/sin in double as the CPU does.
 __global__ void rope_kernel(float* x, int T, int nHeads, int headStride, int offset, int half, const int* positions,
                             const float* invFreq, float af, bool interleaved) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int64_t id = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (id >= static_cast<int64_t>(T) * nHeads * half) return;
   const int i = static_cast<int>(id % half);
@@ -95,6 +102,8 @@ __global__ void rope_kernel(float* x, int T, int nHeads, int headStride, int off
 
 // ---- elementwise -------------------------------------------------------------------------------------------
 __global__ void embedding_kernel(float* out, const int* ids, int n, DevWeight w) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int row = blockIdx.y;
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (row >= n || c >= w.cols) return;
@@ -102,6 +111,8 @@ __global__ void embedding_kernel(float* out, const int* ids, int n, DevWeight w)
 }
 
 __global__ void silu_mul_kernel(float* out, const float* g, const float* u, int64_t n) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float a = g[i];
@@ -109,34 +120,64 @@ __global__ void silu_mul_kernel(float* out, const float* g, const float* u, int6
 }
 
 __global__ void add_kernel(float* a, const float* b, int64_t n) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) a[i] += b[i];
 }
 
 __global__ void copy_rows_kernel(float* dst, int ldd, const float* src, int lds, int width) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c < width) dst[static_cast<size_t>(blockIdx.y) * ldd + c] = src[static_cast<size_t>(blockIdx.y) * lds + c];
 }
 
 __global__ void scatter_rows_kernel(float* dst, const float* src, int width, const int* positions) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c < width) dst[static_cast<size_t>(positions[blockIdx.y]) * width + c] = src[static_cast<size_t>(blockIdx.y) * width + c];
 }
 
 __global__ void scale_kernel(float* x, int64_t n, float a, const float* mul) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] *= mul ? a * mul[i] : a;
 }
 
 // ---- MLA pieces --------------------------------------------------------------------------------------------
+__device__ __forceinline__ void rope_cos_sin(int pos, float inv, float af, float& c, float& s) {
+  const float theta = static_cast<float>(pos) * inv;
+  double sd, cd;
+  sincos(static_cast<double>(theta), &sd, &cd);
+  c = static_cast<float>(cd) * af;
+  s = static_cast<float>(sd) * af;
+}
+
 // out[t,h,c] = Σ_d q[t,h,d] W[h(nope+v)+d][c]. A block per (t·h, 64 columns): 4 groups of 64 threads split the d
 // range (each thread a strided quarter, consecutive threads reading consecutive columns), then the 4 partial sums are
 // added in a fixed order. (A thread per column over all d left decode with a dozen blocks and a 64-long serial loop.)
+// rope > 0: block x = 0 also writes the rope part out[t,h, cols + i] = q[t,h, nope + i], rotated by the interleaved
+// RoPE at positions[t] when inv_freq is non-null (the rope op's arithmetic). out16 non-null: a bf16 copy of the row.
 constexpr int kAbsorbCols = 64, kAbsorbGroups = 4;
 
-__global__ void __launch_bounds__(kAbsorbCols * kAbsorbGroups) absorb_kernel(float* out, int outStride, const float* q,
-                                                                             int qStride, int H, int nope, int v, int rope,
-                                                                             DevWeight w) {
+__device__ __forceinline__ void store_absorbed(float* out, uint16_t* out16, size_t i, float v) {
+  out[i] = v;
+  if (out16) {
+    const __nv_bfloat16 b = __float2bfloat16_rn(v);
+    out16[i] = *reinterpret_cast<const uint16_t*>(&b);
+  }
+}
+
+__global__ void __launch_bounds__(kAbsorbCols * kAbsorbGroups) absorb_kernel(float* out, uint16_t* out16, int outStride,
+                                                                             const float* q, int qStride, int H, int nope,
+                                                                             int v, int rope, DevWeight w,
+                                                                             const int* positions, const float* inv_freq,
+                                                                             float af) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float part[kAbsorbGroups][kAbsorbCols];
   const int lane_c = threadIdx.x % kAbsorbCols, grp = threadIdx.x / kAbsorbCols;
   const int c = blockIdx.x * kAbsorbCols + lane_c;
@@ -147,19 +188,30 @@ __global__ void __launch_bounds__(kAbsorbCols * kAbsorbGroups) absorb_kernel(flo
   if (c < w.cols)
     for (int d = grp; d < nope; d += kAbsorbGroups) acc += qh[d] * wload(w, h * (nope + v) + d, c);
   part[grp][lane_c] = acc;
-  if (blockIdx.x == 0 && static_cast<int>(threadIdx.x) < rope)
-    out[static_cast<size_t>(th) * outStride + w.cols + threadIdx.x] = qh[nope + threadIdx.x];
+  const int i = threadIdx.x;
+  if (blockIdx.x == 0 && i < rope) {
+    float val = qh[nope + i];
+    if (inv_freq) {
+      float cs, sn;
+      rope_cos_sin(positions[th / H], inv_freq[i / 2], af, cs, sn);
+      const float a = qh[nope + (i & ~1)], b = qh[nope + (i | 1)];
+      val = (i & 1) == 0 ? a * cs - b * sn : a * sn + b * cs;
+    }
+    store_absorbed(out, out16, static_cast<size_t>(th) * outStride + w.cols + i, val);
+  }
   __syncthreads();
   if (grp == 0 && c < w.cols) {
     float sum = part[0][lane_c];
 #pragma unroll
     for (int g = 1; g < kAbsorbGroups; g++) sum += part[g][lane_c];
-    out[static_cast<size_t>(th) * outStride + c] = sum;
+    store_absorbed(out, out16, static_cast<size_t>(th) * outStride + c, sum);
   }
 }
 
 // out[t, h·v + j] = Σ_c o[t,h,c] W[h(nope+v)+nope+j][c]: a warp per (t,h,j), lanes over c.
 __global__ void expand_kernel(float* out, const float* o, int T, int H, int L, int nope, int v, DevWeight w) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
   if (warp >= T * H * v) return;
   const int j = warp % v, th = warp / v, h = th % H;
@@ -172,6 +224,8 @@ __global__ void expand_kernel(float* out, const float* o, int T, int H, int L, i
 }
 
 __global__ void to_bf16_kernel(uint16_t* out, const float* in, int64_t n) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const __nv_bfloat16 b = __float2bfloat16_rn(in[i]);
@@ -179,6 +233,8 @@ __global__ void to_bf16_kernel(uint16_t* out, const float* in, int64_t n) {
 }
 
 __global__ void store_latent_kernel(uint16_t* cache, const float* rows, int latent, const int* positions) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int t = blockIdx.y;
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= latent) return;
@@ -199,6 +255,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32) mla_attention_kernel(float* o
                                                                          const CacheT* cache, int H, int L, int R,
                                                                          float scale, const int* indices, int k,
                                                                          const int* positions) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int th = blockIdx.x, t = th / H;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int latent = L + R;
@@ -255,19 +313,14 @@ __global__ void __launch_bounds__(kAttnWarps * 32) mla_attention_kernel(float* o
 }
 
 // ---- fused per-token chains (decode launches fewer kernels) -------------------------------------------------
-__device__ __forceinline__ void rope_cos_sin(int pos, float inv, float af, float& c, float& s) {
-  const float theta = static_cast<float>(pos) * inv;
-  double sd, cd;
-  sincos(static_cast<double>(theta), &sd, &cd);
-  c = static_cast<float>(cd) * af;
-  s = static_cast<float>(sd) * af;
-}
 
 // One block (kNormThreads) per token: RMSNorm of row[0:L) (weight w, eps), interleaved RoPE on row[L:L+R), then the
 // row goes to the latent cache at positions[t] (bf16 or fp32). The row in `rows` is updated in place too.
 template <class CacheT>
 __global__ void kv_finalize_kernel(CacheT* cache, float* rows, int L, int R, const float* w, float eps,
                                    const int* positions, const float* inv_freq, float af) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ float red[32];
   const int t = blockIdx.x, latent = L + R;
   float* row = rows + static_cast<size_t>(t) * latent;
@@ -300,6 +353,8 @@ __global__ void kv_finalize_kernel(CacheT* cache, float* rows, int L, int R, con
 __global__ void indexer_rows_kernel(uint8_t* out8, float* scales, const float* x, int D, int rows_per_token,
                                     const float* ln_w, const float* ln_b, float ln_eps, int R, const int* positions,
                                     const float* inv_freq, float af, const int* rows_at, float* wts, float fold) {
+  pdl_wait();
+  pdl_launch_dependents();
   extern __shared__ float sh[];
   __shared__ float red[32];
   __shared__ float stat[2];
@@ -385,6 +440,8 @@ __global__ void indexer_rows_kernel(uint8_t* out8, float* scales, const float* x
 // additions in the same order as the CPU, then one multiply by fp32(D^-0.5).
 __global__ void hadamard_quant_kernel(uint8_t* out8, float* scales, float* xio, const float* x, int D, const int* rows_at,
                                       bool hadamard, bool quant) {
+  pdl_wait();
+  pdl_launch_dependents();
   extern __shared__ float sh[];
   __shared__ float red[32];
   __shared__ int bad_sh;
@@ -436,6 +493,8 @@ constexpr int kIdxKeys = 128;
 template <bool FP8, int HMAX>
 __global__ void indexer_scores_kernel(float* out, int ldo, const void* qv, const float* w, const void* keys,
                                       const float* key_scales, int S, int Hi, int D, const int* positions) {
+  pdl_wait();
+  pdl_launch_dependents();
   extern __shared__ float sq[];  // Hi·D query values (decoded) + Hi weights
   const int t = blockIdx.y;
   const int HD = Hi * D;
@@ -477,28 +536,24 @@ void launch_indexer(cudaStream_t s, float* out, int ldo, const void* q, const fl
   const size_t sm = (static_cast<size_t>(Hi) * D + Hi) * sizeof(float);
   if (sm > 48 * 1024) throw std::runtime_error("indexer scores: Hi·D above 12K values");
   const dim3 grid(blocks_for(S, kIdxKeys), T);
-  if (Hi <= 4) indexer_scores_kernel<FP8, 4><<<grid, kIdxKeys, sm, s>>>(out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
-  else if (Hi <= 8) indexer_scores_kernel<FP8, 8><<<grid, kIdxKeys, sm, s>>>(out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
-  else if (Hi <= 16) indexer_scores_kernel<FP8, 16><<<grid, kIdxKeys, sm, s>>>(out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
-  else if (Hi <= 32) indexer_scores_kernel<FP8, 32><<<grid, kIdxKeys, sm, s>>>(out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
-  else if (Hi <= 64) indexer_scores_kernel<FP8, 64><<<grid, kIdxKeys, sm, s>>>(out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  if (Hi <= 4) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 4>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  else if (Hi <= 8) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 8>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  else if (Hi <= 16) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 16>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  else if (Hi <= 32) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 32>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  else if (Hi <= 64) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 64>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
   else throw std::runtime_error("indexer scores: more than 64 indexer heads");
 }
 
 // ---- top-k -------------------------------------------------------------------------------------------------
 constexpr int kTopkThreads = 512;
 
-__device__ __forceinline__ uint32_t score_key(float f) {
-  uint32_t u = __float_as_uint(f);
-  if ((u & 0x7f800000u) == 0x7f800000u) return 0;
-  if (u == 0x80000000u) u = 0;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
 
 // One block per row: the threshold key by a 4×8-bit radix select (histograms in shared memory), then one ordered
 // pass with a block scan that emits keys above the threshold and the lowest-indexed ties, in column order.
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(int* idx, const float* scores, int ld, int S_static, int k,
                                                             const int* S_dev) {
+  pdl_wait();
+  pdl_launch_dependents();
   using Scan = cub::BlockScan<int, kTopkThreads>;
   using Reduce = cub::BlockReduce<int, kTopkThreads>;
   __shared__ union {
@@ -518,7 +573,7 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(int* idx, const floa
   }
   __syncthreads();
   int fin = 0;
-  for (int s = threadIdx.x; s < S; s += kTopkThreads) fin += score_key(row[s]) != 0;
+  for (int s = threadIdx.x; s < S; s += kTopkThreads) fin += topk_score_key(row[s]) != 0;
   fin = Reduce(tmp.reduce).Sum(fin);
   if (threadIdx.x == 0) finite_sh = fin;
   __syncthreads();
@@ -534,7 +589,7 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(int* idx, const floa
       const uint32_t prefix = prefix_sh;
       const uint32_t mask = level == 0 ? 0u : (0xFFFFFFFFu << (shift + 8));
       for (int s = threadIdx.x; s < S; s += kTopkThreads) {
-        const uint32_t key = score_key(row[s]);
+        const uint32_t key = topk_score_key(row[s]);
         if (key != 0 && (key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
       }
       __syncthreads();
@@ -559,7 +614,7 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(int* idx, const floa
   __syncthreads();
   for (int base = 0; base < S; base += kTopkThreads) {
     const int s = base + threadIdx.x;
-    const uint32_t key = s < S ? score_key(row[s]) : 0u;
+    const uint32_t key = s < S ? topk_score_key(row[s]) : 0u;
     const int is_tie = (!take_all && key == thr && key != 0) ? 1 : 0;
     int tie_before, tie_total;
     Scan(tmp.scan).ExclusiveSum(is_tie, tie_before, tie_total);
@@ -579,105 +634,21 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(int* idx, const floa
 }
 
 // ---- MoE ---------------------------------------------------------------------------------------------------
-// A warp per token; lane 0 does the selection serially (E ≤ a few hundred, K ≤ 16): the same comparisons as
-// the CPU (descending, ties → lower index, NaN last).
-__device__ __forceinline__ bool better(float va, int a, float vb, int b) {
-  if (va != vb) {
-    if (isnan(va)) return false;
-    if (isnan(vb)) return true;
-    return va > vb;
-  }
-  return a < b;
-}
-
-constexpr int kMaxExperts = 512;
-
-__global__ void moe_route_kernel(int* ids, float* weights, const float* logits, int T, int E, int K, int scoring,
-                                 int method, int nGroup, int topkGroup, const float* bias, bool normTopk, float scale) {
+// A warp per token (moe_route.cuh: the CPU router's selection, each pick a warp reduction).
+__global__ void moe_route_kernel(int* ids, float* weights, const RouteSpec r) {
+  pdl_wait();
+  pdl_launch_dependents();
+  __shared__ RouteScratch sh;
   const int t = blockIdx.x;
-  __shared__ float scores[kMaxExperts], choice[kMaxExperts];
-  __shared__ float red[32];
-  const float* lg = logits + static_cast<size_t>(t) * E;
-  if (scoring == 0) {
-    for (int e = threadIdx.x; e < E; e += blockDim.x) scores[e] = 1.0f / (1.0f + expf(-lg[e]));
-  } else {
-    float m = -INFINITY;
-    for (int e = threadIdx.x; e < E; e += blockDim.x) m = fmaxf(m, lg[e]);
-    m = warp_max(m);
-    for (int e = threadIdx.x; e < E; e += blockDim.x) scores[e] = expf(lg[e] - m);
-    __syncwarp();
-    if (threadIdx.x == 0) {
-      float sum = 0.0f;
-      for (int e = 0; e < E; e++) sum += scores[e];  // serial: the CPU's order
-      red[0] = sum;
-    }
-    __syncwarp();
-    const float sum = red[0];
-    for (int e = threadIdx.x; e < E; e += blockDim.x) scores[e] /= sum;
-  }
-  __syncwarp();
-  for (int e = threadIdx.x; e < E; e += blockDim.x) choice[e] = bias ? scores[e] + bias[e] : scores[e];
-  __syncwarp();
-  if (threadIdx.x != 0) return;
-  if (method != 0 && nGroup > 1) {
-    const int per = E / nGroup;
-    float gscore[64];
-    bool keep[64];
-    for (int g = 0; g < nGroup; g++) {
-      const float* c = choice + g * per;
-      if (method == 1) {
-        float m = c[0];
-        for (int i = 1; i < per; i++) m = fmaxf(m, c[i]);
-        gscore[g] = m;
-      } else {
-        float a = -INFINITY, b = -INFINITY;
-        for (int i = 0; i < per; i++) {
-          if (c[i] > a) {
-            b = a;
-            a = c[i];
-          } else if (c[i] > b) {
-            b = c[i];
-          }
-        }
-        gscore[g] = per >= 2 ? a + b : a;
-      }
-      keep[g] = false;
-    }
-    for (int j = 0; j < topkGroup; j++) {
-      int best = -1;
-      for (int g = 0; g < nGroup; g++)
-        if (!keep[g] && (best < 0 || better(gscore[g], g, gscore[best], best))) best = g;
-      keep[best] = true;
-    }
-    for (int g = 0; g < nGroup; g++)
-      if (!keep[g])
-        for (int i = 0; i < per; i++) choice[g * per + i] = 0.0f;
-  }
-  int* oid = ids + static_cast<size_t>(t) * K;
-  float* ow = weights + static_cast<size_t>(t) * K;
-  // K selections; "taken" tracked by a bitmask over E ≤ 512.
-  uint32_t taken[kMaxExperts / 32];
-  for (int i = 0; i < kMaxExperts / 32; i++) taken[i] = 0;
-  float sum = 0.0f;
-  for (int j = 0; j < K; j++) {
-    int best = -1;
-    for (int e = 0; e < E; e++) {
-      if (taken[e >> 5] & (1u << (e & 31))) continue;
-      if (best < 0 || better(choice[e], e, choice[best], best)) best = e;
-    }
-    taken[best >> 5] |= 1u << (best & 31);
-    oid[j] = best;
-    ow[j] = scores[best];
-    sum += ow[j];
-  }
-  const float den = sum + 1e-20f;
-  for (int j = 0; j < K; j++) ow[j] = (normTopk ? ow[j] / den : ow[j]) * scale;
+  route_token_warp(r, t, sh, ids + static_cast<size_t>(t) * r.K, weights + static_cast<size_t>(t) * r.K);
 }
 
 // One block: counts per expert, offsets, slot positions in (token, j) order within each expert (deterministic),
 // and the tile list.
 __global__ void moe_permute_kernel(const int* ids, int T, int K, int E, int* counts, int* slot_rows, int* slot_pos,
                                    int4* tiles, int* num_tiles) {
+  pdl_wait();
+  pdl_launch_dependents();
   // counts[e] then running offsets; serial over slots in thread 0 keeps the order deterministic. T·K is at most a
   // prefill chunk times K (a few thousand), cheap next to the expert GEMMs.
   if (threadIdx.x != 0) return;
@@ -700,6 +671,8 @@ __global__ void moe_permute_kernel(const int* ids, int T, int K, int E, int* cou
 
 __global__ void moe_combine_kernel(float* out, const float* y, const float* w, const int* slot_pos, int K, int D,
                                    bool accumulate) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int t = blockIdx.y;
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
   if (d >= D) return;
@@ -717,6 +690,8 @@ constexpr int kSampleThreads = 1024;
 
 __global__ void __launch_bounds__(kSampleThreads) sample_kernel(int* token, const float* logits, int V, float temp,
                                                                 const float* u) {
+  pdl_wait();
+  pdl_launch_dependents();
   using Reduce = cub::BlockReduce<float, kSampleThreads>;
   using Scan = cub::BlockScan<float, kSampleThreads>;
   __shared__ union {
@@ -795,14 +770,14 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(int* token, cons
 // ---- host wrappers -----------------------------------------------------------------------------------------
 void rms_norm(cudaStream_t s, float* out, int ld_out, const float* x, int ld_x, int T, int dim, const float* weight, float eps) {
   if (T <= 0) return;
-  rms_norm_kernel<<<T, kNormThreads, 0, s>>>(out, ld_out, x, ld_x, dim, weight, eps);
+  launch_kernel("rms_norm_kernel", rms_norm_kernel, dim3(T), dim3(kNormThreads), 0, s, out, ld_out, x, ld_x, dim, weight, eps);
   check(cudaGetLastError(), "rms_norm");
 }
 
 void layer_norm(cudaStream_t s, float* out, int ld_out, const float* x, int ld_x, int T, int dim, const float* weight,
                 const float* bias, float eps) {
   if (T <= 0) return;
-  layer_norm_kernel<<<T, kNormThreads, 0, s>>>(out, ld_out, x, ld_x, dim, weight, bias, eps);
+  launch_kernel("layer_norm_kernel", layer_norm_kernel, dim3(T), dim3(kNormThreads), 0, s, out, ld_out, x, ld_x, dim, weight, bias, eps);
   check(cudaGetLastError(), "layer_norm");
 }
 
@@ -811,81 +786,81 @@ void rope(cudaStream_t s, float* x, int T, int nHeads, int headStride, int offse
   const int half = ropeDim / 2;
   const int64_t n = static_cast<int64_t>(T) * nHeads * half;
   if (n <= 0) return;
-  rope_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, T, nHeads, headStride, offset, half, positions, invFreq,
+  launch_kernel("rope_kernel", rope_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, s, x, T, nHeads, headStride, offset, half, positions, invFreq,
                                                   attentionFactor, interleaved);
   check(cudaGetLastError(), "rope");
 }
 
 void embedding(cudaStream_t s, float* out, const int* ids, int n, const DevWeight& w) {
   if (n <= 0) return;
-  embedding_kernel<<<dim3(blocks_for(w.cols, 256), n), 256, 0, s>>>(out, ids, n, w);
+  launch_kernel("embedding_kernel", embedding_kernel, dim3(dim3(blocks_for(w.cols, 256), n)), dim3(256), 0, s, out, ids, n, w);
   check(cudaGetLastError(), "embedding");
 }
 
 void silu_mul(cudaStream_t s, float* out, const float* gate, const float* up, int64_t n) {
   if (n <= 0) return;
-  silu_mul_kernel<<<blocks_for(n, 256), 256, 0, s>>>(out, gate, up, n);
+  launch_kernel("silu_mul_kernel", silu_mul_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, s, out, gate, up, n);
   check(cudaGetLastError(), "silu_mul");
 }
 
 void add_inplace(cudaStream_t s, float* a, const float* b, int64_t n) {
   if (n <= 0) return;
-  add_kernel<<<blocks_for(n, 256), 256, 0, s>>>(a, b, n);
+  launch_kernel("add_kernel", add_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, s, a, b, n);
   check(cudaGetLastError(), "add_inplace");
 }
 
 void copy_rows(cudaStream_t s, float* dst, int ldd, const float* src, int lds, int T, int width) {
   if (T <= 0 || width <= 0) return;
-  copy_rows_kernel<<<dim3(blocks_for(width, 256), T), 256, 0, s>>>(dst, ldd, src, lds, width);
+  launch_kernel("copy_rows_kernel", copy_rows_kernel, dim3(dim3(blocks_for(width, 256), T)), dim3(256), 0, s, dst, ldd, src, lds, width);
   check(cudaGetLastError(), "copy_rows");
 }
 
 void scatter_rows(cudaStream_t s, float* dst, const float* src, int T, int width, const int* positions) {
   if (T <= 0 || width <= 0) return;
-  scatter_rows_kernel<<<dim3(blocks_for(width, 256), T), 256, 0, s>>>(dst, src, width, positions);
+  launch_kernel("scatter_rows_kernel", scatter_rows_kernel, dim3(dim3(blocks_for(width, 256), T)), dim3(256), 0, s, dst, src, width, positions);
   check(cudaGetLastError(), "scatter_rows");
 }
 
 void scale_inplace(cudaStream_t s, float* x, int64_t n, float a, const float* mul) {
   if (n <= 0) return;
-  scale_kernel<<<blocks_for(n, 256), 256, 0, s>>>(x, n, a, mul);
+  launch_kernel("scale_kernel", scale_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, s, x, n, a, mul);
   check(cudaGetLastError(), "scale_inplace");
 }
 
 void mla_absorb_query(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
                       int v, const DevWeight& kvB) {
   if (T <= 0) return;
-  absorb_kernel<<<dim3(blocks_for(kvB.cols, kAbsorbCols), T * H), kAbsorbCols * kAbsorbGroups, 0, s>>>(out, outStride, q,
-                                                                                                   qStride, H, nope, v, 0, kvB);
-  check(cudaGetLastError(), "mla_absorb_query");
+  launch_kernel("absorb_kernel", absorb_kernel, dim3(blocks_for(kvB.cols, kAbsorbCols), T * H), dim3(kAbsorbCols * kAbsorbGroups),
+                0, s, out, nullptr, outStride, q, qStride, H, nope, v, 0, kvB, nullptr, nullptr, 1.0f);
 }
 
 void mla_absorb_query_rope(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
-                           int v, int rope, const DevWeight& kvB) {
+                           int v, int rope, const DevWeight& kvB, const int* positions, const float* inv_freq, float af,
+                           uint16_t* out16) {
   if (T <= 0) return;
   if (rope > kAbsorbCols * kAbsorbGroups || kvB.cols + rope > outStride) throw std::invalid_argument("mla_absorb_query_rope: rope part does not fit");
-  absorb_kernel<<<dim3(blocks_for(kvB.cols, kAbsorbCols), T * H), kAbsorbCols * kAbsorbGroups, 0, s>>>(out, outStride, q,
-                                                                                                   qStride, H, nope, v, rope, kvB);
-  check(cudaGetLastError(), "mla_absorb_query_rope");
+  if (inv_freq && (rope % 2 != 0 || !positions)) throw std::invalid_argument("mla_absorb_query_rope: RoPE needs an even rope width and positions");
+  launch_kernel("absorb_kernel", absorb_kernel, dim3(blocks_for(kvB.cols, kAbsorbCols), T * H), dim3(kAbsorbCols * kAbsorbGroups),
+                0, s, out, out16, outStride, q, qStride, H, nope, v, rope, kvB, positions, inv_freq, af);
 }
 
 void mla_expand_value(cudaStream_t s, float* out, const float* o, int T, int H, int kvLora, int nope, int v,
                       const DevWeight& kvB) {
   const int64_t warps = static_cast<int64_t>(T) * H * v;
   if (warps <= 0) return;
-  expand_kernel<<<blocks_for(warps * 32, 256), 256, 0, s>>>(out, o, T, H, kvLora, nope, v, kvB);
+  launch_kernel("expand_kernel", expand_kernel, dim3(blocks_for(warps * 32, 256)), dim3(256), 0, s, out, o, T, H, kvLora, nope, v, kvB);
   check(cudaGetLastError(), "mla_expand_value");
 }
 
 void to_bf16(cudaStream_t s, uint16_t* out, const float* in, int64_t n) {
   if (n <= 0) return;
-  to_bf16_kernel<<<blocks_for(n, 256), 256, 0, s>>>(out, in, n);
+  launch_kernel("to_bf16_kernel", to_bf16_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, s, out, in, n);
   check(cudaGetLastError(), "to_bf16");
 }
 
 void store_latent_rows(cudaStream_t s, uint16_t* cache, const float* rows, int T, int latent, const int* positions) {
   if (T <= 0) return;
-  store_latent_kernel<<<dim3(blocks_for(latent, 256), T), 256, 0, s>>>(cache, rows, latent, positions);
+  launch_kernel("store_latent_kernel", store_latent_kernel, dim3(dim3(blocks_for(latent, 256), T)), dim3(256), 0, s, cache, rows, latent, positions);
   check(cudaGetLastError(), "store_latent_rows");
 }
 
@@ -896,11 +871,11 @@ void launch_attention(cudaStream_t s, float* out, const float* q, const CacheT* 
   const int latent = kvLora + rope;
   if (latent > kAttnMaxPerLane * 32) throw std::runtime_error("mla_attention: latent width above 768");
   if (latent <= 256)
-    mla_attention_kernel<8><<<T * H, kAttnWarps * 32, 0, s>>>(out, q, cache, H, kvLora, rope, scale, indices, k, positions);
+    launch_kernel("mla_attention_kernel", mla_attention_kernel<8, CacheT>, dim3(T * H), dim3(kAttnWarps * 32), 0, s, out, q, cache, H, kvLora, rope, scale, indices, k, positions);
   else if (latent <= 576)
-    mla_attention_kernel<18><<<T * H, kAttnWarps * 32, 0, s>>>(out, q, cache, H, kvLora, rope, scale, indices, k, positions);
+    launch_kernel("mla_attention_kernel", mla_attention_kernel<18, CacheT>, dim3(T * H), dim3(kAttnWarps * 32), 0, s, out, q, cache, H, kvLora, rope, scale, indices, k, positions);
   else
-    mla_attention_kernel<24><<<T * H, kAttnWarps * 32, 0, s>>>(out, q, cache, H, kvLora, rope, scale, indices, k, positions);
+    launch_kernel("mla_attention_kernel", mla_attention_kernel<24, CacheT>, dim3(T * H), dim3(kAttnWarps * 32), 0, s, out, q, cache, H, kvLora, rope, scale, indices, k, positions);
   check(cudaGetLastError(), "mla_attention");
 }
 
@@ -918,7 +893,7 @@ template <class CacheT>
 void launch_kv_finalize(cudaStream_t s, CacheT* cache, float* rows, int T, int L, int R, const float* w, float eps,
                         const int* positions, const float* inv_freq, float af) {
   if (T <= 0) return;
-  kv_finalize_kernel<<<T, kNormThreads, 0, s>>>(cache, rows, L, R, w, eps, positions, inv_freq, af);
+  launch_kernel("kv_finalize_kernel", kv_finalize_kernel<CacheT>, dim3(T), dim3(kNormThreads), 0, s, cache, rows, L, R, w, eps, positions, inv_freq, af);
   check(cudaGetLastError(), "kv_finalize");
 }
 void kv_finalize(cudaStream_t s, uint16_t* cache, float* rows, int T, int L, int R, const float* w, float eps,
@@ -935,7 +910,7 @@ void indexer_rows(cudaStream_t s, uint8_t* out8, float* scales, const float* x, 
                   float af, const int* rows_at, float* wts, float fold) {
   if (N <= 0) return;
   if (D < 1 || D > 1024 || (D & (D - 1)) != 0 || R > D) throw std::runtime_error("indexer_rows: D must be a power of two ≤ 1024");
-  indexer_rows_kernel<<<N, D < 32 ? 32 : D, D * sizeof(float), s>>>(out8, scales, x, D, rows_per_token, ln_w, ln_b, ln_eps, R,
+  launch_kernel("indexer_rows_kernel", indexer_rows_kernel, dim3(N), dim3(D < 32 ? 32 : D), D * sizeof(float), s, out8, scales, x, D, rows_per_token, ln_w, ln_b, ln_eps, R,
                                                                       positions, inv_freq, af, rows_at, wts, fold);
   check(cudaGetLastError(), "indexer_rows");
 }
@@ -944,14 +919,14 @@ void hadamard_quant_rows(cudaStream_t s, uint8_t* out8, float* scales, const flo
                          bool hadamard) {
   if (N <= 0) return;
   if (D < 1 || D > 1024 || (D & (D - 1)) != 0) throw std::runtime_error("hadamard_quant_rows: D must be a power of two ≤ 1024");
-  hadamard_quant_kernel<<<N, D < 32 ? 32 : D, D * sizeof(float), s>>>(out8, scales, nullptr, x, D, rows_at, hadamard, true);
+  launch_kernel("hadamard_quant_kernel", hadamard_quant_kernel, dim3(N), dim3(D < 32 ? 32 : D), D * sizeof(float), s, out8, scales, nullptr, x, D, rows_at, hadamard, true);
   check(cudaGetLastError(), "hadamard_quant_rows");
 }
 
 void hadamard_rows_generic(cudaStream_t s, float* x, int N, int D) {
   if (N <= 0) return;
   if (D < 1 || D > 1024 || (D & (D - 1)) != 0) throw std::runtime_error("hadamard_rows: D must be a power of two ≤ 1024");
-  hadamard_quant_kernel<<<N, D < 32 ? 32 : D, D * sizeof(float), s>>>(nullptr, nullptr, x, x, D, nullptr, true, false);
+  launch_kernel("hadamard_quant_kernel", hadamard_quant_kernel, dim3(N), dim3(D < 32 ? 32 : D), D * sizeof(float), s, nullptr, nullptr, x, x, D, nullptr, true, false);
   check(cudaGetLastError(), "hadamard_rows");
 }
 
@@ -971,23 +946,33 @@ void indexer_scores_fp8_generic(cudaStream_t s, float* out, int ldo, const uint8
 
 void topk_generic(cudaStream_t s, int* idx, const float* scores, int ld, int T, int S, int k, const int* S_dev) {
   if (T <= 0 || k <= 0) return;
-  topk_kernel<<<T, kTopkThreads, 0, s>>>(idx, scores, ld, S, k, S_dev);
+  launch_kernel("topk_kernel", topk_kernel, dim3(T), dim3(kTopkThreads), 0, s, idx, scores, ld, S, k, S_dev);
   check(cudaGetLastError(), "topk");
 }
 
 void moe_route(cudaStream_t s, int* ids, float* weights, const float* logits, int T, int E, int K, int scoring,
                int method, int nGroup, int topkGroup, const float* bias, bool normTopk, float scale) {
   if (T <= 0) return;
-  if (E > kMaxExperts || nGroup > 64) throw std::runtime_error("moe_route: at most 512 experts and 64 groups");
-  moe_route_kernel<<<T, 32, 0, s>>>(ids, weights, logits, T, E, K, scoring, method, nGroup, topkGroup, bias, normTopk,
-                                    scale);
-  check(cudaGetLastError(), "moe_route");
+  if (E > kMaxRouteExperts || K > kMaxRouteK || K > E || nGroup > kMaxRouteGroups)
+    throw std::invalid_argument("moe_route: E ≤ 512, K ≤ min(16, E), nGroup ≤ 64");
+  RouteSpec r;
+  r.logits = logits;
+  r.bias = bias;
+  r.E = E;
+  r.K = K;
+  r.scoring = scoring;
+  r.method = method;
+  r.n_group = nGroup;
+  r.topk_group = topkGroup;
+  r.norm_topk = normTopk;
+  r.scale = scale;
+  launch_kernel("moe_route_kernel", moe_route_kernel, dim3(T), dim3(32), 0, s, ids, weights, r);
 }
 
 int moe_permute(cudaStream_t s, const int* ids, int T, int K, int E, int* counts, int* slot_rows, int* slot_pos,
                 int4* tiles, int* num_tiles) {
   if (T <= 0) return 0;
-  moe_permute_kernel<<<1, 32, 0, s>>>(ids, T, K, E, counts, slot_rows, slot_pos, tiles, num_tiles);
+  launch_kernel("moe_permute_kernel", moe_permute_kernel, dim3(1), dim3(32), 0, s, ids, T, K, E, counts, slot_rows, slot_pos, tiles, num_tiles);
   check(cudaGetLastError(), "moe_permute");
   return (T * K) / kGemmTileM + E;
 }
@@ -995,12 +980,12 @@ int moe_permute(cudaStream_t s, const int* ids, int T, int K, int E, int* counts
 void moe_combine(cudaStream_t s, float* out, const float* y, const float* weights, const int* slot_pos, int T, int K,
                  int D, bool accumulate) {
   if (T <= 0) return;
-  moe_combine_kernel<<<dim3(blocks_for(D, 256), T), 256, 0, s>>>(out, y, weights, slot_pos, K, D, accumulate);
+  launch_kernel("moe_combine_kernel", moe_combine_kernel, dim3(dim3(blocks_for(D, 256), T)), dim3(256), 0, s, out, y, weights, slot_pos, K, D, accumulate);
   check(cudaGetLastError(), "moe_combine");
 }
 
 void sample(cudaStream_t s, int* token, const float* logits, int V, float temperature, const float* u) {
-  sample_kernel<<<1, kSampleThreads, 0, s>>>(token, logits, V, temperature, u);
+  launch_kernel("sample_kernel", sample_kernel, dim3(1), dim3(kSampleThreads), 0, s, token, logits, V, temperature, u);
   check(cudaGetLastError(), "sample");
 }
 

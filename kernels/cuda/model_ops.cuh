@@ -57,6 +57,73 @@ void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, 
 void gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& gate, const DevWeight& up);
 void grouped_gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
                          const DevWeight* gate_table, const DevWeight* up_table, const int* ids, const DevWeight& shape);
+// ---- decode GEMV batches (gemv.cu) ----------------------------------------------------------------------------
+// MoE router options (the CPU's RouterOptions): scoring 0 sigmoid / 1 softmax; method 0 greedy,
+// 1 group_limited_greedy, 2 noaux_tc.
+struct RouteSpec {
+  const float* logits = nullptr;  // [T, E] router logits on the device (null: no routing)
+  const float* bias = nullptr;    // [E] e_score_correction_bias or null
+  int E = 0, K = 0, scoring = 0, method = 0, n_group = 1, topk_group = 1;
+  bool norm_topk = true;
+  float scale = 1.0f;
+};
+
+// One product of a batch. Plain: out[m, r] (+)= Σ_c x̂[m, c] · w[r, c] for m < M. SwiGLU (up.data non-null):
+// out[m, r] = silu(x̂[m]·w[r]) · (x̂[m]·up[r]). Grouped (table non-null): slots i < `slots`, weight table[ids[i]]
+// (and up_table[ids[i]] for SwiGLU), activation row i / x_div, out row i. x̂ = x, or its RMSNorm when the batch has
+// norm_w.
+struct GemvJob {
+  DevWeight w, up;
+  const DevWeight* table = nullptr;
+  const DevWeight* up_table = nullptr;
+  const int* ids = nullptr;
+  int slots = 0, x_div = 1;
+  float* out = nullptr;
+  int ldo = 0;
+  bool accumulate = false;
+  bool vec = false;                // set by gemv_batch
+  int* route_ids_out = nullptr;    // routed grouped job: the chosen experts [K] …
+  float* route_w_out = nullptr;    // … and their weights [K], for moe_down_combine
+};
+constexpr int kGemvBatchJobs = 4;
+constexpr int kGemvMaxM = 8;
+// Up to kGemvBatchJobs products over the same activation rows x [M ≤ 8, ldx] in one launch. norm_w non-null:
+// x̂[m, c] = x[m, c] · rsqrt(Σ_c x[m, c]² / norm_dim + eps) · norm_w[c] (the CPU's rms_norm, folded: the scale is
+// applied to the dot product). route.logits non-null (one token): the grouped jobs route the token themselves
+// (the router above, from the logits) instead of reading ids, and write ids / weights to route_ids_out / route_w_out.
+// All jobs share the input width.
+struct GemvBatch {
+  const float* x = nullptr;
+  int ldx = 0, M = 1;
+  const float* norm_w = nullptr;
+  int norm_dim = 0;
+  float eps = 1e-6f;
+  RouteSpec route;
+  int njobs = 0;
+  GemvJob jobs[kGemvBatchJobs];
+  int block_start[kGemvBatchJobs + 1] = {};  // set by gemv_batch
+};
+void gemv_batch(cudaStream_t s, GemvBatch batch);
+
+// MoE down projection + combine of T tokens (decode): out[t, r] += Σ_{j<K} wts[t·K+j] · (g[t·K+j] · table[ids[t·K+j]][r])
+// + (shared_down.data ? gs[t] · shared_down[r] : 0). g: [T·K, ldg] expert activations, gs: [T, ldgs].
+struct MoeDownParams {
+  float* out = nullptr;
+  int ldo = 0;
+  const float* g = nullptr;
+  int ldg = 0;
+  const int* ids = nullptr;
+  const float* wts = nullptr;
+  const DevWeight* table = nullptr;
+  DevWeight shape;  // any expert's down projection
+  int K = 0;
+  const float* gs = nullptr;
+  int ldgs = 0;
+  DevWeight shared_down;
+  bool vec = false, vec_shared = false;  // set by moe_down_combine
+};
+void moe_down_combine(cudaStream_t s, MoeDownParams p, int T);
+
 // GEMM form (prefill): tiles[j] = {expert, m0, m1} for j < *num_tiles (device), rows m of x are x[x_rows[m]] (x_rows
 // null: m); out[m, r] = Σ_c x[..] · table[expert of m's tile][r, c]. max_tiles bounds the grid.
 void grouped_gemm(cudaStream_t s, float* out, int ldo, const float* x, int ldx, const int* x_rows,
@@ -89,9 +156,12 @@ void scale_inplace(cudaStream_t s, float* x, int64_t n, float a, const float* mu
 // kvB = kv_b_proj [H(nope+v), kvLora]. out[t,h,c] (stride outStride per head) = Σ_d q[t,h,d] W_UK[h][d][c].
 void mla_absorb_query(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
                       int v, const DevWeight& kvB);
-// The same, and copies q[t,h, nope .. nope+rope) to out[t,h, kvLora .. kvLora+rope) (the absorbed query's rope part).
+// The same, and writes the absorbed query's rope part out[t,h, kvLora + i] = q[t,h, nope + i] for i < rope, rotated
+// by the interleaved RoPE at positions[t] (the rope op's arithmetic) when inv_freq is non-null; out16 non-null: the
+// rows again in bf16 (the tuned sparse MLA's operand), so decode needs neither a rope nor a to_bf16 launch.
 void mla_absorb_query_rope(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
-                           int v, int rope, const DevWeight& kvB);
+                           int v, int rope, const DevWeight& kvB, const int* positions = nullptr,
+                           const float* inv_freq = nullptr, float af = 1.0f, uint16_t* out16 = nullptr);
 // out[t, h·v + j] = Σ_c o[t,h,c] · W_UV[h][j][c].
 void mla_expand_value(cudaStream_t s, float* out, const float* o, int T, int H, int kvLora, int nope, int v,
                       const DevWeight& kvB);

@@ -365,6 +365,7 @@ class GpuSequenceImpl {
           mla_ws_bytes = 16;
           for (int64_t t = 1; t <= C; t++) mla_ws_bytes = std::max(mla_ws_bytes, sparse_mla_workspace_bytes(t, H, L, R, s.index_topk));
           mla_ws = take<uint8_t>(static_cast<int64_t>(mla_ws_bytes), sw);
+          GLANCE_CUDA_CHECK(cudaMemset(mla_ws, 0, mla_ws_bytes));  // its split arrival counters start at zero
           qabs16 = take<uint16_t>(C * H * latent, sw);
         }
       }
@@ -408,29 +409,58 @@ class GpuSequenceImpl {
     const int Sb = score_bound(S, T);
     const float af = s.rope_attention_factor;
     embedding(st, h, ids_d, T, m.embed);
+    // Decode-sized T: the GEMVs that read the same (normalised) activation run as one batch with the RMSNorm folded
+    // in (gemv_batch), the MoE block as three launches; larger T: the GEMM path, op by op.
+    const bool fuse = T <= kGemvMaxM;
     for (size_t l = 0; l < m.layers.size(); l++) {
       const DevLayer& L = m.layers[l];
-      rms_norm(st, x, D, h, D, T, D, L.input_norm, s.rms_eps);
-      // ---- attention ----
-      if (L.has_q_lora) {
-        lin(st, qr, s.q_lora, x, D, T, L.q_a, false);
-        rms_norm(st, qr, s.q_lora, qr, s.q_lora, T, s.q_lora, L.q_a_norm, 1e-6f);
-        lin(st, q, H * qh, qr, s.q_lora, T, L.q_b, false);
+      const bool indexer = L.has_indexer && uses_indexer();
+      const bool sparse = indexer && S > s.index_topk;  // this layer selects its rows by the indexer
+      const int Hi = s.index_heads, Di = s.index_dim, k = s.index_topk;
+      // ---- attention: projections of rms(h) ----
+      if (fuse) {
+        GemvBatch a = batch(h, D, T, L.input_norm, s.rms_eps);
+        if (L.has_q_lora) add(a, L.q_a, qr, s.q_lora);
+        else add(a, L.q_proj, q, H * qh);
+        add(a, L.kv_a, kvrows, latent);
+        if (indexer) add(a, L.ix_wk, keys, Di);
+        if (sparse) add(a, L.ix_wp, wts, Hi);
+        gemv_batch(st, a);
+        if (L.has_q_lora) {
+          GemvBatch b = batch(qr, s.q_lora, T, L.q_a_norm, 1e-6f);
+          add(b, L.q_b, q, H * qh);
+          if (sparse) add(b, L.ix_wq_b, qi, Hi * Di);
+          gemv_batch(st, b);
+        } else if (sparse) {
+          lin(st, qi, Hi * Di, qr, s.q_lora, T, L.ix_wq_b, false);
+        }
       } else {
-        lin(st, q, H * qh, x, D, T, L.q_proj, false);
+        rms_norm(st, x, D, h, D, T, D, L.input_norm, s.rms_eps);
+        if (L.has_q_lora) {
+          lin(st, qr, s.q_lora, x, D, T, L.q_a, false);
+          rms_norm(st, qr, s.q_lora, qr, s.q_lora, T, s.q_lora, L.q_a_norm, 1e-6f);
+          lin(st, q, H * qh, qr, s.q_lora, T, L.q_b, false);
+        } else {
+          lin(st, q, H * qh, x, D, T, L.q_proj, false);
+        }
+        lin(st, kvrows, latent, x, D, T, L.kv_a, false);
+        if (indexer) lin(st, keys, Di, x, D, T, L.ix_wk, false);
+        if (sparse) {
+          lin(st, qi, Hi * Di, qr, s.q_lora, T, L.ix_wq_b, false);
+          lin(st, wts, Hi, x, D, T, L.ix_wp, false);
+        }
       }
-      rope(st, q, T, H, qh, s.nope, s.rope, pos_d, m.inv_freq, af, true);
-      lin(st, kvrows, latent, x, D, T, L.kv_a, false);
       // RMSNorm of c_kv, RoPE of k_pe, store to the cache: one kernel
       if (s.kv_cache_fp32)
         kv_finalize(st, static_cast<float*>(kv[l]), kvrows, T, s.kv_lora, s.rope, L.kv_a_norm, 1e-6f, pos_d, m.inv_freq, af);
       else
         kv_finalize(st, static_cast<uint16_t*>(kv[l]), kvrows, T, s.kv_lora, s.rope, L.kv_a_norm, 1e-6f, pos_d, m.inv_freq, af);
-      mla_absorb_query_rope(st, qabs, latent, q, qh, T, H, s.nope, s.v_head, s.rope, L.kv_b);
+      // RoPE of q_pe, absorption of q_nope, and the bf16 copy the tuned sparse MLA reads: one kernel
+      const bool tuned_sparse = sparse && tuned_mla;
+      mla_absorb_query_rope(st, qabs, latent, q, qh, T, H, s.nope, s.v_head, s.rope, L.kv_b, pos_d, m.inv_freq, af,
+                            tuned_sparse ? qabs16 : nullptr);
       const int* sel = nullptr;
-      if (L.has_indexer && uses_indexer()) {
-        const int Hi = s.index_heads, Di = s.index_dim, k = s.index_topk;
-        lin(st, keys, Di, x, D, T, L.ix_wk, false);
+      if (indexer) {
         if (s.indexer_fp8) {
           // LayerNorm → half-split RoPE → Hadamard → e4m3 row into the key cache: one kernel
           indexer_rows(st, ix8[l], ixscale[l], keys, T, Di, 1, L.ix_kn_w, L.ix_kn_b, 1e-6f, s.rope, pos_d, m.inv_freq, af,
@@ -440,9 +470,7 @@ class GpuSequenceImpl {
           rope(st, keys, T, 1, Di, 0, s.rope, pos_d, m.inv_freq, af, false);
           scatter_rows(st, ixf32[l], keys, T, Di, pos_d);
         }
-        if (S > k) {
-          lin(st, qi, Hi * Di, qr, s.q_lora, T, L.ix_wq_b, false);
-          lin(st, wts, Hi, x, D, T, L.ix_wp, false);
+        if (sparse) {
           const float fold = static_cast<float>(std::pow(static_cast<double>(Hi), -0.5) * std::pow(static_cast<double>(Di), -0.5));
           if (s.indexer_fp8) {
             // RoPE → Hadamard → e4m3 of each query head, its scale folded into the head weight: one kernel
@@ -459,8 +487,7 @@ class GpuSequenceImpl {
           sel = idx;
         }
       }
-      if (sel && tuned_mla) {
-        to_bf16(st, qabs16, qabs, static_cast<int64_t>(T) * H * latent);
+      if (tuned_sparse) {
         sparse_mla_attention(o, qabs16, static_cast<const uint16_t*>(kv[l]), cap, T, H, s.kv_lora, s.rope, s.softmax_scale,
                              sel, s.index_topk, mla_ws, mla_ws_bytes, st);
       } else if (s.kv_cache_fp32)
@@ -472,19 +499,111 @@ class GpuSequenceImpl {
       mla_expand_value(st, ov, o, T, H, s.kv_lora, s.nope, s.v_head, L.kv_b);
       lin(st, h, D, ov, H * s.v_head, T, L.o_proj, true);
       // ---- MLP ----
-      rms_norm(st, x, D, h, D, T, D, L.post_norm, s.rms_eps);
-      if (!L.is_moe) {
-        const int I = L.dense.gate.rows;
-        swiglu(st, g, x, T, L.dense);
-        lin(st, h, D, g, I, T, L.dense.down, true);
+      if (fuse && !L.is_moe && same_kind(L.dense.gate, L.dense.up)) {
+        GemvBatch b = batch(h, D, T, L.post_norm, s.rms_eps);
+        add(b, L.dense.gate, g, L.dense.gate.rows, &L.dense.up);
+        gemv_batch(st, b);
+        lin(st, h, D, g, L.dense.gate.rows, T, L.dense.down, true);
+      } else if (fuse && T == 1 && moe_decode_fusable(L)) {
+        moe_decode(st, L);
       } else {
-        moe(st, L, T);
+        rms_norm(st, x, D, h, D, T, D, L.post_norm, s.rms_eps);
+        if (!L.is_moe) {
+          const int I = L.dense.gate.rows;
+          swiglu(st, g, x, T, L.dense);
+          lin(st, h, D, g, I, T, L.dense.down, true);
+        } else {
+          moe(st, L, T);
+        }
       }
     }
     const int rows = all_logits ? T : 1;
     const float* last = h + static_cast<size_t>(all_logits ? 0 : T - 1) * D;
-    rms_norm(st, x, D, last, D, rows, D, m.final_norm, s.rms_eps);
-    lin(st, logits, s.vocab, x, D, rows, m.lm_head, false);
+    if (rows <= kGemvMaxM) {
+      GemvBatch b = batch(last, D, rows, m.final_norm, s.rms_eps);
+      add(b, m.lm_head, logits, s.vocab);
+      gemv_batch(st, b);
+    } else {
+      rms_norm(st, x, D, last, D, rows, D, m.final_norm, s.rms_eps);
+      lin(st, logits, s.vocab, x, D, rows, m.lm_head, false);
+    }
+  }
+
+  // A GEMV batch over activation rows x [M, ldx], RMS-normalised by norm_w (null: as they are).
+  static GemvBatch batch(const float* xin, int ldx, int M, const float* norm_w, float eps) {
+    GemvBatch b;
+    b.x = xin;
+    b.ldx = ldx;
+    b.M = M;
+    b.norm_w = norm_w;
+    b.norm_dim = norm_w ? ldx : 0;
+    b.eps = eps;
+    return b;
+  }
+  // Adds out[m, :] = x̂[m]·Wᵀ (SwiGLU with up non-null) to the batch.
+  static void add(GemvBatch& b, const DevWeight& w, float* out, int ldo, const DevWeight* up = nullptr, bool acc = false) {
+    if (b.njobs == kGemvBatchJobs) throw std::logic_error("GEMV batch full");
+    GemvJob& j = b.jobs[b.njobs++];
+    j.w = w;
+    if (up) j.up = *up;
+    j.out = out;
+    j.ldo = ldo;
+    j.accumulate = acc;
+  }
+
+  // Decode MoE in three launches: router logits + shared expert gate/up; routing + routed experts' gate/up; down
+  // projections + weighted combine into h. Needs gate and up of a kind (shape and dtype) for the SwiGLU GEMVs.
+  static bool same_kind(const DevWeight& a, const DevWeight& b) { return a.rows == b.rows && a.cols == b.cols && a.dtype == b.dtype; }
+  bool moe_decode_fusable(const DevLayer& L) const {
+    return L.is_moe && s.experts <= kMaxRouteExpertsHost && s.experts_per_tok <= kMaxRouteKHost && s.n_group <= 64 &&
+           same_kind(L.expert_shape.gate, L.expert_shape.up) && (!L.has_shared || same_kind(L.shared.gate, L.shared.up));
+  }
+  static constexpr int kMaxRouteExpertsHost = 512, kMaxRouteKHost = 16;
+
+  void moe_decode(cudaStream_t st, const DevLayer& L) {
+    const int D = s.hidden, E = s.experts, K = s.experts_per_tok;
+    const int Is = L.has_shared ? L.shared.gate.rows : 0;
+    GemvBatch r = batch(h, D, 1, L.post_norm, s.rms_eps);
+    add(r, L.router, rlogits, E);
+    if (L.has_shared) add(r, L.shared.gate, u, Is, &L.shared.up);
+    gemv_batch(st, r);
+    GemvBatch e = batch(h, D, 1, L.post_norm, s.rms_eps);
+    e.route.logits = rlogits;
+    e.route.bias = L.router_bias;
+    e.route.E = E;
+    e.route.K = K;
+    e.route.scoring = s.scoring;
+    e.route.method = s.method;
+    e.route.n_group = s.n_group;
+    e.route.topk_group = s.topk_group;
+    e.route.norm_topk = s.norm_topk;
+    e.route.scale = s.routed_scale;
+    const int I = L.expert_shape.gate.rows;
+    add(e, L.expert_shape.gate, g, I);
+    GemvJob& j = e.jobs[0];
+    j.table = L.gate_table;
+    j.up_table = L.up_table;
+    j.slots = K;
+    j.x_div = K;
+    j.route_ids_out = rids;
+    j.route_w_out = rwts;
+    gemv_batch(st, e);
+    MoeDownParams d;
+    d.out = h;
+    d.ldo = D;
+    d.g = g;
+    d.ldg = I;
+    d.ids = rids;
+    d.wts = rwts;
+    d.table = L.down_table;
+    d.shape = L.expert_shape.down;
+    d.K = K;
+    if (L.has_shared) {
+      d.gs = u;
+      d.ldgs = Is;
+      d.shared_down = L.shared.down;
+    }
+    moe_down_combine(st, d, 1);
   }
 
   void lin(cudaStream_t st, float* out, int ldo, const float* xin, int ldx, int M, const DevWeight& w, bool acc) {

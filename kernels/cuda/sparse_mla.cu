@@ -31,6 +31,7 @@ struct Params {
   float* out;
   float* part_o;   // [nsplit][T][H][DV]
   float* part_ml;  // [nsplit][T][H][2]
+  unsigned* arrivals;  // [T][head blocks] split arrival counters (fold_combine), or null: the combine kernel
   const uint16_t* q;
   const uint16_t* kv;
   const int32_t* indices;
@@ -83,8 +84,66 @@ struct Smem {
   }
 };
 
+// The split-KV combine folded into the split kernel: each block adds one to the arrival counter of its (query, head
+// block) after storing its partials; the last to arrive merges the nsplit partials of its kRows heads (the combine
+// kernel's formula, splits in order) and resets the counter to zero for the next call. Used when the partials of a
+// head block are small (decode of few heads); scratch: kRows × nsplit weights + kRows inverses in shared memory.
+template <int kRows, int kThreads>
+__device__ __forceinline__ void fold_combine(const Params& p, int t, int hb, float* scratch) {
+  __shared__ unsigned s_last;
+  __threadfence();  // this thread's partial stores are visible device-wide before the arrival
+  __syncthreads();
+  unsigned* counter = p.arrivals + static_cast<int64_t>(t) * gridDim.y + hb;
+  if (threadIdx.x == 0) s_last = atomicAdd(counter, 1u) == static_cast<unsigned>(p.nsplit) - 1u;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();  // the other splits' partials are read after their arrivals
+  float* w = scratch;                        // [kRows][nsplit]
+  float* inv = scratch + kRows * p.nsplit;   // [kRows]
+  const int ns = p.nsplit, DV = p.DV;
+  if (threadIdx.x < kRows) {
+    const int r = threadIdx.x, h = hb * kRows + r;
+    if (h < p.H) {
+      const int64_t th = static_cast<int64_t>(t) * p.H + h;
+      float M = -INFINITY;
+      for (int i = 0; i < ns; i++) M = fmaxf(M, __ldcg(p.part_ml + (i * static_cast<int64_t>(p.T) * p.H + th) * 2));
+      float lsum = 0.0f;
+      for (int i = 0; i < ns; i++) {
+        const float2 ml = __ldcg(reinterpret_cast<const float2*>(p.part_ml + (i * static_cast<int64_t>(p.T) * p.H + th) * 2));
+        const float wi = (M == -INFINITY || ml.x == -INFINITY) ? 0.0f : exp2f(ml.x - M);
+        w[r * ns + i] = wi;
+        lsum += ml.y * wi;
+      }
+      inv[r] = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+    }
+  }
+  __syncthreads();
+  const int q4 = DV / 4;
+  const int64_t split_stride = static_cast<int64_t>(p.T) * p.H * DV;
+  for (int idx = threadIdx.x; idx < kRows * q4; idx += kThreads) {
+    const int r = idx / q4, d = (idx - r * q4) * 4, h = hb * kRows + r;
+    if (h >= p.H) continue;
+    const int64_t th = static_cast<int64_t>(t) * p.H + h;
+    const float* base = p.part_o + th * DV + d;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int i = 0; i < ns; i++) {
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(base + i * split_stride));
+      const float wi = w[r * ns + i];
+      o.x += v.x * wi;
+      o.y += v.y * wi;
+      o.z += v.z * wi;
+      o.w += v.w * wi;
+    }
+    const float s = inv[r];
+    *reinterpret_cast<float4*>(p.out + th * DV + d) = make_float4(o.x * s, o.y * s, o.z * s, o.w * s);
+  }
+  if (threadIdx.x == 0) *counter = 0u;
+}
+
 template <int HG, int WS, int NT>
 __global__ void __launch_bounds__(HG* WS * 32) sparse_mla_kernel(const Params p) {
+  pdl_wait();
+  pdl_launch_dependents();
   constexpr int kWarps = HG * WS;
   constexpr int kThreads = kWarps * 32;
   constexpr int kRows = HG * 16;
@@ -314,12 +373,15 @@ __global__ void __launch_bounds__(HG* WS * 32) sparse_mla_kernel(const Params p)
       if (wsi == 0 && tig == 0) *reinterpret_cast<float2*>(p.part_ml + slot * 2) = make_float2(m, l);
     }
   }
+  if (p.nsplit > 1 && p.arrivals) fold_combine<kRows, kThreads>(p, t, hb, reinterpret_cast<float*>(smem + L.kv));
 }
 
 // out[t,h,:] = sum_i O_i * 2^(m_i - M) / sum_i l_i * 2^(m_i - M) over the splits (0 if no split saw a valid row).
 // One block per (t, h); the split statistics are read by one warp in parallel (nsplit <= 64).
 __global__ void sparse_mla_combine_kernel(float* __restrict__ out, const float* __restrict__ part_o,
                                           const float* __restrict__ part_ml, int TH, int DV, int nsplit) {
+  pdl_wait();
+  pdl_launch_dependents();
   const int th = blockIdx.x;
   __shared__ float s_w[64];
   __shared__ float s_inv;
@@ -385,7 +447,17 @@ constexpr int kMaxSplits = 64;
 struct Plan {
   bool wide;  // 64 heads per block (prefill)
   int nsplit, tokens_per_split;
+  bool fold;  // split-KV combine folded into the split kernel (fold_combine) instead of the combine kernel
 };
+
+// Partials of one head block up to this size are merged by the last split (fold_combine, one block); larger ones by
+// the combine kernel, whose T·H blocks read them in parallel. GLANCE_MLA_FOLD=0 / 1 forces either (benchmarks).
+constexpr size_t kFoldMaxBytes = 128 * 1024;
+// The arrival counters sit at the start of every split workspace, at a fixed place whatever T is, so that no call's
+// partials overwrite another shape's counters (which must stay zero between calls). Folding needs T · head blocks
+// ≤ kMaxArrivals (splits are only planned when the T · head blocks are fewer than the SMs).
+constexpr int64_t kMaxArrivals = 1024;
+constexpr size_t kArrivalBytes = kMaxArrivals * sizeof(unsigned);
 
 int device_sms() {
   static int cached = 0;
@@ -398,7 +470,7 @@ int device_sms() {
 }
 
 Plan make_plan(int64_t T, int64_t H, int64_t D, int64_t k) {
-  Plan pl{false, 1, static_cast<int>(std::max<int64_t>(k, 1))};
+  Plan pl{false, 1, static_cast<int>(std::max<int64_t>(k, 1)), false};
   const int sms = device_sms();
   static const int max_smem = max_shared_memory_per_block();
   // The wide kernel's attribute is raised for D = 640 once; it must fit the device's limit.
@@ -415,6 +487,14 @@ Plan make_plan(int64_t T, int64_t H, int64_t D, int64_t k) {
     pl.tokens_per_split = static_cast<int>(tps);
     pl.nsplit = static_cast<int>((k + tps - 1) / tps);
   }
+  if (pl.nsplit > 1 && !pl.wide) {
+    const size_t partial_bytes = static_cast<size_t>(16) * pl.nsplit * D * sizeof(float);
+    const size_t scratch = static_cast<size_t>(16) * (pl.nsplit + 1) * sizeof(float);
+    const size_t kv_region = static_cast<size_t>(2) * kTile * (round_up16(static_cast<int>(D)) + 8) * 2;
+    pl.fold = partial_bytes <= kFoldMaxBytes;
+    if (const char* e = std::getenv("GLANCE_MLA_FOLD")) pl.fold = e[0] == '1';
+    pl.fold = pl.fold && scratch <= kv_region && std::min<int64_t>(T, 65535) * ((H + 15) / 16) <= kMaxArrivals;
+  }
   return pl;
 }
 
@@ -430,7 +510,7 @@ void launch(const Params& p, int64_t T, int64_t H, cudaStream_t stream) {
   }();
   (void)smem_raised;
   const dim3 grid(p.nsplit, static_cast<unsigned>((H + HG * 16 - 1) / (HG * 16)), static_cast<unsigned>(T));
-  sparse_mla_kernel<HG, WS, NT><<<grid, HG * WS * 32, smem, stream>>>(p);
+  launch_kernel("sparse_mla_kernel", sparse_mla_kernel<HG, WS, NT>, dim3(grid), dim3(HG * WS * 32), smem, stream, p);
   GLANCE_CUDA_CHECK_LAUNCH("sparse_mla_kernel");
 }
 
@@ -440,7 +520,7 @@ size_t sparse_mla_workspace_bytes(int64_t T, int64_t H, int64_t kv_lora, int64_t
   if (T <= 0 || H <= 0 || k <= 0) return 0;
   const Plan pl = make_plan(T, H, kv_lora + rope, k);
   if (pl.nsplit <= 1) return 0;
-  return static_cast<size_t>(pl.nsplit) * T * H * (kv_lora + 2) * sizeof(float);
+  return kArrivalBytes + static_cast<size_t>(pl.nsplit) * T * H * (kv_lora + 2) * sizeof(float);
 }
 
 void sparse_mla_attention(float* out, const uint16_t* q, const uint16_t* kv, int64_t S, int64_t T, int64_t H,
@@ -472,11 +552,12 @@ void sparse_mla_attention(float* out, const uint16_t* q, const uint16_t* kv, int
   p.scale_log2 = scale * 1.4426950408889634f;
   p.kv = kv;
   if (pl.nsplit > 1) {
-    const size_t need = static_cast<size_t>(pl.nsplit) * T * H * (kv_lora + 2) * sizeof(float);
+    const size_t need = sparse_mla_workspace_bytes(T, H, kv_lora, rope, k);
     if (workspace == nullptr || workspace_bytes < need)
       invalid_argument(op, "workspace of " + std::to_string(workspace_bytes) + " bytes is too small (" +
                                std::to_string(need) + " needed: sparse_mla_workspace_bytes)");
-    p.part_o = static_cast<float*>(workspace);
+    if (pl.fold) p.arrivals = static_cast<unsigned*>(workspace);
+    p.part_o = reinterpret_cast<float*>(static_cast<uint8_t*>(workspace) + kArrivalBytes);
     p.part_ml = p.part_o + static_cast<size_t>(pl.nsplit) * T * H * kv_lora;
   }
   for (int64_t t0 = 0; t0 < T; t0 += 65535) {
@@ -493,8 +574,8 @@ void sparse_mla_attention(float* out, const uint16_t* q, const uint16_t* kv, int
       else launch<4, 4, 16>(p, Tc, H, stream);
     }
     else launch<1, 4, 16>(p, Tc, H, stream);
-    if (pl.nsplit > 1) {
-      sparse_mla_combine_kernel<<<static_cast<unsigned>(Tc * H), 128, 0, stream>>>(p.out, p.part_o, p.part_ml,
+    if (pl.nsplit > 1 && !pl.fold) {
+      launch_kernel("sparse_mla_combine_kernel", sparse_mla_combine_kernel, dim3(static_cast<unsigned>(Tc * H)), dim3(128), 0, stream, p.out, p.part_o, p.part_ml,
                                                                                    static_cast<int>(Tc * H), p.DV,
                                                                                    pl.nsplit);
       GLANCE_CUDA_CHECK_LAUNCH("sparse_mla_combine_kernel");

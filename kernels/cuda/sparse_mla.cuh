@@ -13,8 +13,10 @@
 //   whole GPU works on one token; a combine kernel merges the splits by their log-sum-exp.
 //   Prefill (many queries): 64 heads per block (the gathered rows serve 4x more heads), no split.
 // Supported: D % 8 == 0, kv_lora % 16 == 0, kv_lora <= 512, D <= 640; other shapes throw std::invalid_argument.
-// Workspace (split-KV partials): sparse_mla_workspace_bytes(T, H, kv_lora, rope, k) bytes, caller-owned; no allocation,
-// no synchronisation: graph-capturable.
+// Workspace (split-KV partials, and the split arrival counters when the last split of a head block merges the
+// partials itself): sparse_mla_workspace_bytes(T, H, kv_lora, rope, k) bytes, caller-owned, zeroed once by the
+// caller before its first use (every call leaves the counters at zero again); no allocation, no synchronisation:
+// graph-capturable.
 #pragma once
 
 #include <cuda_runtime_api.h>

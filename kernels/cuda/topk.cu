@@ -75,6 +75,8 @@ __device__ Resolved resolve(const uint32_t* hist, uint32_t need, typename Scan::
 __global__ void __launch_bounds__(kThreads) topk_hist1_kernel(const float* __restrict__ scores, int64_t ld, int S,
                                                                uint32_t* __restrict__ ws, int64_t row_stride,
                                                                int row0) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ uint32_t h[kBins1];
   const int64_t row = row0 + blockIdx.y;
   for (int b = threadIdx.x; b < kBins1; b += kThreads) h[b] = 0;
@@ -97,6 +99,8 @@ __global__ void __launch_bounds__(kThreads) topk_hist1_kernel(const float* __res
 __global__ void __launch_bounds__(kThreads) topk_hist2_kernel(const float* __restrict__ scores, int64_t ld, int S,
                                                                uint32_t* __restrict__ ws, int64_t row_stride, int row0,
                                                                uint32_t k) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ typename Scan::TempStorage tmp;
   __shared__ uint32_t s_out[3];
   __shared__ uint32_t h[kBins2];
@@ -130,6 +134,8 @@ __global__ void __launch_bounds__(kThreads) topk_hist2_kernel(const float* __res
 __global__ void __launch_bounds__(kThreads) topk_hist3_kernel(const float* __restrict__ scores, int64_t ld, int S,
                                                                uint32_t* __restrict__ ws, int64_t row_stride,
                                                                int row0) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ typename Scan::TempStorage tmp;
   __shared__ uint32_t s_out[3];
   __shared__ uint32_t h[kBins3];
@@ -164,6 +170,8 @@ __global__ void __launch_bounds__(kThreads) topk_hist3_kernel(const float* __res
 __global__ void __launch_bounds__(kThreads) topk_count_kernel(const float* __restrict__ scores, int64_t ld, int S,
                                                                uint32_t* __restrict__ ws, int64_t row_stride,
                                                                int row0) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ typename Scan::TempStorage tmp;
   __shared__ uint32_t s_out[3];
   const int64_t row = row0 + blockIdx.y;
@@ -204,6 +212,8 @@ __global__ void __launch_bounds__(kThreads) topk_count_kernel(const float* __res
 __global__ void __launch_bounds__(kThreads) topk_emit_kernel(int32_t* __restrict__ idx, const float* __restrict__ scores,
                                                               int64_t ld, int S, const uint32_t* __restrict__ ws,
                                                               int64_t row_stride, int row0, int n_chunks, int k) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ typename Scan::TempStorage tmp;
   __shared__ uint32_t s_before[2], s_total[2];
   const int64_t row = row0 + blockIdx.y;
@@ -297,6 +307,8 @@ template <bool kHist1>
 __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restrict__ idx, const float* __restrict__ scores,
                                                                 int64_t ld, int S, uint32_t* __restrict__ ws,
                                                                 int64_t row_stride, int n_chunks, uint32_t k) {
+  pdl_wait();
+  pdl_launch_dependents();
   __shared__ typename Scan::TempStorage tmp;
   __shared__ uint32_t s_out[3];
   __shared__ uint32_t h[kBins1];
@@ -491,8 +503,8 @@ void select_after_hist1(int32_t* idx, const float* scores, int64_t ld, int64_t T
   const uint32_t ku = static_cast<uint32_t>(k);
   if (use_single_kernel(T, n_chunks)) {
     const dim3 grid(n_chunks, static_cast<unsigned>(T));
-    if (run_hist1) topk_single_kernel<true><<<grid, kThreads, 0, stream>>>(idx, scores, ld, Si, ws, stride, n_chunks, ku);
-    else topk_single_kernel<false><<<grid, kThreads, 0, stream>>>(idx, scores, ld, Si, ws, stride, n_chunks, ku);
+    if (run_hist1) launch_kernel("topk_single_kernel", topk_single_kernel<true>, dim3(grid), dim3(kThreads), 0, stream, idx, scores, ld, Si, ws, stride, n_chunks, ku);
+    else launch_kernel("topk_single_kernel", topk_single_kernel<false>, dim3(grid), dim3(kThreads), 0, stream, idx, scores, ld, Si, ws, stride, n_chunks, ku);
     GLANCE_CUDA_CHECK_LAUNCH("topk_single_kernel");
     return;
   }
@@ -500,16 +512,16 @@ void select_after_hist1(int32_t* idx, const float* scores, int64_t ld, int64_t T
     const dim3 grid(n_chunks, static_cast<unsigned>(std::min<int64_t>(65535, T - row0)));
     const int r0 = static_cast<int>(row0);
     if (run_hist1) {
-      topk_hist1_kernel<<<grid, kThreads, 0, stream>>>(scores, ld, Si, ws, stride, r0);
+      launch_kernel("topk_hist1_kernel", topk_hist1_kernel, dim3(grid), dim3(kThreads), 0, stream, scores, ld, Si, ws, stride, r0);
       GLANCE_CUDA_CHECK_LAUNCH("topk_hist1_kernel");
     }
-    topk_hist2_kernel<<<grid, kThreads, 0, stream>>>(scores, ld, Si, ws, stride, r0, ku);
+    launch_kernel("topk_hist2_kernel", topk_hist2_kernel, dim3(grid), dim3(kThreads), 0, stream, scores, ld, Si, ws, stride, r0, ku);
     GLANCE_CUDA_CHECK_LAUNCH("topk_hist2_kernel");
-    topk_hist3_kernel<<<grid, kThreads, 0, stream>>>(scores, ld, Si, ws, stride, r0);
+    launch_kernel("topk_hist3_kernel", topk_hist3_kernel, dim3(grid), dim3(kThreads), 0, stream, scores, ld, Si, ws, stride, r0);
     GLANCE_CUDA_CHECK_LAUNCH("topk_hist3_kernel");
-    topk_count_kernel<<<grid, kThreads, 0, stream>>>(scores, ld, Si, ws, stride, r0);
+    launch_kernel("topk_count_kernel", topk_count_kernel, dim3(grid), dim3(kThreads), 0, stream, scores, ld, Si, ws, stride, r0);
     GLANCE_CUDA_CHECK_LAUNCH("topk_count_kernel");
-    topk_emit_kernel<<<grid, kThreads, 0, stream>>>(idx, scores, ld, Si, ws, stride, r0, n_chunks,
+    launch_kernel("topk_emit_kernel", topk_emit_kernel, dim3(grid), dim3(kThreads), 0, stream, idx, scores, ld, Si, ws, stride, r0, n_chunks,
                                                     static_cast<int>(k));
     GLANCE_CUDA_CHECK_LAUNCH("topk_emit_kernel");
   }

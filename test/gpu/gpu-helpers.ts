@@ -116,7 +116,11 @@ export interface ModelOps {
   topk(idx: Int32Array, scores: Float32Array, T: number, S: number, k: number): void;
   moeRoute(ids: Int32Array, weights: Float32Array, logits: Float32Array, T: number, E: number, K: number, opts: object): void;
   moeExperts(out: Float32Array, x: Float32Array, T: number, ids: Int32Array, weights: Float32Array, gate: NativeWeight[], up: NativeWeight[],
-    down: NativeWeight[], path: 'gemv' | 'gemv-swiglu' | 'gemm'): void;
+    down: NativeWeight[], path: 'gemv' | 'gemv-swiglu' | 'gemm' | 'decode-fused'): void;
+  gemvBatch(x: Float32Array, T: number, normWeight: Float32Array | null, eps: number,
+    jobs: { w: NativeWeight; up?: NativeWeight; out: Float32Array }[]): void;
+  mlaAbsorbQueryRope(out: Float32Array, outStride: number, q: Float32Array, qStride: number, T: number, H: number, nope: number,
+    v: number, rope: number, kvB: NativeWeight, positions: Int32Array, invFreq: Float32Array, attentionFactor: number): void;
   swiglu(out: Float32Array, x: Float32Array, T: number, gate: NativeWeight, up: NativeWeight): void;
   sample(logits: Float32Array, temperature: number, u: number): number;
 }

@@ -54,6 +54,36 @@ test('fused SwiGLU GEMV (decode MLP) vs CPU matmul + siluMul', { skip }, () => {
   }
 });
 
+test('GEMV batch (one launch, RMSNorm folded in, mixed dtypes, SwiGLU jobs) vs CPU rmsNorm + matmul', { skip }, () => {
+  // [T, cols, rows of the jobs]; cols 100 takes the scalar path, 384/192 the vector path
+  const shapes: [number, number, number[]][] = [[1, 384, [192, 224, 64, 4]], [3, 192, [576, 256]], [8, 100, [37, 9, 130]], [2, 384, [16, 96]]];
+  for (const [T, cols, rows] of shapes) {
+    for (const withNorm of [true, false]) {
+      const x = randF32(T * cols, 3);
+      const nw = randF32(cols);
+      const xn = new Float32Array(T * cols);
+      if (withNorm) native.rmsNorm(xn, x, T, cols, nw, 1e-6);
+      else xn.set(x);
+      const jobs = rows.map((r, i) => {
+        const dtype = DTYPES[i % DTYPES.length];
+        const swiglu = i === 1;
+        return { w: randomWeight(dtype, r, cols), up: swiglu ? randomWeight(dtype, r, cols) : undefined, out: poisoned(T * r), dtype, r };
+      });
+      ops.gemvBatch(x, T, withNorm ? nw : null, 1e-6, jobs.map(({ w, up, out }) => ({ w, up, out })));
+      for (const j of jobs) {
+        const ref = new Float32Array(T * j.r);
+        native.matmul(ref, xn, T, j.w);
+        if (j.up) {
+          const u = new Float32Array(T * j.r);
+          native.matmul(u, xn, T, j.up);
+          native.siluMul(ref, ref, u, T * j.r);
+        }
+        assertClose(j.out, ref, `gemvBatch ${j.dtype}${j.up ? ' swiglu' : ''} T${T} [${j.r}×${cols}] ${withNorm ? 'normed' : 'plain'}`, 1e-5);
+      }
+    }
+  }
+});
+
 test('embedding rows equal the CPU dequantisation', { skip }, () => {
   for (const dtype of DTYPES) {
     const w = randomWeight(dtype, 300, 136);
@@ -130,6 +160,25 @@ test('MLA query absorption and value expansion vs CPU', { skip }, () => {
       ops.mlaExpandValue(out2, o, T, H, nope, v, kvB);
       assertClose(out2, ref2, `expand ${dtype} T${T} H${H} v${v} L${L}`, 1e-5);
     }
+  }
+});
+
+test('MLA query absorption with the RoPE of the rope part folded in vs CPU rope + absorption', { skip }, () => {
+  for (const [T, H, nope, v, L, R] of [[1, 6, 64, 64, 192, 32], [3, 4, 16, 16, 32, 8], [2, 16, 128, 128, 512, 64]]) {
+    const kvB = randomWeight('F8_E4M3', H * (nope + v), L);
+    const qStride = nope + R;
+    const outStride = L + R;
+    const q = randF32(T * H * qStride);
+    const inv = Float32Array.from({ length: R / 2 }, (_, i) => Math.pow(10000, (-2 * i) / R));
+    const pos = Int32Array.from({ length: T }, () => randInt(131072));
+    const ref = new Float32Array(T * H * outStride);
+    const qr = q.slice();
+    native.rope(qr, T, H, qStride, nope, R, pos, inv, 1.1, true);
+    native.mlaAbsorbQuery(ref, outStride, qr, qStride, T, H, nope, v, kvB);
+    for (let th = 0; th < T * H; th++) ref.set(qr.subarray(th * qStride + nope, th * qStride + nope + R), th * outStride + L);
+    const out = poisoned(T * H * outStride);
+    ops.mlaAbsorbQueryRope(out, outStride, q, qStride, T, H, nope, v, R, kvB, pos, inv, 1.1);
+    assertClose(out, ref, `absorb+rope T${T} H${H} nope${nope} L${L} R${R}`, 1e-5);
   }
 });
 
@@ -274,7 +323,7 @@ test('MoE experts: permutation + grouped GEMM and grouped GEMV vs the CPU compos
         for (let d = 0; d < D; d++) ref[t * D + d] += wts[t * K + j] * y[d];
       }
     }
-    for (const path of ['gemv', 'gemv-swiglu', 'gemm'] as const) {
+    for (const path of T === 1 ? ['gemv', 'gemv-swiglu', 'gemm', 'decode-fused'] as const : ['gemv', 'gemv-swiglu', 'gemm'] as const) {
       const out = poisoned(T * D);
       ops.moeExperts(out, x, T, ids, wts, gate, up, down, path);
       assertClose(out, ref, `experts ${path} T${T} E${E} K${K} ${dtype}`, path === 'gemm' ? 1e-4 : 1e-5);
