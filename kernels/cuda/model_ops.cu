@@ -492,7 +492,7 @@ constexpr int kIdxKeys = 128;
 
 template <bool FP8, int HMAX>
 __global__ void indexer_scores_kernel(float* out, int ldo, const void* qv, const float* w, const void* keys,
-                                      const float* key_scales, int S, int Hi, int D, const int* positions) {
+                                      const float* key_scales, int S, int Hi, int D, const int* positions, bool vec16) {
   pdl_wait();
   pdl_launch_dependents();
   extern __shared__ float sq[];  // Hi·D query values (decoded) + Hi weights
@@ -516,12 +516,29 @@ __global__ void indexer_scores_kernel(float* out, int ldo, const void* qv, const
   float dot[HMAX];
 #pragma unroll
   for (int h = 0; h < HMAX; h++) dot[h] = 0.0f;
-  for (int d = 0; d < D; d++) {
-    const size_t ki = static_cast<size_t>(s) * D + d;
-    const float kvv = FP8 ? e4m3_to_float(reinterpret_cast<const uint8_t*>(keys)[ki]) : reinterpret_cast<const float*>(keys)[ki];
+  if (FP8 && vec16) {
+    // 16 key bytes per load (the key rows are D bytes apart, D % 16 == 0, the cache 16-byte aligned); the same
+    // products in the same order as the byte loop below
+    const uint4* row = reinterpret_cast<const uint4*>(reinterpret_cast<const uint8_t*>(keys) + static_cast<size_t>(s) * D);
+    for (int d0 = 0; d0 < D; d0 += 16) {
+      const uint4 u = __ldg(row + d0 / 16);
+      const uint32_t wv[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-    for (int h = 0; h < HMAX; h++)
-      if (h < Hi) dot[h] += sq[h * D + d] * kvv;
+      for (int b = 0; b < 16; b++) {
+        const float kvv = e4m3_to_float(static_cast<uint8_t>(wv[b >> 2] >> (8 * (b & 3))));
+#pragma unroll
+        for (int h = 0; h < HMAX; h++)
+          if (h < Hi) dot[h] += sq[h * D + d0 + b] * kvv;
+      }
+    }
+  } else {
+    for (int d = 0; d < D; d++) {
+      const size_t ki = static_cast<size_t>(s) * D + d;
+      const float kvv = FP8 ? e4m3_to_float(reinterpret_cast<const uint8_t*>(keys)[ki]) : reinterpret_cast<const float*>(keys)[ki];
+#pragma unroll
+      for (int h = 0; h < HMAX; h++)
+        if (h < Hi) dot[h] += sq[h * D + d] * kvv;
+    }
   }
   float total = 0.0f;
 #pragma unroll
@@ -536,11 +553,12 @@ void launch_indexer(cudaStream_t s, float* out, int ldo, const void* q, const fl
   const size_t sm = (static_cast<size_t>(Hi) * D + Hi) * sizeof(float);
   if (sm > 48 * 1024) throw std::runtime_error("indexer scores: Hi·D above 12K values");
   const dim3 grid(blocks_for(S, kIdxKeys), T);
-  if (Hi <= 4) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 4>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
-  else if (Hi <= 8) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 8>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
-  else if (Hi <= 16) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 16>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
-  else if (Hi <= 32) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 32>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
-  else if (Hi <= 64) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 64>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions);
+  const bool vec16 = FP8 && D % 16 == 0 && (reinterpret_cast<uintptr_t>(keys) & 15u) == 0;
+  if (Hi <= 4) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 4>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions, vec16);
+  else if (Hi <= 8) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 8>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions, vec16);
+  else if (Hi <= 16) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 16>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions, vec16);
+  else if (Hi <= 32) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 32>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions, vec16);
+  else if (Hi <= 64) launch_kernel("indexer_scores_kernel", indexer_scores_kernel<FP8, 64>, dim3(grid), dim3(kIdxKeys), sm, s, out, ldo, q, w, keys, key_scales, S, Hi, D, positions, vec16);
   else throw std::runtime_error("indexer scores: more than 64 indexer heads");
 }
 
