@@ -5,6 +5,7 @@
 //   5 killing the sidecar shows the restart and completions work again
 //   6 a model path without a model ends, after bounded retries, in an error with advice and Show Logs
 //   7 a second window (another folder) adopts the running sidecar instead of spawning one, and gets ready
+//   7b a lock file naming a live sidecar of another version: a new window says so in its log and spawns its own
 //   8 a multi-root workspace (.code-workspace with both folders): files of both reach the sidecar, ghost text in
 //     a TypeScript file of the second folder
 //   9 chat code blocks (a scripted answer, see below): @file mentions of both folders reach the sidecar; Copy puts the
@@ -101,7 +102,7 @@ async function shot(name) {
 
 /** GLANCE_E2E_STEPS=status-ready,error-advice runs only those steps (for development; CI runs all). */
 const onlySteps = process.env.GLANCE_E2E_STEPS ? new Set(process.env.GLANCE_E2E_STEPS.split(',')) : null;
-const ALL_STEPS = 12;
+const ALL_STEPS = 13;
 
 async function step(name, fn) {
   if (onlySteps && !onlySteps.has(name)) return true;
@@ -623,6 +624,36 @@ async function main() {
       } finally {
         page = firstPage;
         await second.close().catch(() => undefined);
+      }
+    });
+
+    await step('adopt-incompatible', async (snap) => {
+      // The lock file names a live sidecar of another version (as after an update, with an old window still open):
+      // a new window must say so in its log and start its own sidecar instead of adopting it.
+      const lockFile = path.join(glanceCache, 'sidecar.json');
+      const lock = await waitFor('sidecar.json', () => JSON.parse(fs.readFileSync(lockFile, 'utf8')), 30_000);
+      process.kill(lock.pid, 0);
+      fs.writeFileSync(lockFile, JSON.stringify({ ...lock, version: '0.0.0-e2e-old' }), { mode: 0o600 });
+      const spawnsBefore = extensionLogLines(userData).filter((l) => l.includes('] spawning: ')).length;
+      const firstPage = page;
+      const third = await browser.newPage();
+      third.setDefaultTimeout(30_000);
+      page = third;
+      try {
+        await third.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace2)}`);
+        await third.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+        const refusal = await waitFor('the refusal in the extension log', () =>
+          extensionLogLines(userData).find((l) => l.includes(`not adopting a sidecar: running sidecar pid ${lock.pid} is incompatible: it is version 0.0.0-e2e-old, this extension bundles `)), 60_000);
+        await waitFor('a sidecar of its own', () => extensionLogLines(userData).filter((l) => l.includes('] spawning: ')).length > spawnsBefore, 30_000);
+        await waitFor('status ready in the new window', async () => (await statusLabel()) === 'ready', 180_000);
+        const own = JSON.parse(fs.readFileSync(lockFile, 'utf8'));
+        if (own.pid === lock.pid) throw new Error('the lock file still names the old sidecar');
+        process.kill(lock.pid, 0); // the other windows' sidecar is left running
+        await snap('adopt-incompatible');
+        return `${refusal.replace(/^.*\[info\] /, '').slice(0, 140)}; own sidecar pid ${own.pid}`;
+      } finally {
+        page = firstPage;
+        await third.close().catch(() => undefined);
       }
     });
 

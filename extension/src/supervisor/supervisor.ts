@@ -333,7 +333,7 @@ export class SidecarSupervisor implements vscode.Disposable {
           this.stopWithError(`${remote.message} (${this.policy.recentCrashes} attempts)`, remote.advice, [], remote);
           return;
         }
-        const message = `Glance sidecar failed ${this.policy.recentCrashes} times: ${reason}`;
+        const message = `The sidecar failed ${this.policy.recentCrashes} times: ${reason}`;
         this.stopWithError(message, classified.advice, tail);
         return;
       }
