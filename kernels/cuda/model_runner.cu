@@ -358,6 +358,7 @@ class GpuSequenceImpl {
       if (s.tuned_attention) {
         topk_ws_bytes = std::max<size_t>(topk_workspace_bytes(C, cap), 16);
         topk_ws = take<uint8_t>(static_cast<int64_t>(topk_ws_bytes), sw);
+        GLANCE_CUDA_CHECK(cudaMemset(topk_ws, 0, topk_ws_bytes));  // top-k's workspace is zero between calls
         const int L = s.kv_lora, R = s.rope;
         tuned_mla = !s.kv_cache_fp32 && L % 16 == 0 && L <= 512 && (L + R) % 8 == 0 && L + R <= 640;
         if (tuned_mla) {

@@ -462,6 +462,19 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
     const uint32_t selected = s_total[0] + min(s_total[1], need_eq);
     for (int i = static_cast<int>(selected) + threadIdx.x; i < static_cast<int>(k); i += kThreads) out[i] = -1;
   }
+  // Leave the row's workspace zero (topk.cuh: zero between calls, so a decode step needs no memset): the last block
+  // of the row to arrive here clears it; every block's reads of the workspace come before its arrival.
+  __shared__ bool s_last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    s_last = atomicAdd(counter, 1u) == target + gridDim.x - 1;
+  }
+  __syncthreads();
+  if (s_last) {
+    __threadfence();
+    for (int64_t i = threadIdx.x; i < row_stride; i += kThreads) ws_row[i] = 0u;
+  }
 }
 
 int sm_count_topk() {
@@ -501,6 +514,8 @@ void select_after_hist1(int32_t* idx, const float* scores, int64_t ld, int64_t T
   const int64_t stride = row_words(n_chunks);
   const int Si = static_cast<int>(S);
   const uint32_t ku = static_cast<uint32_t>(k);
+  // The workspace is zero on entry (topk.cuh); the single kernel leaves it zero, the multi-kernel path clears it
+  // after its last pass.
   if (use_single_kernel(T, n_chunks)) {
     const dim3 grid(n_chunks, static_cast<unsigned>(T));
     if (run_hist1) launch_kernel("topk_single_kernel", topk_single_kernel<true>, dim3(grid), dim3(kThreads), 0, stream, idx, scores, ld, Si, ws, stride, n_chunks, ku);
@@ -525,6 +540,7 @@ void select_after_hist1(int32_t* idx, const float* scores, int64_t ld, int64_t T
                                                     static_cast<int>(k));
     GLANCE_CUDA_CHECK_LAUNCH("topk_emit_kernel");
   }
+  GLANCE_CUDA_CHECK(cudaMemsetAsync(ws, 0, topk_workspace_bytes(T, S), stream));
 }
 
 }  // namespace
@@ -564,7 +580,6 @@ void topk(int32_t* idx, const float* scores, int64_t ld_scores, int64_t T, int64
     return;
   }
   check_workspace(op, T, S, workspace, workspace_bytes);
-  GLANCE_CUDA_CHECK(cudaMemsetAsync(workspace, 0, topk_workspace_bytes(T, S), stream));
   select_after_hist1(idx, scores, ld_scores, T, S, k, static_cast<uint32_t*>(workspace), stream, true);
 }
 

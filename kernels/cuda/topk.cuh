@@ -11,8 +11,10 @@
 // of the keys above / equal to the threshold per chunk, and an ordered emit in which each chunk writes its selected
 // columns at the offset the earlier chunks leave it. Exact for any number of ties (no candidate buffers to overflow).
 //
-// Workspace: topk_workspace_bytes(T, S) bytes of device memory (zeroed by the op itself with cudaMemsetAsync, so the
-// call is graph-capturable and allocation-free).
+// Workspace: topk_workspace_bytes(T, S) bytes of device memory, zero on entry and left zero on return (the caller
+// zeroes it once after allocating it; the single-kernel path clears its rows itself, the multi-kernel path with a
+// cudaMemsetAsync after its last pass), so that a decode step runs top-k as one kernel, graph-capturable and
+// allocation-free.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -29,7 +31,7 @@ void topk(int32_t* idx, const float* scores, int64_t ld_scores, int64_t T, int64
           size_t workspace_bytes, cudaStream_t stream);
 
 // For producers that fuse the level-1 histogram into their own epilogue (the indexer in indexer_topk):
-// topk_prepare_fused_hist1 zeroes the workspace; the producer then adds, for every finite score of row t, one to
+// topk_prepare_fused_hist1 zeroes the workspace (whatever it holds: the producer's own scratch may share it); the producer then adds, for every finite score of row t, one to
 // word (key >> 21) of row t's histogram at workspace + t * topk_hist1_row_stride(S) words (uint32), key being
 // topk_score_key (common.cuh); topk_after_fused_hist1 runs the remaining passes.
 int64_t topk_hist1_row_stride(int64_t S);
