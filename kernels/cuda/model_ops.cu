@@ -9,6 +9,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include <cfloat>
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -171,41 +172,42 @@ __device__ __forceinline__ void store_absorbed(float* out, uint16_t* out16, size
   }
 }
 
-__global__ void __launch_bounds__(kAbsorbCols * kAbsorbGroups) absorb_kernel(float* out, uint16_t* out16, int outStride,
-                                                                             const float* q, int qStride, int H, int nope,
-                                                                             int v, int rope, DevWeight w,
-                                                                             const int* positions, const float* inv_freq,
-                                                                             float af) {
-  pdl_wait();
-  pdl_launch_dependents();
+__device__ __forceinline__ void absorb_block(const AbsorbArgs& a, int bx, int th) {
   __shared__ float part[kAbsorbGroups][kAbsorbCols];
+  const DevWeight& w = a.w;
+  const int nope = a.nope, v = a.v, H = a.H;
   const int lane_c = threadIdx.x % kAbsorbCols, grp = threadIdx.x / kAbsorbCols;
-  const int c = blockIdx.x * kAbsorbCols + lane_c;
-  const int th = blockIdx.y;
+  const int c = bx * kAbsorbCols + lane_c;
   const int h = th % H;
-  const float* qh = q + static_cast<size_t>(th) * qStride;
+  const float* qh = a.q + static_cast<size_t>(th) * a.qStride;
   float acc = 0.0f;
   if (c < w.cols)
     for (int d = grp; d < nope; d += kAbsorbGroups) acc += qh[d] * wload(w, h * (nope + v) + d, c);
   part[grp][lane_c] = acc;
   const int i = threadIdx.x;
-  if (blockIdx.x == 0 && i < rope) {
+  if (bx == 0 && i < a.rope) {
     float val = qh[nope + i];
-    if (inv_freq) {
+    if (a.inv_freq) {
       float cs, sn;
-      rope_cos_sin(positions[th / H], inv_freq[i / 2], af, cs, sn);
-      const float a = qh[nope + (i & ~1)], b = qh[nope + (i | 1)];
-      val = (i & 1) == 0 ? a * cs - b * sn : a * sn + b * cs;
+      rope_cos_sin(a.positions[th / H], a.inv_freq[i / 2], a.af, cs, sn);
+      const float x0 = qh[nope + (i & ~1)], x1 = qh[nope + (i | 1)];
+      val = (i & 1) == 0 ? x0 * cs - x1 * sn : x0 * sn + x1 * cs;
     }
-    store_absorbed(out, out16, static_cast<size_t>(th) * outStride + w.cols + i, val);
+    store_absorbed(a.out, a.out16, static_cast<size_t>(th) * a.outStride + w.cols + i, val);
   }
   __syncthreads();
   if (grp == 0 && c < w.cols) {
     float sum = part[0][lane_c];
 #pragma unroll
     for (int g = 1; g < kAbsorbGroups; g++) sum += part[g][lane_c];
-    store_absorbed(out, out16, static_cast<size_t>(th) * outStride + c, sum);
+    store_absorbed(a.out, a.out16, static_cast<size_t>(th) * a.outStride + c, sum);
   }
+}
+
+__global__ void __launch_bounds__(kAbsorbCols * kAbsorbGroups) absorb_kernel(const AbsorbArgs a) {
+  pdl_wait();
+  pdl_launch_dependents();
+  absorb_block(a, blockIdx.x, blockIdx.y);
 }
 
 // out[t, h·v + j] = Σ_c o[t,h,c] W[h(nope+v)+nope+j][c]: a warp per (t,h,j), lanes over c.
@@ -317,49 +319,57 @@ __global__ void __launch_bounds__(kAttnWarps * 32) mla_attention_kernel(float* o
 // One block (kNormThreads) per token: RMSNorm of row[0:L) (weight w, eps), interleaved RoPE on row[L:L+R), then the
 // row goes to the latent cache at positions[t] (bf16 or fp32). The row in `rows` is updated in place too.
 template <class CacheT>
-__global__ void kv_finalize_kernel(CacheT* cache, float* rows, int L, int R, const float* w, float eps,
-                                   const int* positions, const float* inv_freq, float af) {
-  pdl_wait();
-  pdl_launch_dependents();
+__device__ __forceinline__ void kv_finalize_row(const KvFinalizeArgs& a, int t) {
   __shared__ float red[32];
-  const int t = blockIdx.x, latent = L + R;
-  float* row = rows + static_cast<size_t>(t) * latent;
+  const int L = a.L, R = a.R, latent = L + R;
+  float* row = a.rows + static_cast<size_t>(t) * latent;
   float ss = 0.0f;
   for (int i = threadIdx.x; i < L; i += kNormThreads) ss += row[i] * row[i];
   ss = block_sum<kNormThreads>(ss, red);
-  const float r = rsqrtf(ss / L + eps);
-  const int pos = positions[t];
-  CacheT* dst = cache + static_cast<size_t>(pos) * latent;
+  const float r = rsqrtf(ss / L + a.eps);
+  const int pos = a.positions[t];
+  CacheT* dst = static_cast<CacheT*>(a.cache) + static_cast<size_t>(pos) * latent;
   for (int i = threadIdx.x; i < L; i += kNormThreads) {
-    const float v = row[i] * r * w[i];
+    const float v = row[i] * r * a.w[i];
     row[i] = v;
     store_cache(dst + i, v);
   }
   for (int i = threadIdx.x; i < R / 2; i += kNormThreads) {
     float c, sn;
-    rope_cos_sin(pos, inv_freq[i], af, c, sn);
-    const float a = row[L + 2 * i], b = row[L + 2 * i + 1];
-    const float ra = a * c - b * sn, rb = a * sn + b * c;
-    row[L + 2 * i] = ra;
-    row[L + 2 * i + 1] = rb;
-    store_cache(dst + 2 * i + L, ra);
-    store_cache(dst + 2 * i + 1 + L, rb);
+    rope_cos_sin(pos, a.inv_freq[i], a.af, c, sn);
+    const float x0 = row[L + 2 * i], x1 = row[L + 2 * i + 1];
+    const float r0 = x0 * c - x1 * sn, r1 = x0 * sn + x1 * c;
+    row[L + 2 * i] = r0;
+    row[L + 2 * i + 1] = r1;
+    store_cache(dst + 2 * i + L, r0);
+    store_cache(dst + 2 * i + 1 + L, r1);
   }
+}
+
+template <class CacheT>
+__global__ void __launch_bounds__(kNormThreads) kv_finalize_kernel(const KvFinalizeArgs a) {
+  pdl_wait();
+  pdl_launch_dependents();
+  kv_finalize_row<CacheT>(a, blockIdx.x);
 }
 
 // Indexer rows, one block of max(D, 32) threads per row n (token t = n / rows_per_token): optional LayerNorm (ln_w,
 // ln_b), half-split RoPE on [0, R) at positions[t], Hadamard, e4m3 with a power-of-two scale into out8 / scales at
 // row rows_at[t] (rows_at null: n); optional head weights w[n] *= fold · scale.
-__global__ void indexer_rows_kernel(uint8_t* out8, float* scales, const float* x, int D, int rows_per_token,
-                                    const float* ln_w, const float* ln_b, float ln_eps, int R, const int* positions,
-                                    const float* inv_freq, float af, const int* rows_at, float* wts, float fold) {
-  pdl_wait();
-  pdl_launch_dependents();
+__device__ __forceinline__ void indexer_row(const IndexerRowsArgs& a, int n) {
+  uint8_t* out8 = a.out8;
+  float* scales = a.scales;
+  const float *x = a.x, *ln_w = a.ln_w, *ln_b = a.ln_b, *inv_freq = a.inv_freq;
+  const int D = a.D, R = a.R;
+  const int* positions = a.positions;
+  const int* rows_at = a.rows_at;
+  float* wts = a.wts;
+  const float ln_eps = a.ln_eps, af = a.af, fold = a.fold;
   extern __shared__ float sh[];
   __shared__ float red[32];
   __shared__ float stat[2];
   __shared__ int bad_sh;
-  const int n = blockIdx.x, i = threadIdx.x, t = n / rows_per_token;
+  const int i = threadIdx.x, t = n / a.rows_per_token;
   const bool live = i < D;
   float v = live ? x[static_cast<size_t>(n) * D + i] : 0.0f;
   if (i == 0) bad_sh = 0;
@@ -433,6 +443,39 @@ __global__ void indexer_rows_kernel(uint8_t* out8, float* scales, const float* x
     scales[row] = sc;
     if (wts) wts[n] *= fold * sc;
   }
+}
+
+__global__ void indexer_rows_kernel(const IndexerRowsArgs a) {
+  pdl_wait();
+  pdl_launch_dependents();
+  indexer_row(a, blockIdx.x);
+}
+
+// The decode step's row work after the projections in one launch of 256-thread blocks, by block range: kv_finalize
+// rows, indexer key rows, indexer query rows, absorption blocks (each body as in its own kernel above).
+__global__ void __launch_bounds__(kNormThreads) decode_row_ops_kernel(const KvFinalizeArgs kv, const IndexerRowsArgs keys,
+                                                                     const IndexerRowsArgs queries, const AbsorbArgs ab) {
+  pdl_wait();
+  pdl_launch_dependents();
+  int b = blockIdx.x;
+  if (b < kv.T) {
+    if (kv.cache_f32) kv_finalize_row<float>(kv, b);
+    else kv_finalize_row<uint16_t>(kv, b);
+    return;
+  }
+  b -= kv.T;
+  if (b < keys.N) {
+    indexer_row(keys, b);
+    return;
+  }
+  b -= keys.N;
+  if (b < queries.N) {
+    indexer_row(queries, b);
+    return;
+  }
+  b -= queries.N;
+  const int cb = (ab.w.cols + kAbsorbCols - 1) / kAbsorbCols;
+  absorb_block(ab, b % cb, b / cb);
 }
 
 // ---- indexer -----------------------------------------------------------------------------------------------
@@ -845,21 +888,40 @@ void scale_inplace(cudaStream_t s, float* x, int64_t n, float a, const float* mu
   check(cudaGetLastError(), "scale_inplace");
 }
 
+AbsorbArgs absorb_args(float* out, uint16_t* out16, int outStride, const float* q, int qStride, int T, int H, int nope,
+                       int v, int rope, const DevWeight& kvB, const int* positions, const float* inv_freq, float af) {
+  if (rope > kAbsorbCols * kAbsorbGroups || kvB.cols + rope > outStride) throw std::invalid_argument("mla_absorb_query_rope: rope part does not fit");
+  if (inv_freq && (rope % 2 != 0 || !positions)) throw std::invalid_argument("mla_absorb_query_rope: RoPE needs an even rope width and positions");
+  AbsorbArgs a;
+  a.out = out;
+  a.out16 = out16;
+  a.outStride = outStride;
+  a.q = q;
+  a.qStride = qStride;
+  a.T = T;
+  a.H = H;
+  a.nope = nope;
+  a.v = v;
+  a.rope = rope;
+  a.w = kvB;
+  a.positions = positions;
+  a.inv_freq = inv_freq;
+  a.af = af;
+  return a;
+}
+
 void mla_absorb_query(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
                       int v, const DevWeight& kvB) {
-  if (T <= 0) return;
-  launch_kernel("absorb_kernel", absorb_kernel, dim3(blocks_for(kvB.cols, kAbsorbCols), T * H), dim3(kAbsorbCols * kAbsorbGroups),
-                0, s, out, nullptr, outStride, q, qStride, H, nope, v, 0, kvB, nullptr, nullptr, 1.0f);
+  mla_absorb_query_rope(s, out, outStride, q, qStride, T, H, nope, v, 0, kvB);
 }
 
 void mla_absorb_query_rope(cudaStream_t s, float* out, int outStride, const float* q, int qStride, int T, int H, int nope,
                            int v, int rope, const DevWeight& kvB, const int* positions, const float* inv_freq, float af,
                            uint16_t* out16) {
   if (T <= 0) return;
-  if (rope > kAbsorbCols * kAbsorbGroups || kvB.cols + rope > outStride) throw std::invalid_argument("mla_absorb_query_rope: rope part does not fit");
-  if (inv_freq && (rope % 2 != 0 || !positions)) throw std::invalid_argument("mla_absorb_query_rope: RoPE needs an even rope width and positions");
+  const AbsorbArgs a = absorb_args(out, out16, outStride, q, qStride, T, H, nope, v, rope, kvB, positions, inv_freq, af);
   launch_kernel("absorb_kernel", absorb_kernel, dim3(blocks_for(kvB.cols, kAbsorbCols), T * H), dim3(kAbsorbCols * kAbsorbGroups),
-                0, s, out, out16, outStride, q, qStride, H, nope, v, rope, kvB, positions, inv_freq, af);
+                0, s, a);
 }
 
 void mla_expand_value(cudaStream_t s, float* out, const float* o, int T, int H, int kvLora, int nope, int v,
@@ -907,30 +969,79 @@ void mla_attention_generic(cudaStream_t s, float* out, const float* q, const flo
   launch_attention(s, out, q, cache, T, H, kvLora, rope, scale, indices, k, positions);
 }
 
-template <class CacheT>
-void launch_kv_finalize(cudaStream_t s, CacheT* cache, float* rows, int T, int L, int R, const float* w, float eps,
-                        const int* positions, const float* inv_freq, float af) {
-  if (T <= 0) return;
-  launch_kernel("kv_finalize_kernel", kv_finalize_kernel<CacheT>, dim3(T), dim3(kNormThreads), 0, s, cache, rows, L, R, w, eps, positions, inv_freq, af);
-  check(cudaGetLastError(), "kv_finalize");
+KvFinalizeArgs kv_finalize_args(void* cache, bool f32, float* rows, int T, int L, int R, const float* w, float eps,
+                                const int* positions, const float* inv_freq, float af) {
+  KvFinalizeArgs a;
+  a.cache = cache;
+  a.cache_f32 = f32;
+  a.rows = rows;
+  a.T = T;
+  a.L = L;
+  a.R = R;
+  a.w = w;
+  a.eps = eps;
+  a.positions = positions;
+  a.inv_freq = inv_freq;
+  a.af = af;
+  return a;
 }
 void kv_finalize(cudaStream_t s, uint16_t* cache, float* rows, int T, int L, int R, const float* w, float eps,
                  const int* positions, const float* inv_freq, float af) {
-  launch_kv_finalize(s, cache, rows, T, L, R, w, eps, positions, inv_freq, af);
+  if (T <= 0) return;
+  launch_kernel("kv_finalize_kernel", kv_finalize_kernel<uint16_t>, dim3(T), dim3(kNormThreads), 0, s,
+                kv_finalize_args(cache, false, rows, T, L, R, w, eps, positions, inv_freq, af));
 }
 void kv_finalize(cudaStream_t s, float* cache, float* rows, int T, int L, int R, const float* w, float eps,
                  const int* positions, const float* inv_freq, float af) {
-  launch_kv_finalize(s, cache, rows, T, L, R, w, eps, positions, inv_freq, af);
+  if (T <= 0) return;
+  launch_kernel("kv_finalize_kernel", kv_finalize_kernel<float>, dim3(T), dim3(kNormThreads), 0, s,
+                kv_finalize_args(cache, true, rows, T, L, R, w, eps, positions, inv_freq, af));
+}
+
+IndexerRowsArgs indexer_rows_args(uint8_t* out8, float* scales, const float* x, int N, int D, int rows_per_token,
+                                  const float* ln_w, const float* ln_b, float ln_eps, int R, const int* positions,
+                                  const float* inv_freq, float af, const int* rows_at, float* wts, float fold) {
+  if (D < 1 || D > 1024 || (D & (D - 1)) != 0 || R > D) throw std::runtime_error("indexer_rows: D must be a power of two ≤ 1024");
+  IndexerRowsArgs a;
+  a.out8 = out8;
+  a.scales = scales;
+  a.x = x;
+  a.N = N;
+  a.D = D;
+  a.rows_per_token = rows_per_token;
+  a.ln_w = ln_w;
+  a.ln_b = ln_b;
+  a.ln_eps = ln_eps;
+  a.R = R;
+  a.positions = positions;
+  a.inv_freq = inv_freq;
+  a.af = af;
+  a.rows_at = rows_at;
+  a.wts = wts;
+  a.fold = fold;
+  return a;
 }
 
 void indexer_rows(cudaStream_t s, uint8_t* out8, float* scales, const float* x, int N, int D, int rows_per_token,
                   const float* ln_w, const float* ln_b, float ln_eps, int R, const int* positions, const float* inv_freq,
                   float af, const int* rows_at, float* wts, float fold) {
   if (N <= 0) return;
-  if (D < 1 || D > 1024 || (D & (D - 1)) != 0 || R > D) throw std::runtime_error("indexer_rows: D must be a power of two ≤ 1024");
-  launch_kernel("indexer_rows_kernel", indexer_rows_kernel, dim3(N), dim3(D < 32 ? 32 : D), D * sizeof(float), s, out8, scales, x, D, rows_per_token, ln_w, ln_b, ln_eps, R,
-                                                                      positions, inv_freq, af, rows_at, wts, fold);
-  check(cudaGetLastError(), "indexer_rows");
+  const IndexerRowsArgs a =
+      indexer_rows_args(out8, scales, x, N, D, rows_per_token, ln_w, ln_b, ln_eps, R, positions, inv_freq, af, rows_at, wts, fold);
+  launch_kernel("indexer_rows_kernel", indexer_rows_kernel, dim3(N), dim3(D < 32 ? 32 : D), D * sizeof(float), s, a);
+}
+
+bool decode_row_ops_fit(int index_dim) { return index_dim <= kNormThreads; }
+
+void decode_row_ops(cudaStream_t s, const KvFinalizeArgs& kv, const IndexerRowsArgs& keys, const IndexerRowsArgs& queries,
+                    const AbsorbArgs& absorb) {
+  const int D = std::max(keys.N > 0 ? keys.D : 0, queries.N > 0 ? queries.D : 0);
+  if (D > kNormThreads) throw std::invalid_argument("decode_row_ops: indexer rows wider than 256");
+  const int absorb_blocks = absorb.T * absorb.H * ((absorb.w.cols + kAbsorbCols - 1) / kAbsorbCols);
+  const int blocks = std::max(kv.T, 0) + std::max(keys.N, 0) + std::max(queries.N, 0) + std::max(absorb_blocks, 0);
+  if (blocks <= 0) return;
+  launch_kernel("decode_row_ops_kernel", decode_row_ops_kernel, dim3(blocks), dim3(kNormThreads), D * sizeof(float), s, kv,
+                keys, queries, absorb);
 }
 
 void hadamard_quant_rows(cudaStream_t s, uint8_t* out8, float* scales, const float* x, int N, int D, const int* rows_at,

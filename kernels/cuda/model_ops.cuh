@@ -190,6 +190,58 @@ void indexer_rows(cudaStream_t s, uint8_t* out8, float* scales, const float* x, 
                   const float* ln_w, const float* ln_b, float ln_eps, int R, const int* positions, const float* inv_freq,
                   float af, const int* rows_at, float* wts, float fold);
 
+// The same three chains and the query absorption as argument records, and one launch that runs them all for a
+// decode step (blocks by range: kv_finalize rows, indexer key rows, indexer query rows, absorption; a part with no
+// rows — T, N or absorb.T of 0 — is skipped). Needs indexer D ≤ 256 (decode_row_ops_fit).
+struct KvFinalizeArgs {
+  void* cache = nullptr;
+  bool cache_f32 = false;
+  float* rows = nullptr;
+  int T = 0, L = 0, R = 0;
+  const float* w = nullptr;
+  float eps = 1e-6f;
+  const int* positions = nullptr;
+  const float* inv_freq = nullptr;
+  float af = 1.0f;
+};
+struct IndexerRowsArgs {
+  uint8_t* out8 = nullptr;
+  float* scales = nullptr;
+  const float* x = nullptr;
+  int N = 0, D = 0, rows_per_token = 1;
+  const float* ln_w = nullptr;
+  const float* ln_b = nullptr;
+  float ln_eps = 0.0f;
+  int R = 0;
+  const int* positions = nullptr;
+  const float* inv_freq = nullptr;
+  float af = 1.0f;
+  const int* rows_at = nullptr;
+  float* wts = nullptr;
+  float fold = 0.0f;
+};
+struct AbsorbArgs {
+  float* out = nullptr;
+  uint16_t* out16 = nullptr;
+  int outStride = 0;
+  const float* q = nullptr;
+  int qStride = 0, T = 0, H = 0, nope = 0, v = 0, rope = 0;
+  DevWeight w;
+  const int* positions = nullptr;
+  const float* inv_freq = nullptr;
+  float af = 1.0f;
+};
+KvFinalizeArgs kv_finalize_args(void* cache, bool cache_f32, float* rows, int T, int L, int R, const float* w, float eps,
+                                const int* positions, const float* inv_freq, float af);
+IndexerRowsArgs indexer_rows_args(uint8_t* out8, float* scales, const float* x, int N, int D, int rows_per_token,
+                                  const float* ln_w, const float* ln_b, float ln_eps, int R, const int* positions,
+                                  const float* inv_freq, float af, const int* rows_at, float* wts, float fold);
+AbsorbArgs absorb_args(float* out, uint16_t* out16, int outStride, const float* q, int qStride, int T, int H, int nope,
+                       int v, int rope, const DevWeight& kvB, const int* positions, const float* inv_freq, float af);
+bool decode_row_ops_fit(int index_dim);
+void decode_row_ops(cudaStream_t s, const KvFinalizeArgs& kv, const IndexerRowsArgs& keys, const IndexerRowsArgs& queries,
+                    const AbsorbArgs& absorb);
+
 // ---- lightning indexer ------------------------------------------------------------------------------------
 // Per row of x [N, D] (D a power of two ≤ 1024): Hadamard (scale D^-0.5), then e4m3 with a power-of-two scale
 // (DeepSeek act_quant, ue8m0) -- kernels/cpu/{hadamard,quantize}.cc. Rows go to out8 + rows_at[n]·D (rows_at null:

@@ -451,32 +451,48 @@ class GpuSequenceImpl {
           lin(st, wts, Hi, x, D, T, L.ix_wp, false);
         }
       }
-      // RMSNorm of c_kv, RoPE of k_pe, store to the cache: one kernel
-      if (s.kv_cache_fp32)
-        kv_finalize(st, static_cast<float*>(kv[l]), kvrows, T, s.kv_lora, s.rope, L.kv_a_norm, 1e-6f, pos_d, m.inv_freq, af);
-      else
-        kv_finalize(st, static_cast<uint16_t*>(kv[l]), kvrows, T, s.kv_lora, s.rope, L.kv_a_norm, 1e-6f, pos_d, m.inv_freq, af);
-      // RoPE of q_pe, absorption of q_nope, and the bf16 copy the tuned sparse MLA reads: one kernel
       const bool tuned_sparse = sparse && tuned_mla;
-      mla_absorb_query_rope(st, qabs, latent, q, qh, T, H, s.nope, s.v_head, s.rope, L.kv_b, pos_d, m.inv_freq, af,
-                            tuned_sparse ? qabs16 : nullptr);
-      const int* sel = nullptr;
-      if (indexer) {
-        if (s.indexer_fp8) {
-          // LayerNorm → half-split RoPE → Hadamard → e4m3 row into the key cache: one kernel
+      const float fold = static_cast<float>(std::pow(static_cast<double>(Hi), -0.5) * std::pow(static_cast<double>(Di), -0.5));
+      // The row work after the projections: the latent row (RMSNorm of c_kv, RoPE of k_pe, cache store), the indexer
+      // key row (LayerNorm → half-split RoPE → Hadamard → e4m3 into the key cache), the indexer query rows (RoPE →
+      // Hadamard → e4m3, scale folded into the head weight), the query absorption (with the RoPE of q_pe and the bf16
+      // copy the tuned sparse MLA reads)
+      const KvFinalizeArgs kv_args = kv_finalize_args(kv[l], s.kv_cache_fp32, kvrows, T, s.kv_lora, s.rope, L.kv_a_norm,
+                                                      1e-6f, pos_d, m.inv_freq, af);
+      const AbsorbArgs absorb = absorb_args(qabs, tuned_sparse ? qabs16 : nullptr, latent, q, qh, T, H, s.nope, s.v_head,
+                                            s.rope, L.kv_b, pos_d, m.inv_freq, af);
+      IndexerRowsArgs key_rows, query_rows;
+      if (indexer && s.indexer_fp8)
+        key_rows = indexer_rows_args(ix8[l], ixscale[l], keys, T, Di, 1, L.ix_kn_w, L.ix_kn_b, 1e-6f, s.rope, pos_d,
+                                     m.inv_freq, af, pos_d, nullptr, 0.0f);
+      if (sparse && s.indexer_fp8)
+        query_rows = indexer_rows_args(q8, qscale, qi, T * Hi, Di, Hi, nullptr, nullptr, 0.0f, s.rope, pos_d, m.inv_freq,
+                                       af, nullptr, wts, fold);
+      if (fuse && (!indexer || (s.indexer_fp8 && decode_row_ops_fit(Di)))) {
+        decode_row_ops(st, kv_args, key_rows, query_rows, absorb);  // one launch
+      } else {
+        if (s.kv_cache_fp32)
+          kv_finalize(st, static_cast<float*>(kv[l]), kvrows, T, s.kv_lora, s.rope, L.kv_a_norm, 1e-6f, pos_d, m.inv_freq, af);
+        else
+          kv_finalize(st, static_cast<uint16_t*>(kv[l]), kvrows, T, s.kv_lora, s.rope, L.kv_a_norm, 1e-6f, pos_d, m.inv_freq, af);
+        mla_absorb_query_rope(st, qabs, latent, q, qh, T, H, s.nope, s.v_head, s.rope, L.kv_b, pos_d, m.inv_freq, af,
+                              tuned_sparse ? qabs16 : nullptr);
+        if (indexer && s.indexer_fp8)
           indexer_rows(st, ix8[l], ixscale[l], keys, T, Di, 1, L.ix_kn_w, L.ix_kn_b, 1e-6f, s.rope, pos_d, m.inv_freq, af,
                        pos_d, nullptr, 0.0f);
-        } else {
+        if (sparse && s.indexer_fp8)
+          indexer_rows(st, q8, qscale, qi, T * Hi, Di, Hi, nullptr, nullptr, 0.0f, s.rope, pos_d, m.inv_freq, af, nullptr,
+                       wts, fold);
+      }
+      const int* sel = nullptr;
+      if (indexer) {
+        if (!s.indexer_fp8) {
           layer_norm(st, keys, Di, keys, Di, T, Di, L.ix_kn_w, L.ix_kn_b, 1e-6f);
           rope(st, keys, T, 1, Di, 0, s.rope, pos_d, m.inv_freq, af, false);
           scatter_rows(st, ixf32[l], keys, T, Di, pos_d);
         }
         if (sparse) {
-          const float fold = static_cast<float>(std::pow(static_cast<double>(Hi), -0.5) * std::pow(static_cast<double>(Di), -0.5));
           if (s.indexer_fp8) {
-            // RoPE → Hadamard → e4m3 of each query head, its scale folded into the head weight: one kernel
-            indexer_rows(st, q8, qscale, qi, T * Hi, Di, Hi, nullptr, nullptr, 0.0f, s.rope, pos_d, m.inv_freq, af, nullptr,
-                         wts, fold);
             indexer_scores_fp8_generic(st, scores, Sb, q8, wts, ix8[l], ixscale[l], T, Sb, Hi, Di, pos_d);
           } else {
             rope(st, qi, T, Hi, Di, 0, s.rope, pos_d, m.inv_freq, af, false);
