@@ -19,7 +19,12 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kPerThread = 16;
-constexpr int kChunk = kThreads * kPerThread;  // columns per block
+constexpr int kChunk = kThreads * kPerThread;  // columns per block of the multi-kernel passes
+// The single-kernel path cuts a row into chunks of 1024 columns (4 per thread) when the grid still fits the SMs
+// (a 128K row: 128 blocks, each pass a quarter as long), else of 4096. The workspace has room for the per-chunk
+// counts of the finer cut.
+constexpr int kFinePerThread = 4;
+constexpr int kFineChunk = kThreads * kFinePerThread;
 constexpr int kBins1 = 2048, kBins2 = 2048, kBins3 = 1024;
 // Per-row workspace, in uint32 words: H1 | H2 | H3 | state | per-chunk (above, equal).
 // state: [0] all finite selected (fewer than k+1 finite scores), [1] level-1 bucket, [2] still needed after level 1,
@@ -303,7 +308,7 @@ __device__ __forceinline__ void row_barrier(uint32_t* counter, uint32_t nblocks,
   __syncthreads();
 }
 
-template <bool kHist1>
+template <bool kHist1, int PT>
 __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restrict__ idx, const float* __restrict__ scores,
                                                                 int64_t ld, int S, uint32_t* __restrict__ ws,
                                                                 int64_t row_stride, int n_chunks, uint32_t k) {
@@ -313,24 +318,25 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
   __shared__ uint32_t s_out[3];
   __shared__ uint32_t h[kBins1];
   __shared__ uint32_t s_before[2], s_total[2];
-  // The chunk's keys in column order (index p + p / 16: the emit reads 16 consecutive columns per thread without
+  // The chunk's keys in column order (index p + p / PT: the emit reads PT consecutive columns per thread without
   // bank conflicts), so the emit needs no second, uncoalesced read of the scores.
-  __shared__ uint32_t s_keys[kChunk + kChunk / 16];
+  constexpr int kCh = kThreads * PT;  // columns per block
+  __shared__ uint32_t s_keys[kCh + kCh / PT];
   const int64_t row = blockIdx.y;
   uint32_t* ws_row = ws + row * row_stride;
   uint32_t* counter = ws_row + kOffState + 7;
   uint32_t target = 0;
   const float* r = scores + row * ld;
   const int chunk = blockIdx.x;
-  const int base = chunk * kChunk;
+  const int base = chunk * kCh;
   // Keys of this thread's 16 columns (strided, as the histogram passes read them), kept in registers.
-  uint32_t keys[kPerThread];
+  uint32_t keys[PT];
 #pragma unroll
-  for (int j = 0; j < kPerThread; j++) {
+  for (int j = 0; j < PT; j++) {
     const int s = base + j * kThreads + threadIdx.x;
     keys[j] = s < S ? topk_score_key(r[s]) : 0u;
     const int p = j * kThreads + threadIdx.x;
-    s_keys[p + (p >> 4)] = keys[j];
+    s_keys[p + p / PT] = keys[j];
   }
   auto flush = [&](uint32_t* H, int bins) {
     __syncthreads();
@@ -344,7 +350,7 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
   if (kHist1) {
     clear(kBins1);
 #pragma unroll
-    for (int j = 0; j < kPerThread; j++) warp_hist_add(h, keys[j] >> 21, keys[j] != 0);
+    for (int j = 0; j < PT; j++) warp_hist_add(h, keys[j] >> 21, keys[j] != 0);
     flush(ws_row, kBins1);
     row_barrier(counter, gridDim.x, target);
   }
@@ -360,7 +366,7 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
   } else if (!all_finite) {
     clear(kBins2);
 #pragma unroll
-    for (int j = 0; j < kPerThread; j++)
+    for (int j = 0; j < PT; j++)
       warp_hist_add(h, (keys[j] >> 10) & (kBins2 - 1), keys[j] != 0 && (keys[j] >> 21) == r1.bucket);
     flush(ws_row + kOffH2, kBins2);
   }
@@ -373,7 +379,7 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
     } else {
       clear(kBins3);
 #pragma unroll
-      for (int j = 0; j < kPerThread; j++)
+      for (int j = 0; j < PT; j++)
         warp_hist_add(h, keys[j] & (kBins3 - 1), keys[j] != 0 && (keys[j] >> 10) == prefix);
       flush(ws_row + kOffH3, kBins3);
       row_barrier(counter, gridDim.x, target);
@@ -386,7 +392,7 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
   {
     uint32_t above = 0, equal = 0;
 #pragma unroll
-    for (int j = 0; j < kPerThread; j++) {
+    for (int j = 0; j < PT; j++) {
       const int s = base + j * kThreads + threadIdx.x;
       above += keys[j] > thr;
       equal += keys[j] == thr && s < S;
@@ -433,13 +439,13 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
   const uint32_t out_base = a_before + min(e_before, need_eq);
   int32_t* out = idx + row * static_cast<int64_t>(k);
   // The emit walks contiguous columns per thread (position order), so the keys are re-read in that layout.
-  const int s0 = base + threadIdx.x * kPerThread;
-  uint32_t ck[kPerThread];
+  const int s0 = base + threadIdx.x * PT;
+  uint32_t ck[PT];
   uint32_t ca = 0, ce = 0;
 #pragma unroll
-  for (int j = 0; j < kPerThread; j++) {
+  for (int j = 0; j < PT; j++) {
     const int s = s0 + j;
-    ck[j] = s_keys[threadIdx.x * (kPerThread + 1) + j];  // p = tid * 16 + j  ->  p + p / 16
+    ck[j] = s_keys[threadIdx.x * (PT + 1) + j];  // p = tid * PT + j  ->  p + p / PT
     ca += ck[j] > thr;
     ce += ck[j] == thr && s < S;
   }
@@ -447,7 +453,7 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
   Scan(tmp).ExclusiveSum(ca | (ce << 16), prefix);
   uint32_t a_i = prefix & 0xFFFFu, e_i = prefix >> 16;
 #pragma unroll
-  for (int j = 0; j < kPerThread; j++) {
+  for (int j = 0; j < PT; j++) {
     const int s = s0 + j;
     if (s >= S) break;
     if (ck[j] > thr) {
@@ -511,15 +517,24 @@ void check_workspace(const char* op, int64_t T, int64_t S, void* workspace, size
 void select_after_hist1(int32_t* idx, const float* scores, int64_t ld, int64_t T, int64_t S, int64_t k,
                         uint32_t* ws, cudaStream_t stream, bool run_hist1) {
   const int n_chunks = static_cast<int>((S + kChunk - 1) / kChunk);
-  const int64_t stride = row_words(n_chunks);
+  const int n_fine = static_cast<int>((S + kFineChunk - 1) / kFineChunk);
+  const int64_t stride = row_words(n_fine);
   const int Si = static_cast<int>(S);
   const uint32_t ku = static_cast<uint32_t>(k);
   // The workspace is zero on entry (topk.cuh); the single kernel leaves it zero, the multi-kernel path clears it
   // after its last pass.
+  const char* pt = std::getenv("GLANCE_TOPK_PER_THREAD");  // 16: the coarse cut only (benchmarks)
+  if ((pt == nullptr || pt[0] != '1') && use_single_kernel(T, n_fine)) {
+    const dim3 grid(n_fine, static_cast<unsigned>(T));
+    if (run_hist1) launch_kernel("topk_single_kernel", topk_single_kernel<true, kFinePerThread>, grid, dim3(kThreads), 0, stream, idx, scores, ld, Si, ws, stride, n_fine, ku);
+    else launch_kernel("topk_single_kernel", topk_single_kernel<false, kFinePerThread>, grid, dim3(kThreads), 0, stream, idx, scores, ld, Si, ws, stride, n_fine, ku);
+    GLANCE_CUDA_CHECK_LAUNCH("topk_single_kernel");
+    return;
+  }
   if (use_single_kernel(T, n_chunks)) {
     const dim3 grid(n_chunks, static_cast<unsigned>(T));
-    if (run_hist1) launch_kernel("topk_single_kernel", topk_single_kernel<true>, dim3(grid), dim3(kThreads), 0, stream, idx, scores, ld, Si, ws, stride, n_chunks, ku);
-    else launch_kernel("topk_single_kernel", topk_single_kernel<false>, dim3(grid), dim3(kThreads), 0, stream, idx, scores, ld, Si, ws, stride, n_chunks, ku);
+    if (run_hist1) launch_kernel("topk_single_kernel", topk_single_kernel<true, kPerThread>, dim3(grid), dim3(kThreads), 0, stream, idx, scores, ld, Si, ws, stride, n_chunks, ku);
+    else launch_kernel("topk_single_kernel", topk_single_kernel<false, kPerThread>, dim3(grid), dim3(kThreads), 0, stream, idx, scores, ld, Si, ws, stride, n_chunks, ku);
     GLANCE_CUDA_CHECK_LAUNCH("topk_single_kernel");
     return;
   }
@@ -546,11 +561,11 @@ void select_after_hist1(int32_t* idx, const float* scores, int64_t ld, int64_t T
 }  // namespace
 
 size_t topk_workspace_bytes(int64_t T, int64_t S) {
-  const int64_t n_chunks = (S + kChunk - 1) / kChunk;
+  const int64_t n_chunks = (S + kFineChunk - 1) / kFineChunk;
   return static_cast<size_t>(T > 0 ? T : 0) * static_cast<size_t>(row_words(n_chunks)) * sizeof(uint32_t);
 }
 
-int64_t topk_hist1_row_stride(int64_t S) { return row_words((S + kChunk - 1) / kChunk); }
+int64_t topk_hist1_row_stride(int64_t S) { return row_words((S + kFineChunk - 1) / kFineChunk); }
 
 void topk_prepare_fused_hist1(void* workspace, size_t workspace_bytes, int64_t T, int64_t S, cudaStream_t stream) {
   check_workspace("topk_prepare_fused_hist1", T, S, workspace, workspace_bytes);
