@@ -59,17 +59,21 @@ export function attentionRows(ctx: GpuBenchContext): GpuRow[] {
     // The indexer kernel has three variants (0: two blocks per SM; 1: prefetching the next key tile, one block per
     // SM; 2: three blocks per SM under a register cap) and top-k two (one kernel with per-row barriers, or one kernel per pass); the combinations are
     // measured and the fastest is reported.
+    // coarse: the single-kernel top-k with 4096-column chunks (GLANCE_TOPK_PER_THREAD=16) instead of 1024
     const variants = [
-      { prefetch: 0, topkSingle: 1 },
-      { prefetch: 2, topkSingle: 1 },
-      { prefetch: 1, topkSingle: 1 },
-      { prefetch: 0, topkSingle: 0 },
+      { prefetch: 0, topkSingle: 1, coarse: false },
+      { prefetch: 2, topkSingle: 1, coarse: false },
+      { prefetch: 1, topkSingle: 1, coarse: false },
+      { prefetch: 0, topkSingle: 1, coarse: true },
+      { prefetch: 0, topkSingle: 0, coarse: false },
     ] as const;
-    const runs = variants.map((v) => ({
-      ...v,
-      r: benchIndexerDecode({ S, Hi: 64, D: 128, k: 2048, T: 1, iters: 100, ...v }),
-    }));
-    progress(`  ${S / 1024}K: ` + runs.map((x) => `prefetch ${x.prefetch} single-kernel top-k ${x.topkSingle}: ` +
+    const runs = variants.map(({ coarse, ...v }) => {
+      if (coarse) process.env.GLANCE_TOPK_PER_THREAD = '16';
+      const r = benchIndexerDecode({ S, Hi: 64, D: 128, k: 2048, T: 1, iters: 100, ...v });
+      delete process.env.GLANCE_TOPK_PER_THREAD;
+      return { ...v, coarse, r };
+    });
+    progress(`  ${S / 1024}K: ` + runs.map((x) => `prefetch ${x.prefetch} single-kernel top-k ${x.topkSingle}${x.coarse ? ' (4096-column chunks)' : ''}: ` +
       `${fmt(x.r.graphUs)} µs (scores ${fmt(x.r.indexerGraphUs)}, top-k ${fmt(x.r.topkGraphUs)})`).join('; '));
     const best = runs.reduce((a, b) => (b.r.graphUs < a.r.graphUs ? b : a));
     const bestScores = runs.reduce((a, b) => (b.r.indexerGraphUs < a.r.indexerGraphUs ? b : a));
@@ -113,6 +117,11 @@ export function attentionRows(ctx: GpuBenchContext): GpuRow[] {
     return { perSm, r };
   });
   delete process.env.GLANCE_MLA_SPLIT_BLOCKS_PER_SM;
+  // the combine folded into the last split (one block merges 16 heads × 32 splits) instead of the combine kernel
+  process.env.GLANCE_MLA_FOLD = '1';
+  const folded = benchSparseMla({ S: 131072, T: 1, H: 128, kvLora: 512, rope: 64, k: 2048, iters: 100 });
+  delete process.env.GLANCE_MLA_FOLD;
+  progress(`  sparse MLA decode, combine folded into the last split: ${fmt(folded.graphUs)} µs (graph)`);
   const dec = decRuns.reduce((a, b) => (b.r.graphUs < a.r.graphUs ? b : a)).r;
   const refDec = refNumber(ctx, 'sparseMlaDecodeUs');
   rows.push({
