@@ -299,10 +299,8 @@ class GpuSequenceImpl {
     for (auto& kvp : graphs) cudaGraphExecDestroy(kvp.second);
     for (cudaGraph_t gdef : graph_defs) cudaGraphDestroy(gdef);
     for (auto& a : allocs) m.release(a.first, a.second);
-    if (ids_h) cudaFreeHost(ids_h);
-    if (pos_h) cudaFreeHost(pos_h);
+    if (ids_h) cudaFreeHost(ids_h);  // pos_h and u_h live in the same block
     if (token_h) cudaFreeHost(token_h);
-    if (u_h) cudaFreeHost(u_h);
     if (logits_h) cudaFreeHost(logits_h);
     if (stream) cudaStreamDestroy(stream);
   }
@@ -336,8 +334,11 @@ class GpuSequenceImpl {
       }
     }
     const std::string sw = "sequence scratch";
-    ids_d = take<int>(C, sw);
-    pos_d = take<int>(C, sw);
+    // ids [C] | positions [C] | the sampler's uniform: one block, so that a decode step uploads its inputs with one
+    // copy (a graph node each: three copies cost more than one of 2 KB)
+    ids_d = take<int>(2 * C + 1, sw);
+    pos_d = ids_d + C;
+    u_d = reinterpret_cast<float*>(ids_d + 2 * C);
     h = take<float>(C * D, sw);
     x = take<float>(C * D, sw);
     mlp_out = take<float>(C * D, sw);
@@ -384,11 +385,10 @@ class GpuSequenceImpl {
     num_tiles = take<int>(1, sw);
     logits = take<float>(C * s.vocab, sw);
     token_d = take<int>(1, sw);
-    u_d = take<float>(1, sw);
-    GLANCE_CUDA_CHECK(cudaMallocHost(&ids_h, C * sizeof(int)));
-    GLANCE_CUDA_CHECK(cudaMallocHost(&pos_h, C * sizeof(int)));
+    GLANCE_CUDA_CHECK(cudaMallocHost(&ids_h, (2 * C + 1) * sizeof(int)));  // the same layout as ids_d
+    pos_h = ids_h + C;
+    u_h = reinterpret_cast<float*>(ids_h + 2 * C);
     GLANCE_CUDA_CHECK(cudaMallocHost(&token_h, sizeof(int)));
-    GLANCE_CUDA_CHECK(cudaMallocHost(&u_h, sizeof(float)));
     GLANCE_CUDA_CHECK(cudaMallocHost(&logits_h, static_cast<size_t>(s.vocab) * sizeof(float)));
   }
 
@@ -689,9 +689,7 @@ class GpuSequenceImpl {
     // temperature is a kernel argument: part of the key (quantised; the sampler reads u from device memory).
     const int64_t key = (bucket << 1 | (want_logits ? 1 : 0)) ^ (static_cast<int64_t>(std::lround(temperature * 1e4)) << 40);
     auto body = [&]() {
-      GLANCE_CUDA_CHECK(cudaMemcpyAsync(ids_d, ids_h, sizeof(int), cudaMemcpyHostToDevice, stream));
-      GLANCE_CUDA_CHECK(cudaMemcpyAsync(pos_d, pos_h, sizeof(int), cudaMemcpyHostToDevice, stream));
-      GLANCE_CUDA_CHECK(cudaMemcpyAsync(u_d, u_h, sizeof(float), cudaMemcpyHostToDevice, stream));
+      GLANCE_CUDA_CHECK(cudaMemcpyAsync(ids_d, ids_h, (2 * static_cast<size_t>(kPrefillChunk) + 1) * sizeof(int), cudaMemcpyHostToDevice, stream));
       enqueue(1, start, false);
       sample(stream, token_d, logits, s.vocab, temperature, u_d);
       GLANCE_CUDA_CHECK(cudaMemcpyAsync(token_h, token_d, sizeof(int), cudaMemcpyDeviceToHost, stream));
