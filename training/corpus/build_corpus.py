@@ -299,9 +299,27 @@ def text_stats_reason(text: str, is_code: bool) -> str | None:
         head = text[:3000]
         if any(m in head for m in GENERATED_MARKERS) or "__webpack_require__" in text:
             return "generated"
-        if GENERATED_HEADER_RE.search(text[:400]):
+        if GENERATED_HEADER_RE.search(text[:400]) or GENERATED_HEADER_RE.search(leading_comments(text)):
             return "generated"
     return None
+
+
+def leading_comments(text: str, limit: int = 3000) -> str:
+    """The comment blocks (and blank lines) a file opens with, up to `limit` chars: SDK generators put their
+    "auto generated" note after a long API description or a licence block, past the first 400 chars."""
+    i, n = 0, min(len(text), limit)
+    while i < n:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        if text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif text.startswith("//", i) or (i == 0 and text.startswith("#!")):
+            end = text.find("\n", i)
+            i = n if end < 0 else end + 1
+        else:
+            break
+    return text[:min(i, n)]
 
 
 def select_files(files: dict[str, bytes], max_pkg_bytes: int) -> tuple[list[dict], collections.Counter, dict]:
