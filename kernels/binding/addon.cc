@@ -242,7 +242,14 @@ Napi::Value MlaAttention(const Napi::CallbackInfo& info) {
   Args a(info, "mlaAttention", 12);
   auto out = a.f32(0, "out");
   auto q = a.f32(1, "q");
-  auto kv = a.f32(2, "kv");
+  // kv: the latent cache, fp32 (Float32Array) or bf16 bit patterns (Uint16Array)
+  const bool bf16 = a.is_u16(2);
+  ArrayArg<float> kv32;
+  ArrayArg<uint16_t> kv16;
+  if (bf16) kv16 = a.u16(2, "kv");
+  else if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    a.type_error("kv must be a Float32Array or a Uint16Array (bf16)");
+  else kv32 = a.f32(2, "kv");
   const int64_t S = a.integer(3, "S", 0, kMaxDim);
   const int64_t T = a.integer(4, "T", 0, kMaxDim);
   const int64_t H = a.integer(5, "H", 0, kMaxDim);
@@ -256,7 +263,8 @@ Napi::Value MlaAttention(const Napi::CallbackInfo& info) {
   auto positions = a.i32(11, "positions");
   const int64_t D = L + R;
   a.expect_length(q, a.product({T, H, D}, "T*H*(kvLora+rope)"), shape_str("T*H*(kvLora+rope)", {T, H, D}));
-  a.expect_min_length(kv, a.product({S, D}, "S*(kvLora+rope)"), shape_str("S*(kvLora+rope)", {S, D}));
+  if (bf16) a.expect_min_length(kv16, a.product({S, D}, "S*(kvLora+rope)"), shape_str("S*(kvLora+rope)", {S, D}));
+  else a.expect_min_length(kv32, a.product({S, D}, "S*(kvLora+rope)"), shape_str("S*(kvLora+rope)", {S, D}));
   a.expect_length(out, a.product({T, H, L}, "T*H*kvLora"), shape_str("T*H*kvLora", {T, H, L}));
   a.expect_length(positions, T, shape_str("T", {T}));
   for (int64_t t = 0; t < T; t++)
@@ -271,9 +279,15 @@ Napi::Value MlaAttention(const Napi::CallbackInfo& info) {
                       " is out of range [-1, S = " + std::to_string(S) + ")");
   }
   a.expect_disjoint(out, q);
-  a.expect_disjoint(out, kv);
-  mla_attention(out.data, q.data, kv.data, S, T, H, L, R, static_cast<float>(scale), sparse ? indices.data : nullptr,
-                k, positions.data);
+  if (bf16) {
+    a.expect_disjoint(out, kv16);
+    mla_attention_bf16(out.data, q.data, kv16.data, S, T, H, L, R, static_cast<float>(scale),
+                       sparse ? indices.data : nullptr, k, positions.data);
+  } else {
+    a.expect_disjoint(out, kv32);
+    mla_attention(out.data, q.data, kv32.data, S, T, H, L, R, static_cast<float>(scale),
+                  sparse ? indices.data : nullptr, k, positions.data);
+  }
   return info.Env().Undefined();
 }
 
@@ -326,6 +340,34 @@ Napi::Value IndexerScoresFp8(const Napi::CallbackInfo& info) {
   a.expect_disjoint(out, keyScales);
   a.expect_disjoint(out, positions);
   indexer_scores_fp8(out.data, q.data, weights.data, keys.data, keyScales.data, T, S, Hi, D, positions.data);
+  return info.Env().Undefined();
+}
+
+Napi::Value IndexerTopk(const Napi::CallbackInfo& info) {
+  Args a(info, "indexerTopk", 11);
+  auto idx = a.i32(0, "idx");
+  auto q = a.u8(1, "q");
+  auto weights = a.f32(2, "weights");
+  auto keys = a.u8(3, "keys");
+  auto keyScales = a.f32(4, "keyScales");
+  const int64_t T = a.integer(5, "T", 0, kMaxDim);
+  const int64_t S = a.integer(6, "S", 0, kMaxDim);
+  const int64_t Hi = a.integer(7, "Hi", 0, kMaxDim);
+  const int64_t D = a.integer(8, "D", 0, kMaxDim);
+  auto positions = a.i32(9, "positions");
+  const int64_t k = a.integer(10, "k", 0, kMaxDim);
+  a.expect_length(q, a.product({T, Hi, D}, "T*Hi*D"), shape_str("T*Hi*D", {T, Hi, D}));
+  a.expect_length(weights, a.product({T, Hi}, "T*Hi"), shape_str("T*Hi", {T, Hi}));
+  a.expect_min_length(keys, a.product({S, D}, "S*D"), shape_str("S*D", {S, D}));
+  a.expect_min_length(keyScales, S, shape_str("S", {S}));
+  a.expect_length(idx, a.product({T, k}, "T*k"), shape_str("T*k", {T, k}));
+  a.expect_length(positions, T, shape_str("T", {T}));
+  a.expect_disjoint(idx, q);
+  a.expect_disjoint(idx, weights);
+  a.expect_disjoint(idx, keys);
+  a.expect_disjoint(idx, keyScales);
+  a.expect_disjoint(idx, positions);
+  indexer_topk(idx.data, q.data, weights.data, keys.data, keyScales.data, T, S, Hi, D, positions.data, k);
   return info.Env().Undefined();
 }
 
@@ -483,6 +525,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"mlaAttention", MlaAttention},
       {"indexerScores", IndexerScores},
       {"indexerScoresFp8", IndexerScoresFp8},
+      {"indexerTopk", IndexerTopk},
       {"hadamardRows", HadamardRows},
       {"quantizeFp8Rows", QuantizeFp8Rows},
       {"topk", TopK},

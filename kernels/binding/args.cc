@@ -52,6 +52,21 @@ ArrayArg<uint8_t> Args::u8(size_t i, const char* name) const {
   return r;
 }
 
+ArrayArg<uint16_t> Args::u16(size_t i, const char* name) const {
+  if (!is_u16(i)) type_error(std::string(name) + " must be a Uint16Array");
+  Napi::Uint16Array a = info_[i].As<Napi::Uint16Array>();
+  ArrayArg<uint16_t> r;
+  r.data = a.Data();
+  r.length = static_cast<int64_t>(a.ElementLength());
+  r.name = name;
+  return r;
+}
+
+bool Args::is_u16(size_t i) const {
+  const Napi::Value v = info_[i];
+  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
+}
+
 bool Args::is_null(size_t i) const {
   const Napi::Value v = info_[i];
   return v.IsNull() || v.IsUndefined();

@@ -30,6 +30,7 @@
 
 #include "dequant_simd.h"
 #include "dtype.h"
+#include "indexer_fp8_detail.h"
 #include "kernels.h"
 #include "simd.h"
 #include "thread_pool.h"
@@ -38,8 +39,6 @@ namespace glance {
 
 namespace {
 
-constexpr int64_t kKeyChunk = 48;    // keys per work item (a multiple of the 8-key groups and 6-key tiles)
-constexpr int64_t kTokenBlock = 16;  // query tokens sharing one decode of a key chunk
 constexpr int64_t kTileSlack = 6;    // decoded rows past the chunk, for a 6-key tile running past the last key
 constexpr int64_t kLaneHeads = 8;    // AVX2: up to 8 heads, keys in lanes; more, heads in lanes
 
@@ -322,128 +321,136 @@ GLANCE_AVX2 void scores_heads_in_lanes(float* out, const float* kb, int64_t n, i
 
 }  // namespace
 
+// ---- Fp8IndexerBlock ----------------------------------------------------------------------------------------
+
+Fp8IndexerBlock::Fp8IndexerBlock(const uint8_t* q, const float* weights, const uint8_t* keys, const float* key_scales,
+                                 int64_t t0, int64_t TB, int64_t S, int64_t Hi, int64_t D, const int32_t* positions)
+    : keys_(keys), key_scales_(key_scales), positions_(positions + t0), TB_(TB), S_(S), Hi_(Hi), D_(D) {
+  mode_ = !use_avx2() ? Mode::Scalar : Hi <= kLaneHeads ? Mode::KeysInLanes : Mode::HeadsInLanes;
+  // Per-token fp32 copy of q and the weights, in the layout of the mode:
+  //   Scalar:       q [Hi][D] exact, w [Hi];
+  //   KeysInLanes:  qt [Hq][Dq][8] = q * 2^8 repeated in 8 lanes, zero for columns >= D (Hq = max(Hi, 1) with a
+  //                 zero weight for a missing head, Dq = D rounded up to 32), w [Hq];
+  //   HeadsInLanes: panel [D][Hp] = q * 2^8 (Hp = Hi rounded up to 8, zero padded), w [Hp].
+  Hq_ = std::max<int64_t>(Hi, 1);
+  Dq_ = (D + 31) / 32 * 32;
+  Dp_ = (D + 7) / 8 * 8;  // row stride of keys decoded row-major (HeadsInLanes)
+  Hp_ = (Hi + 7) / 8 * 8;
+  qsize_ = mode_ == Mode::Scalar ? Hi * D : mode_ == Mode::KeysInLanes ? Hq_ * Dq_ * 8 : D * Hp_;
+  wsize_ = mode_ == Mode::Scalar ? Hi : mode_ == Mode::KeysInLanes ? Hq_ : Hp_;
+  const float qmul = mode_ == Mode::Scalar ? 1.0f : kE4M3F16Fix;  // the decoded keys' 2^-8 folded into q
+  // q copies on 64-byte boundaries (a 32-byte load split over two cache lines costs twice)
+  qstride_ = (qsize_ + 15) / 16 * 16;
+  qstore_.assign(static_cast<size_t>(TB * qstride_ + 16), 0.0f);
+  wbuf_.assign(static_cast<size_t>(TB * wsize_), 0.0f);
+  qbase_ = align64(qstore_.data());
+  need_ = 0;  // keys [0, need) are attended by some token of the block
+  for (int64_t i = 0; i < TB; i++) {
+    const int64_t t = t0 + i;
+    const uint8_t* qt = q + t * Hi * D;
+    float* qf = qbase_ + i * qstride_;
+    float* wf = wbuf_.data() + i * wsize_;
+    for (int64_t h = 0; h < Hi; h++) {
+      for (int64_t d = 0; d < D; d++) {
+        const float v = e4m3_to_f32(qt[h * D + d]) * qmul;
+        switch (mode_) {
+          case Mode::Scalar: qf[h * D + d] = v; break;
+          case Mode::KeysInLanes: std::fill(qf + (h * Dq_ + d) * 8, qf + (h * Dq_ + d) * 8 + 8, v); break;
+          case Mode::HeadsInLanes: qf[d * Hp_ + h] = v; break;
+        }
+      }
+      wf[h] = weights[t * Hi + h];
+    }
+    need_ = std::max(need_, std::min<int64_t>(S, std::max<int64_t>(0, static_cast<int64_t>(positions_[i]) + 1)));
+  }
+}
+
+int64_t Fp8IndexerBlock::chunks() const { return (S_ + kKeyChunk - 1) / kKeyChunk; }
+
+int64_t Fp8IndexerBlock::work() const { return need_ * TB_ * (Hi_ * D_ + D_) + TB_ * S_; }
+
+// Key chunk ch for every token of the block.
+void Fp8IndexerBlock::score_chunk(int64_t ch, float* out, int64_t ldo) const {
+  static thread_local std::vector<float> keybuf;
+  static thread_local std::vector<uint8_t> padbuf;
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const int64_t D = D_, Dq = Dq_, Dp = Dp_, TB = TB_;
+  const int64_t s0 = ch * kKeyChunk, s1 = std::min(S_, s0 + kKeyChunk);
+  const int64_t n = std::max<int64_t>(0, std::min(s1, need_) - s0);  // keys of the chunk anyone attends
+  const uint8_t* kc = keys_ + s0 * D;
+  float* kb = nullptr;
+  uint8_t* pad = nullptr;
+  if (n > 0) {
+    if (mode_ == Mode::KeysInLanes) {
+      if (padbuf.size() < static_cast<size_t>(8 * Dq)) padbuf.resize(static_cast<size_t>(8 * Dq));
+      pad = padbuf.data();
+    }
+#if GLANCE_X86
+    if (mode_ == Mode::KeysInLanes && TB > 1) {  // decode once for the block's tokens: groups of 8, [Dq][8]
+      kb = scratch(keybuf, static_cast<size_t>(kKeyChunk * Dq));
+      for (int64_t j = 0; j < n; j += 8) {
+        const int64_t m = std::min<int64_t>(8, n - j);
+        if (m == 8 && D == Dq) {
+          decode_group(kb + j * Dq, kc + j * D, D, Dq);
+        } else {
+          std::fill(pad, pad + 8 * Dq, uint8_t{0});
+          for (int64_t i = 0; i < m; i++) std::copy(kc + (j + i) * D, kc + (j + i + 1) * D, pad + i * Dq);
+          decode_group(kb + j * Dq, pad, Dq, Dq);
+        }
+      }
+    } else if (mode_ == Mode::HeadsInLanes) {  // decode once for all heads and tokens: rows of Dp
+      kb = scratch(keybuf, static_cast<size_t>((kKeyChunk + kTileSlack) * Dp));
+      for (int64_t j = 0; j < n; j++) decode_key_avx2(kb + j * Dp, kc + j * D, D, Dp);
+    }
+#endif
+    if (mode_ == Mode::Scalar) {
+      kb = scratch(keybuf, static_cast<size_t>(kKeyChunk * D));
+      for (int64_t j = 0; j < n * D; j++) kb[j] = e4m3_to_f32(kc[j]);
+    }
+  }
+  for (int64_t i = 0; i < TB; i++) {
+    float* o = out + i * ldo;
+    const int64_t ve = std::max(s0, std::min<int64_t>(s1, static_cast<int64_t>(positions_[i]) + 1));
+    const int64_t m = ve - s0;
+    if (m > 0) {
+      const float* qf = qbase_ + i * qstride_;
+      const float* wf = wbuf_.data() + i * wsize_;
+      const float* ks = key_scales_ + s0;
+      switch (mode_) {
+#if GLANCE_X86
+        case Mode::KeysInLanes:
+          if (TB == 1) kLanesBytes[Hq_](o + s0, kc, m, D, Dq, qf, wf, ks, pad);
+          else kLanesDecoded[Hq_](o + s0, kb, m, Dq, qf, wf, ks);
+          break;
+        case Mode::HeadsInLanes: scores_heads_in_lanes(o + s0, kb, m, Dp, qf, wf, Hp_, D, ks); break;
+#endif
+        default: scores_scalar(o + s0, kb, m, qf, wf, Hi_, D, ks); break;
+      }
+    }
+    for (int64_t s = ve; s < s1; s++) o[s] = ninf;
+  }
+}
+
 // out[t,s] = keyScales[s] * sum_h weights[t,h] * relu(e4m3(q[t,h]) . e4m3(keys[s])) for s <= positions[t], -inf
 // after (q: [T, Hi, D] e4m3; weights: [T, Hi]; keys: [S, D] e4m3; keyScales: [S]; out: [T, S]).
 void indexer_scores_fp8(float* out, const uint8_t* q, const float* weights, const uint8_t* keys,
                         const float* key_scales, int64_t T, int64_t S, int64_t Hi, int64_t D,
                         const int32_t* positions) {
   if (T <= 0 || S <= 0) return;
-  const float ninf = -std::numeric_limits<float>::infinity();
-  enum class Mode { Scalar, KeysInLanes, HeadsInLanes };
-  const Mode mode = !use_avx2() ? Mode::Scalar : Hi <= kLaneHeads ? Mode::KeysInLanes : Mode::HeadsInLanes;
-  // Per-token fp32 copy of q and the weights, in the layout of the mode:
-  //   Scalar:       q [Hi][D] exact, w [Hi];
-  //   KeysInLanes:  qt [Hq][Dq][8] = q * 2^8 repeated in 8 lanes, zero for columns >= D (Hq = max(Hi, 1) with a
-  //                 zero weight for a missing head, Dq = D rounded up to 32), w [Hq];
-  //   HeadsInLanes: panel [D][Hp] = q * 2^8 (Hp = Hi rounded up to 8, zero padded), w [Hp].
-  const int64_t Hq = std::max<int64_t>(Hi, 1);
-  const int64_t Dq = (D + 31) / 32 * 32;
-  const int64_t Dp = (D + 7) / 8 * 8;  // row stride of keys decoded row-major (HeadsInLanes)
-  const int64_t Hp = (Hi + 7) / 8 * 8;
-  const int64_t qsize = mode == Mode::Scalar ? Hi * D : mode == Mode::KeysInLanes ? Hq * Dq * 8 : D * Hp;
-  const int64_t wsize = mode == Mode::Scalar ? Hi : mode == Mode::KeysInLanes ? Hq : Hp;
-  const float qmul = mode == Mode::Scalar ? 1.0f : kE4M3F16Fix;  // the decoded keys' 2^-8 folded into q
-  const int64_t chunks = (S + kKeyChunk - 1) / kKeyChunk;
-  const int64_t TBmax = std::min(T, kTokenBlock);
-  // q copies on 64-byte boundaries (a 32-byte load split over two cache lines costs twice)
-  const int64_t qstride = (qsize + 15) / 16 * 16;
-  std::vector<float> qstore(static_cast<size_t>(TBmax * qstride + 16)), wbuf(static_cast<size_t>(TBmax * wsize));
-  float* const qbase = align64(qstore.data());
-
   for (int64_t tb = 0; tb < T; tb += kTokenBlock) {
     const int64_t TB = std::min(kTokenBlock, T - tb);
-    int64_t need = 0;  // keys [0, need) are attended by some token of the block
-    for (int64_t i = 0; i < TB; i++) {
-      const int64_t t = tb + i;
-      const uint8_t* qt = q + t * Hi * D;
-      float* qf = qbase + i * qstride;
-      float* wf = wbuf.data() + i * wsize;
-      std::fill(qf, qf + qsize, 0.0f);
-      std::fill(wf, wf + wsize, 0.0f);
-      for (int64_t h = 0; h < Hi; h++) {
-        for (int64_t d = 0; d < D; d++) {
-          const float v = e4m3_to_f32(qt[h * D + d]) * qmul;
-          switch (mode) {
-            case Mode::Scalar: qf[h * D + d] = v; break;
-            case Mode::KeysInLanes: std::fill(qf + (h * Dq + d) * 8, qf + (h * Dq + d) * 8 + 8, v); break;
-            case Mode::HeadsInLanes: qf[d * Hp + h] = v; break;
-          }
-        }
-        wf[h] = weights[t * Hi + h];
-      }
-      need = std::max(need, std::min<int64_t>(S, std::max<int64_t>(0, static_cast<int64_t>(positions[t]) + 1)));
-    }
-    // One work item: key chunk ch for every token of the block.
-    auto item = [&](int64_t ch) {
-      static thread_local std::vector<float> keybuf;
-      static thread_local std::vector<uint8_t> padbuf;
-      const int64_t s0 = ch * kKeyChunk, s1 = std::min(S, s0 + kKeyChunk);
-      const int64_t n = std::max<int64_t>(0, std::min(s1, need) - s0);  // keys of the chunk anyone attends
-      const uint8_t* kc = keys + s0 * D;
-      float* kb = nullptr;
-      uint8_t* pad = nullptr;
-      if (n > 0) {
-        if (mode == Mode::KeysInLanes) {
-          if (padbuf.size() < static_cast<size_t>(8 * Dq)) padbuf.resize(static_cast<size_t>(8 * Dq));
-          pad = padbuf.data();
-        }
-#if GLANCE_X86
-        if (mode == Mode::KeysInLanes && TB > 1) {  // decode once for the block's tokens: groups of 8, [Dq][8]
-          kb = scratch(keybuf, static_cast<size_t>(kKeyChunk * Dq));
-          for (int64_t j = 0; j < n; j += 8) {
-            const int64_t m = std::min<int64_t>(8, n - j);
-            if (m == 8 && D == Dq) {
-              decode_group(kb + j * Dq, kc + j * D, D, Dq);
-            } else {
-              std::fill(pad, pad + 8 * Dq, uint8_t{0});
-              for (int64_t i = 0; i < m; i++) std::copy(kc + (j + i) * D, kc + (j + i + 1) * D, pad + i * Dq);
-              decode_group(kb + j * Dq, pad, Dq, Dq);
-            }
-          }
-        } else if (mode == Mode::HeadsInLanes) {  // decode once for all heads and tokens: rows of Dp
-          kb = scratch(keybuf, static_cast<size_t>((kKeyChunk + kTileSlack) * Dp));
-          for (int64_t j = 0; j < n; j++) decode_key_avx2(kb + j * Dp, kc + j * D, D, Dp);
-        }
-#endif
-        if (mode == Mode::Scalar) {
-          kb = scratch(keybuf, static_cast<size_t>(kKeyChunk * D));
-          for (int64_t j = 0; j < n * D; j++) kb[j] = e4m3_to_f32(kc[j]);
-        }
-      }
-      for (int64_t i = 0; i < TB; i++) {
-        const int64_t t = tb + i;
-        float* o = out + t * S;
-        const int64_t ve = std::max(s0, std::min<int64_t>(s1, static_cast<int64_t>(positions[t]) + 1));
-        const int64_t m = ve - s0;
-        if (m > 0) {
-          const float* qf = qbase + i * qstride;
-          const float* wf = wbuf.data() + i * wsize;
-          const float* ks = key_scales + s0;
-          switch (mode) {
-#if GLANCE_X86
-            case Mode::KeysInLanes:
-              if (TB == 1) kLanesBytes[Hq](o + s0, kc, m, D, Dq, qf, wf, ks, pad);
-              else kLanesDecoded[Hq](o + s0, kb, m, Dq, qf, wf, ks);
-              break;
-            case Mode::HeadsInLanes: scores_heads_in_lanes(o + s0, kb, m, Dp, qf, wf, Hp, D, ks); break;
-#endif
-            default: scores_scalar(o + s0, kb, m, qf, wf, Hi, D, ks); break;
-          }
-        }
-        for (int64_t s = ve; s < s1; s++) o[s] = ninf;
-      }
-    };
-    const int64_t work = need * TB * (Hi * D + D) + TB * S;
-    const int threads = threads_for(work, 1 << 15);
+    const Fp8IndexerBlock block(q, weights, keys, key_scales, tb, TB, S, Hi, D, positions);
+    float* o = out + tb * S;
+    const int threads = threads_for(block.work(), 1 << 15);
     if (TB == T) {  // one block (decode, short prompts): equal contiguous ranges of keys per thread
       parallel_for(
-          chunks,
+          block.chunks(),
           [&](int64_t b, int64_t e) {
-            for (int64_t ch = b; ch < e; ch++) item(ch);
+            for (int64_t ch = b; ch < e; ch++) block.score_chunk(ch, o, S);
           },
           threads);
     } else {  // prefill: causal rows make chunks unequal
-      parallel_dynamic(chunks, item, threads);
+      parallel_dynamic(block.chunks(), [&](int64_t ch) { block.score_chunk(ch, o, S); }, threads);
     }
   }
 }

@@ -73,6 +73,13 @@ void mla_expand_value(float* out, const float* o, int64_t T, int64_t H, int64_t 
 void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64_t T, int64_t H, int64_t kvLora,
                    int64_t rope, float scale, const int32_t* indices, int64_t k, const int32_t* positions);
 
+// mla_attention over a bf16 latent cache: kv [S, kvLora + rope] holds bf16 bit patterns, each element taken as its
+// exact fp32 widening; q, out and all arithmetic fp32, otherwise the same contract (the CUDA sparse_mla_attention
+// reads a bf16 cache too). Half the bytes per gathered row.
+void mla_attention_bf16(float* out, const float* q, const uint16_t* kv, int64_t S, int64_t T, int64_t H,
+                        int64_t kvLora, int64_t rope, float scale, const int32_t* indices, int64_t k,
+                        const int32_t* positions);
+
 // ---- indexer.cc -----------------------------------------------------------------------------------------
 
 // Lightning-indexer scores. q: [T, Hi, D]; weights: [T, Hi]; keys: [S, D]; out: [T, S].
@@ -90,6 +97,15 @@ void indexer_scores(float* out, const float* q, const float* weights, const floa
 void indexer_scores_fp8(float* out, const uint8_t* q, const float* weights, const uint8_t* keys,
                         const float* key_scales, int64_t T, int64_t S, int64_t Hi, int64_t D,
                         const int32_t* positions);
+
+// ---- indexer_topk.cc ------------------------------------------------------------------------------------
+
+// The indexer's token selection (the CUDA indexer_topk): idx[T, k] = topk(indexer_scores_fp8(...)) with the
+// arguments of indexer_scores_fp8, element for element the result of those two ops (ascending positions, -1 padded).
+// One query (decode) scores and selects with both steps split over the threads; the scores are never materialised
+// for the caller.
+void indexer_topk(int32_t* idx, const uint8_t* q, const float* weights, const uint8_t* keys, const float* key_scales,
+                  int64_t T, int64_t S, int64_t Hi, int64_t D, const int32_t* positions, int64_t k);
 
 // ---- hadamard.cc ----------------------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "dtype.h"
 #include "kernels.h"
 #include "microkernel.h"
 #include "simd.h"
@@ -112,23 +114,57 @@ namespace {
 constexpr int kGroup = 16;
 constexpr int kBlock = 16;  // rows per online-softmax step (a multiple of 8; 16 rows of 576 floats stay in L1)
 constexpr int64_t kSplitTarget = 16;  // split the rows when there are fewer (t, head-group) items than this
+constexpr int64_t kPrefetchAhead = 32;  // sparse: selected rows prefetched this far ahead of the block in hand
 
 struct AttnArgs {
   const float* q;
-  const float* kv;
   int64_t H, L, D;  // D = L + rope
   float scale;
 };
 
-// Sparse selections gather rows from anywhere in a cache of many MB: ask for the next block's rows while the
+// Sparse selections gather rows from anywhere in a cache of many MB: ask for the rows of a later block while the
 // current block computes, or each row's DRAM latency is paid in sequence.
-inline void prefetch_rows(const float* kv, const int32_t* idx, int64_t j, int64_t je, int64_t D) {
+inline void prefetch_rows(const char* kv, int64_t rowBytes, const int32_t* idx, int64_t j, int64_t je) {
   for (; j < je; j++) {
     const int64_t s = idx[j];
     if (s < 0) continue;
-    const char* row = reinterpret_cast<const char*>(kv + s * D);
-    for (int64_t b = 0; b < D * 4; b += 64) __builtin_prefetch(row + b, 0, 3);
+    const char* row = kv + s * rowBytes;
+    for (int64_t b = 0; b < rowBytes; b += 64) __builtin_prefetch(row + b, 0, 3);
   }
+}
+
+// Where a block's rows come from: fp32 rows are used in place; bf16 rows are widened into a per-thread buffer of
+// kBlock rows (exact), so the block kernels below only ever see fp32.
+inline const float* row_ptr(const float* kv, int64_t s, int64_t D, float*, int) { return kv + s * D; }
+
+inline void widen_bf16_scalar(float* dst, const uint16_t* src, int64_t n) {
+  for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
+}
+
+#if GLANCE_X86
+GLANCE_AVX2 void widen_bf16_avx2(float* dst, const uint16_t* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    const __m256i lo = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)), 16);
+    const __m256i hi = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)), 16);
+    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(lo));
+    _mm256_storeu_ps(dst + i + 8, _mm256_castsi256_ps(hi));
+  }
+  widen_bf16_scalar(dst + i, src + i, n - i);
+}
+#endif
+
+inline const float* row_ptr(const uint16_t* kv, int64_t s, int64_t D, float* buf, int slot) {
+  float* dst = buf + slot * D;
+#if GLANCE_X86
+  if (use_avx2()) {
+    widen_bf16_avx2(dst, kv + s * D, D);
+    return dst;
+  }
+#endif
+  widen_bf16_scalar(dst, kv + s * D, D);
+  return dst;
 }
 
 // Running state of one head: acc[L] (unnormalised), m (max logit), l (sum of exp).
@@ -306,17 +342,13 @@ GLANCE_AVX2 void attend_block_avx2(const AttnArgs& A, const float* const* qg, in
 }
 #endif
 
-}  // namespace
-
-// out[t,h] = sum_s softmax_s(scale * q[t,h] . kv[s]) * kv[s][0:kvLora] over s in indices[t, 0..k) minus the -1
-// entries (sparse) or s in [0, positions[t]] (indices == null, dense). Indices/positions already checked to be
-// in [0, S); an empty set gives zeros. q: [T, H, kvLora + rope]; kv: [S, kvLora + rope]; out: [T, H, kvLora].
-void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64_t T, int64_t H, int64_t kvLora,
-                   int64_t rope, float scale, const int32_t* indices, int64_t k, const int32_t* positions) {
-  (void)S;
+// mla_attention for a cache of fp32 or bf16 rows (KV = float or uint16_t).
+template <class KV>
+void mla_attention_impl(float* out, const float* q, const KV* kv, int64_t T, int64_t H, int64_t kvLora, int64_t rope,
+                        float scale, const int32_t* indices, int64_t k, const int32_t* positions) {
   if (T <= 0 || H <= 0) return;
   const int64_t L = kvLora, D = kvLora + rope;
-  const AttnArgs A{q, kv, H, L, D, scale};
+  const AttnArgs A{q, H, L, D, scale};
   const int64_t G = std::min<int64_t>(H, kGroup);
   const int64_t groups = (H + G - 1) / G;
   // Selections padded with −1 (fewer candidates than k) are compacted first, so that split-KV divides the
@@ -381,15 +413,23 @@ void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64
     }
     const int32_t* idx = indices ? indices + t * k : nullptr;
     const float* rows[kBlock];
+    static thread_local std::vector<float> widened;  // bf16: this block's rows in fp32
+    float* wbuf = std::is_same<KV, float>::value ? nullptr : scratch(widened, static_cast<size_t>(kBlock * D));
+    const char* kvBytes = reinterpret_cast<const char*>(kv);
+    const int64_t rowBytes = D * static_cast<int64_t>(sizeof(KV));
+    if (idx) prefetch_rows(kvBytes, rowBytes, idx, j0, std::min(j1, j0 + kPrefetchAhead));
     int64_t j = j0;
     while (j < j1) {
+      if (idx) prefetch_rows(kvBytes, rowBytes, idx, std::min(j1, j + kPrefetchAhead), std::min(j1, j + kPrefetchAhead + kBlock));
       int nb = 0;
       for (; j < j1 && nb < kBlock; j++) {
         const int64_t s = idx ? idx[j] : j;
-        if (s >= 0) rows[nb++] = kv + s * D;
+        if (s >= 0) {
+          rows[nb] = row_ptr(kv, s, D, wbuf, nb);
+          nb++;
+        }
       }
       if (nb == 0) continue;
-      if (idx) prefetch_rows(kv, idx, j, std::min(j1, j + kBlock), D);
 #if GLANCE_X86
       if (avx2) {
         attend_block_avx2(A, qg, nG, rows, nb, st);
@@ -446,6 +486,25 @@ void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64
         },
         threads_for(T * H * L * splits, 1 << 14));
   }
+}
+
+}  // namespace
+
+// out[t,h] = sum_s softmax_s(scale * q[t,h] . kv[s]) * kv[s][0:kvLora] over s in indices[t, 0..k) minus the -1
+// entries (sparse) or s in [0, positions[t]] (indices == null, dense). Indices/positions already checked to be
+// in [0, S); an empty set gives zeros. q: [T, H, kvLora + rope]; kv: [S, kvLora + rope]; out: [T, H, kvLora].
+void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64_t T, int64_t H, int64_t kvLora,
+                   int64_t rope, float scale, const int32_t* indices, int64_t k, const int32_t* positions) {
+  (void)S;
+  mla_attention_impl(out, q, kv, T, H, kvLora, rope, scale, indices, k, positions);
+}
+
+// The same over bf16 cache rows (widened exactly to fp32 as they are gathered).
+void mla_attention_bf16(float* out, const float* q, const uint16_t* kv, int64_t S, int64_t T, int64_t H,
+                        int64_t kvLora, int64_t rope, float scale, const int32_t* indices, int64_t k,
+                        const int32_t* positions) {
+  (void)S;
+  mla_attention_impl(out, q, kv, T, H, kvLora, rope, scale, indices, k, positions);
 }
 
 }  // namespace glance

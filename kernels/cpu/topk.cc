@@ -4,98 +4,269 @@
 // order, -0 folded onto +0); non-finite scores get key 0, which no finite score has, and are never selected.
 // The k-th largest key (the threshold) is found 11, 11 and 10 bits at a time: a histogram of the candidates'
 // next bits picks the bucket where the count from the top reaches k; candidates in higher buckets are
-// selected, those in that bucket go on to the next level. That is O(S) per row (three passes over the row, then
-// passes over the shrinking candidate list), and exact. The row takes every key above the threshold and the
-// lowest-indexed keys equal to it, emitted in position order: no sort, and the attention that gathers those
-// rows next walks the cache forwards (DeepSeek's and vLLM's top-k are unsorted too).
+// selected, those in that bucket go on to the next level. That is O(S) per row, and exact. The row takes every
+// key above the threshold and the lowest-indexed keys equal to it, emitted in position order: no sort, and the
+// attention that gathers those rows next walks the cache forwards (DeepSeek's and vLLM's top-k are unsorted too).
+//
+// A row is cut into parts, one per thread when there are fewer rows than threads (the decode step has one row per
+// layer): each part computes its keys and level-1 histogram, then, once the threshold bucket is known, collects its
+// own keys above that bucket and its candidates in it; the later levels run on the (small) candidate list and the
+// parts' selections are concatenated in position order. The result does not depend on the number of parts.
+// The indexer fuses the first step into its scoring pass (indexer_topk.cc, through topk_detail.h).
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "kernels.h"
+#include "simd.h"
 #include "thread_pool.h"
+#include "topk_detail.h"
 
 namespace glance {
+namespace topk_detail {
 
 namespace {
 
-inline uint32_t score_key(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7f800000u) == 0x7f800000u) return 0;  // inf / nan
-  if (u == 0x80000000u) u = 0;                      // -0 -> +0
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
+constexpr uint32_t kNegZero = 0x80000000u;
 
-// Per-thread scratch, kept between calls (a decode step calls top-k once per layer).
-struct TopkScratch {
-  std::vector<uint32_t> keys;
-  std::vector<uint64_t> cand, next;  // (key << 32 | index), contiguous so later levels never gather
-};
-
-void topk_row(int32_t* idx, const float* scores, int64_t S, int64_t k, TopkScratch& sc) {
-  if (static_cast<int64_t>(sc.keys.size()) < S) sc.keys.resize(static_cast<size_t>(S));
-  uint32_t* keys = sc.keys.data();
-  // Level 1 on the top 11 bits (sign, exponent, 2 mantissa bits): fine enough that the threshold bucket is
-  // usually a small fraction of the row.
-  uint32_t hist[2048];
-  std::memset(hist, 0, sizeof hist);
+// keys + histogram, scalar; four interleaved histograms would not pay off for short ranges.
+int64_t keys_and_hist_scalar(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n) {
   int64_t finite = 0;
-  for (int64_t s = 0; s < S; s++) {
+  for (int64_t s = 0; s < n; s++) {
     const uint32_t key = score_key(scores[s]);
     keys[s] = key;
     if (key != 0) {
       finite++;
-      hist[key >> 21]++;
+      hist[key >> kHist1Shift]++;
     }
   }
-  int64_t n = 0;
-  if (finite <= k) {
-    for (int64_t s = 0; s < S; s++)
-      if (keys[s] != 0) idx[n++] = static_cast<int32_t>(s);
-    for (int64_t i = n; i < k; i++) idx[i] = -1;
+  return finite;
+}
+
+#if GLANCE_X86
+// 8 keys at a time; the counts go to four interleaved histograms (scores of one row crowd into a few buckets, and
+// back-to-back increments of one counter would wait on each other), summed into hist at the end.
+GLANCE_AVX2 int64_t keys_and_hist_avx2(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n) {
+  alignas(64) uint32_t sub[4][kHist1Buckets];
+  std::memset(sub, 0, sizeof sub);
+  const __m256i expMask = _mm256_set1_epi32(0x7f800000);
+  const __m256i signBit = _mm256_set1_epi32(static_cast<int>(kNegZero));
+  int64_t nonfinite = 0;
+  int64_t s = 0;
+  alignas(32) uint32_t b[8];
+  for (; s + 8 <= n; s += 8) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scores + s));
+    const __m256i bad = _mm256_cmpeq_epi32(_mm256_and_si256(u, expMask), expMask);
+    const __m256i negZero = _mm256_cmpeq_epi32(u, signBit);
+    __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), signBit));
+    key = _mm256_blendv_epi8(key, signBit, negZero);
+    key = _mm256_andnot_si256(bad, key);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + s), key);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm256_srli_epi32(key, kHist1Shift));
+    nonfinite += __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(bad))));
+    sub[0][b[0]]++;
+    sub[1][b[1]]++;
+    sub[2][b[2]]++;
+    sub[3][b[3]]++;
+    sub[0][b[4]]++;
+    sub[1][b[5]]++;
+    sub[2][b[6]]++;
+    sub[3][b[7]]++;
+  }
+  sub[0][0] -= static_cast<uint32_t>(nonfinite);  // key 0 (non-finite) counted in bucket 0 above
+  for (int i = 0; i < kHist1Buckets; i += 8) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hist + i));
+    for (int j = 0; j < 4; j++) v = _mm256_add_epi32(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(sub[j] + i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(hist + i), v);
+  }
+  return (s - nonfinite) + keys_and_hist_scalar(keys + s, hist, scores + s, n - s);
+}
+#endif
+
+// What one part of a row contributes once the level-1 threshold bucket b1 is known.
+struct PartScratch {
+  std::vector<int32_t> above;  // positions with a key in a bucket above b1: all selected
+  std::vector<uint64_t> cand;  // (key << 32 | position) of the non-zero keys in bucket b1
+};
+
+void scan_part_scalar(const uint32_t* keys, int64_t s0, int64_t s1, uint32_t b1, PartScratch& ps) {
+  for (int64_t s = s0; s < s1; s++) {
+    const uint32_t key = keys[s];
+    const uint32_t bk = key >> kHist1Shift;
+    if (bk > b1) ps.above.push_back(static_cast<int32_t>(s));
+    else if (bk == b1 && key != 0) ps.cand.push_back((static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(s));
+  }
+}
+
+#if GLANCE_X86
+GLANCE_AVX2 void scan_part_avx2(const uint32_t* keys, int64_t s0, int64_t s1, uint32_t b1, PartScratch& ps) {
+  const __m256i lo = _mm256_set1_epi32(static_cast<int>(b1) - 1);  // buckets are 0..2047: signed compare is fine
+  int64_t s = s0;
+  for (; s + 8 <= s1; s += 8) {
+    const __m256i bk = _mm256_srli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(keys + s)), kHist1Shift);
+    unsigned m = static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(bk, lo))));
+    while (m != 0) {
+      const int64_t i = s + __builtin_ctz(m);
+      m &= m - 1;
+      const uint32_t key = keys[i];
+      if ((key >> kHist1Shift) > b1) ps.above.push_back(static_cast<int32_t>(i));
+      else if (key != 0) ps.cand.push_back((static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(i));
+    }
+  }
+  scan_part_scalar(keys, s, s1, b1, ps);
+}
+#endif
+
+struct RowScratch {
+  std::vector<PartScratch> parts;
+  std::vector<uint64_t> cand, next;
+  std::vector<int32_t> picked;
+};
+
+// The bucket where the count from the top reaches `need`; `need` becomes the count still wanted inside it.
+int64_t pick_bucket(const uint32_t* h, int buckets, int64_t& need) {
+  int b = buckets - 1;
+  int64_t above = 0;
+  for (; b > 0; b--) {
+    if (above + h[b] >= need) break;
+    above += h[b];
+  }
+  need -= above;
+  return b;
+}
+
+}  // namespace
+
+int64_t keys_and_hist(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n) {
+#if GLANCE_X86
+  if (use_avx2() && n >= 1024) return keys_and_hist_avx2(keys, hist, scores, n);
+#endif
+  return keys_and_hist_scalar(keys, hist, scores, n);
+}
+
+void select_row(int32_t* idx, int64_t k, const uint32_t* keys, const int64_t* bounds, const uint32_t* hist, int P) {
+  if (k <= 0) return;
+  uint32_t total[kHist1Buckets];
+  std::memcpy(total, hist, sizeof total);
+  for (int p = 1; p < P; p++)
+    for (int i = 0; i < kHist1Buckets; i++) total[i] += hist[p * kHist1Buckets + i];
+  int64_t finite = 0;
+  for (int i = 0; i < kHist1Buckets; i++) finite += total[i];
+  const int64_t n = bounds[P] - bounds[0];
+  int64_t out = 0;
+  if (finite <= k) {  // every finite key
+    for (int64_t s = bounds[0]; s < bounds[0] + n; s++)
+      if (keys[s] != 0) idx[out++] = static_cast<int32_t>(s);
+    for (int64_t i = out; i < k; i++) idx[i] = -1;
     return;
   }
-  // Radix select of the k-th largest key (the threshold): at each level a histogram of the candidates' next
-  // bits picks the bucket where the count from the top reaches `need`; keys in higher buckets are taken, those
-  // in that bucket go on. After the levels (11, 11, 10 bits) the threshold key is known, with `need` = how many
-  // keys equal to it are taken (the lowest-indexed ones).
   int64_t need = k;
-  auto pick = [&](const uint32_t* h, int buckets) {
-    int b = buckets - 1;
-    int64_t above = 0;
-    for (; b > 0; b--) {
-      if (above + h[b] >= need) break;
-      above += h[b];
-    }
-    need -= above;
-    return static_cast<uint32_t>(b);
-  };
-  const uint32_t b1 = pick(hist, 2048);
-  sc.cand.clear();
-  for (int64_t s = 0; s < S; s++)
-    if (keys[s] != 0 && (keys[s] >> 21) == b1) sc.cand.push_back((static_cast<uint64_t>(keys[s]) << 32) | static_cast<uint32_t>(s));
-  uint32_t threshold = b1 << 21;
+  const uint32_t b1 = static_cast<uint32_t>(pick_bucket(total, kHist1Buckets, need));
+
+  static thread_local RowScratch tls;
+  RowScratch& rs = tls;  // the workers below must see this thread's scratch, not their own thread_local
+  if (static_cast<int>(rs.parts.size()) < P) rs.parts.resize(static_cast<size_t>(P));
+  const bool avx2 = use_avx2();
+  parallel_for(
+      P,
+      [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; p++) {
+          PartScratch& ps = rs.parts[static_cast<size_t>(p)];
+          ps.above.clear();
+          ps.cand.clear();
+#if GLANCE_X86
+          if (avx2) {
+            scan_part_avx2(keys, bounds[p], bounds[p + 1], b1, ps);
+            continue;
+          }
+#endif
+          scan_part_scalar(keys, bounds[p], bounds[p + 1], b1, ps);
+        }
+      },
+      P);
+  (void)avx2;
+
+  // Levels 2 and 3 (11 and 10 bits) on the candidates of bucket b1: after them the threshold key is known, with
+  // `need` = how many keys equal to it are taken (the lowest-positioned ones).
+  rs.cand.clear();
+  for (int p = 0; p < P; p++) rs.cand.insert(rs.cand.end(), rs.parts[p].cand.begin(), rs.parts[p].cand.end());
+  uint32_t threshold = b1 << kHist1Shift;
   const int shifts[2] = {10, 0};
   const int bits[2] = {11, 10};
+  uint32_t h[2048];
   for (int lv = 0; lv < 2; lv++) {
     const uint32_t mask = (1u << bits[lv]) - 1;
-    std::memset(hist, 0, sizeof hist);
-    for (uint64_t e : sc.cand) hist[(static_cast<uint32_t>(e >> 32) >> shifts[lv]) & mask]++;
-    const uint32_t b = pick(hist, 1 << bits[lv]);
+    std::memset(h, 0, sizeof h);
+    for (uint64_t e : rs.cand) h[(static_cast<uint32_t>(e >> 32) >> shifts[lv]) & mask]++;
+    const uint32_t b = static_cast<uint32_t>(pick_bucket(h, 1 << bits[lv], need));
     threshold |= b << shifts[lv];
-    sc.next.clear();
-    for (uint64_t e : sc.cand)
-      if (((static_cast<uint32_t>(e >> 32) >> shifts[lv]) & mask) == b) sc.next.push_back(e);
-    std::swap(sc.cand, sc.next);
+    rs.next.clear();
+    for (uint64_t e : rs.cand)
+      if (((static_cast<uint32_t>(e >> 32) >> shifts[lv]) & mask) == b) rs.next.push_back(e);
+    std::swap(rs.cand, rs.next);
   }
-  // One pass in position order: every key above the threshold, and the first `need` equal to it.
+
+  // Each part in position order: its keys above b1 merged with its candidates above the threshold and the first
+  // `need` (row-wide) equal to it.
   int64_t ties = 0;
-  for (int64_t s = 0; s < S; s++) {
-    const uint32_t key = keys[s];
-    if (key > threshold || (key == threshold && ties++ < need)) idx[n++] = static_cast<int32_t>(s);
+  for (int p = 0; p < P; p++) {
+    const PartScratch& ps = rs.parts[p];
+    rs.picked.clear();
+    for (uint64_t e : ps.cand) {
+      const uint32_t key = static_cast<uint32_t>(e >> 32);
+      if (key > threshold || (key == threshold && ties++ < need)) rs.picked.push_back(static_cast<int32_t>(e));
+    }
+    size_t i = 0, j = 0;
+    while (i < ps.above.size() && j < rs.picked.size())
+      idx[out++] = ps.above[i] < rs.picked[j] ? ps.above[i++] : rs.picked[j++];
+    while (i < ps.above.size()) idx[out++] = ps.above[i++];
+    while (j < rs.picked.size()) idx[out++] = rs.picked[j++];
   }
-  for (int64_t i = n; i < k; i++) idx[i] = -1;
+  for (int64_t i = out; i < k; i++) idx[i] = -1;
+}
+
+}  // namespace topk_detail
+
+namespace {
+
+using namespace topk_detail;
+
+// A row long enough to be worth splitting over the threads when there are fewer rows than threads.
+constexpr int64_t kSplitRowMin = 8192;
+
+struct TopkScratch {
+  std::vector<uint32_t> keys;
+  std::vector<uint32_t> hist;
+};
+
+uint32_t* keys_scratch(TopkScratch& sc, int64_t S) {
+  if (static_cast<int64_t>(sc.keys.size()) < S) sc.keys.resize(static_cast<size_t>(S));
+  return sc.keys.data();
+}
+
+void topk_row(int32_t* idx, const float* scores, int64_t S, int64_t k, TopkScratch& sc) {
+  uint32_t* keys = keys_scratch(sc, S);
+  sc.hist.assign(kHist1Buckets, 0);
+  keys_and_hist(keys, sc.hist.data(), scores, S);
+  const int64_t bounds[2] = {0, S};
+  select_row(idx, k, keys, bounds, sc.hist.data(), 1);
+}
+
+// One row on P threads: keys and histograms per part, then select_row.
+void topk_row_split(int32_t* idx, const float* scores, int64_t S, int64_t k, int P, TopkScratch& sc) {
+  uint32_t* keys = keys_scratch(sc, S);
+  sc.hist.assign(static_cast<size_t>(P) * kHist1Buckets, 0);
+  std::vector<int64_t> bounds(static_cast<size_t>(P) + 1);
+  for (int p = 0; p <= P; p++) bounds[p] = S * p / P;
+  parallel_for(
+      P,
+      [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; p++)
+          keys_and_hist(keys + bounds[p], sc.hist.data() + p * kHist1Buckets, scores + bounds[p],
+                        bounds[p + 1] - bounds[p]);
+      },
+      P);
+  select_row(idx, k, keys, bounds.data(), sc.hist.data(), P);
 }
 
 }  // namespace
@@ -104,6 +275,12 @@ void topk_row(int32_t* idx, const float* scores, int64_t S, int64_t k, TopkScrat
 // -1 padded.
 void topk(int32_t* idx, const float* scores, int64_t T, int64_t S, int64_t k) {
   if (T <= 0 || k <= 0) return;
+  const int P = pool_threads();
+  if (T < P && S >= kSplitRowMin) {
+    static thread_local TopkScratch sc;
+    for (int64_t t = 0; t < T; t++) topk_row_split(idx + t * k, scores + t * S, S, k, threads_for(S, 4096), sc);
+    return;
+  }
   parallel_for(
       T,
       [&](int64_t b, int64_t e) {

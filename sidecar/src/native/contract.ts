@@ -165,13 +165,14 @@ export interface NativeAddon {
    *  out[t, h·v + j] = Σ_c o[t,h,c] · W_UV[h][j][c]. o: [T, H, kvLora]; out: [T, H·v]. */
   mlaExpandValue(out: Float32Array, o: Float32Array, T: number, H: number, nope: number, v: number, kvB: NativeWeight): void;
 
-  /** MQA attention over latent rows (absorbed MLA). kv: cache [S, kvLora + rope] (c_kv then k_pe);
-   *  q: [T, H, kvLora + rope]; out: [T, H, kvLora].
+  /** MQA attention over latent rows (absorbed MLA). kv: cache [S, kvLora + rope] (c_kv then k_pe), fp32
+   *  (Float32Array) or bf16 bit patterns (Uint16Array, each element its exact fp32 widening: half the bytes per row);
+   *  q: [T, H, kvLora + rope]; out: [T, H, kvLora]. fp32 arithmetic either way.
    *  p[t,h,s] = softmax_s(scale · q[t,h]·kv[s]); out[t,h] = Σ_s p[t,h,s] · kv[s][0:kvLora].
    *  indices = Int32Array [T, k]: s ranges over indices[t, 0..k) skipping −1 (sparse, DSA);
    *  indices = null: s ranges over [0, positions[t]] (dense causal). Positions/indices ≥ S throw. */
   mlaAttention(
-    out: Float32Array, q: Float32Array, kv: Float32Array, S: number,
+    out: Float32Array, q: Float32Array, kv: Float32Array | Uint16Array, S: number,
     T: number, H: number, kvLora: number, rope: number, scale: number,
     indices: Int32Array | null, k: number, positions: Int32Array,
   ): void;
@@ -196,6 +197,15 @@ export interface NativeAddon {
   indexerScoresFp8(
     out: Float32Array, q: Uint8Array, weights: Float32Array, keys: Uint8Array, keyScales: Float32Array,
     T: number, S: number, Hi: number, D: number, positions: Int32Array,
+  ): void;
+
+  /** The indexer's token selection in one op (CudaOps.indexerTopk without its chunking argument): idx [T, k] =
+   *  topk(indexerScoresFp8(...)) with indexerScoresFp8's arguments, element for element what those two ops give
+   *  (ascending positions, ties to the lower position, −1 padded). A single query (a decode step) scores and selects
+   *  with both steps split over the threads and the histogram of the selection built while the scores are computed. */
+  indexerTopk(
+    idx: Int32Array, q: Uint8Array, weights: Float32Array, keys: Uint8Array, keyScales: Float32Array,
+    T: number, S: number, Hi: number, D: number, positions: Int32Array, k: number,
   ): void;
 
   /** In place: each of the N rows of x [N, D] becomes its orthonormal Walsh–Hadamard transform H_D·x / √D

@@ -1,0 +1,38 @@
+// The pieces of the exact top-k (topk.cc) that a producer of scores can fuse with (indexer_topk.cc): the order key
+// of a score, the level-1 histogram of a range of a row, and the selection of one row from its keys cut into
+// parts, with the scans split over threads. Internal to kernels/cpu.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace glance {
+namespace topk_detail {
+
+// Level 1 of the radix select: the top 11 bits of the key (sign, exponent, 2 mantissa bits).
+constexpr int kHist1Shift = 21;
+constexpr int kHist1Buckets = 1 << (32 - kHist1Shift);
+
+// A 32-bit key that orders like the score: sign-magnitude flipped to unsigned order, -0 folded onto +0.
+// Non-finite scores get 0, which no finite score has: they are never selected.
+inline uint32_t score_key(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u) return 0;  // inf / nan
+  if (u == 0x80000000u) u = 0;                      // -0 -> +0
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// keys[i] = score_key(scores[i]) for i < n, and hist[keys[i] >> kHist1Shift] += 1 for every finite one (hist is
+// added to, not cleared). Returns how many were finite.
+int64_t keys_and_hist(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n);
+
+// One row's selection from its keys [0, n) cut into P contiguous parts: part p is [bounds[p], bounds[p + 1]) with
+// its level-1 histogram at hist + p * kHist1Buckets (as keys_and_hist leaves it). idx[0, k) gets the positions of
+// the k largest keys in ascending position order, ties at the threshold to the lower positions, -1 padded when
+// fewer than k keys are non-zero. The scans of the parts run on up to P threads (parallel_for; inline when called
+// from inside a job).
+void select_row(int32_t* idx, int64_t k, const uint32_t* keys, const int64_t* bounds, const uint32_t* hist, int P);
+
+}  // namespace topk_detail
+}  // namespace glance

@@ -1,0 +1,263 @@
+// The DSA decode ops added for long contexts, each against what it must equal exactly:
+//   - topk of one long row (split over the threads) against a sort-based reference: ties, narrow values, masked rows,
+//     non-finite values, signed zeros; the same with one thread;
+//   - indexerTopk against indexerScoresFp8 followed by topk (element for element), decode and prefill shapes, both
+//     AVX2 layouts of the indexer (heads ≤ 8 and > 8), positions before the end of the cache, negative positions,
+//     fewer keys than k, tied scores;
+//   - mlaAttention over a bf16 (Uint16Array) cache against the fp32 op on the widened values (exactly equal), dense and
+//     sparse, split-KV decode and prefill; argument errors.
+// Inputs are seeded (GLANCE_TEST_SEED replays a failure). The whole file runs again with GLANCE_SIMD=scalar in a child
+// process (the last test), which checks the portable bodies against the same references.
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+
+import { loadNative } from '../../sidecar/src/native/index';
+
+const native = loadNative();
+const IS_CHILD = process.env.GLANCE_TEST_CHILD === '1';
+const SEED = process.env.GLANCE_TEST_SEED !== undefined ? Number(process.env.GLANCE_TEST_SEED) : (Date.now() ^ (process.pid << 8)) >>> 0;
+const seedNote = `(seed ${SEED}; replay with GLANCE_TEST_SEED=${SEED})`;
+let rngState = SEED >>> 0;
+/** mulberry32: uniform in [0, 1). */
+function rand(): number {
+  rngState = (rngState + 0x6d2b79f5) >>> 0;
+  let t = rngState;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+function randInt(n: number): number {
+  return Math.floor(rand() * n);
+}
+
+function assertSameInts(ours: Int32Array, ref: Int32Array, label: string): void {
+  assert.equal(ours.length, ref.length, `${label}: length`);
+  for (let i = 0; i < ref.length; i++) {
+    if (ours[i] !== ref[i]) assert.fail(`${label}: element ${i} is ${ours[i]}, expected ${ref[i]} ${seedNote}`);
+  }
+}
+
+/** The k largest finite scores of each row, ties to the lower index, as a set in position order, −1 padded. */
+function refTopk(scores: Float32Array, T: number, S: number, k: number): Int32Array {
+  const idx = new Int32Array(T * k).fill(-1);
+  for (let t = 0; t < T; t++) {
+    const cand: number[] = [];
+    for (let s = 0; s < S; s++) if (Number.isFinite(scores[t * S + s])) cand.push(s);
+    cand.sort((a, b) => {
+      const va = scores[t * S + a];
+      const vb = scores[t * S + b];
+      return va > vb ? -1 : va < vb ? 1 : a - b;
+    });
+    const chosen = cand.slice(0, Math.min(k, cand.length)).sort((a, b) => a - b);
+    for (let j = 0; j < chosen.length; j++) idx[t * k + j] = chosen[j];
+  }
+  return idx;
+}
+
+function withThreads<R>(n: number, fn: () => R): R {
+  const before = native.backends().cpu.threads;
+  native.setThreads(n);
+  try {
+    return fn();
+  } finally {
+    native.setThreads(before);
+  }
+}
+
+// ---- topk, one long row -----------------------------------------------------------------------------------
+
+test('topk: one long row split over the threads equals the reference (ties, narrow, masked, special values)', () => {
+  const kinds = ['random', 'ties', 'narrow', 'masked', 'few-finite', 'special', 'signed-zero', 'all-equal'] as const;
+  for (const kind of kinds) {
+    for (const S of [8192, 40_000]) {
+      const k = 2048;
+      const scores = new Float32Array(S);
+      for (let s = 0; s < S; s++) {
+        let v: number;
+        switch (kind) {
+          case 'ties': v = randInt(40) - 10; break;
+          case 'narrow': v = 1 + rand() * 1e-3; break; // one level-1 bucket holds every score
+          case 'masked': v = s > S / 2 ? -Infinity : rand() * 10 - 5; break;
+          case 'few-finite': v = randInt(S) < 1000 ? rand() : -Infinity; break; // fewer than k finite
+          case 'special': v = [NaN, Infinity, -Infinity, 3.5, -3.5, 1e-40, -1e-40, 3.4e38, -3.4e38, rand()][s % 10]; break;
+          case 'signed-zero': v = [0, -0, 1e-3, -1e-3][randInt(4)]; break;
+          case 'all-equal': v = 0.25; break;
+          default: v = rand() * 200 - 100;
+        }
+        scores[s] = v;
+      }
+      const ref = refTopk(scores, 1, S, k);
+      for (const threads of [0, 1]) {
+        const idx = new Int32Array(k).fill(-2);
+        const run = () => native.topk(idx, scores, 1, S, k);
+        if (threads === 0) run();
+        else withThreads(threads, run);
+        assertSameInts(idx, ref, `topk ${kind} S=${S} threads=${threads || 'all'}`);
+      }
+    }
+  }
+});
+
+// ---- indexerTopk -------------------------------------------------------------------------------------------
+
+/** A random e4m3 byte that is not a NaN code (0x7F / 0xFF), with exponents in a moderate range. */
+function e4m3Byte(): number {
+  for (;;) {
+    const b = randInt(256);
+    const e = (b >> 3) & 15;
+    if ((b & 0x7f) !== 0x7f && e >= 3 && e <= 12) return b;
+  }
+}
+
+interface IndexerCase {
+  T: number;
+  S: number;
+  Hi: number;
+  D: number;
+  k: number;
+  positions: number[];
+  /** copies of a few key rows repeated everywhere, so that many scores tie */
+  tiedKeys?: boolean;
+}
+
+function runIndexerCase(c: IndexerCase, label: string): void {
+  const { T, S, Hi, D, k } = c;
+  const q = Uint8Array.from({ length: T * Hi * D }, e4m3Byte);
+  const weights = Float32Array.from({ length: T * Hi }, () => rand() * 0.5 + 0.05);
+  const capacity = S + 7; // the cache may be longer than S: only S rows are read
+  const keys = new Uint8Array(capacity * D);
+  const distinct = Array.from({ length: 5 }, () => Uint8Array.from({ length: D }, e4m3Byte));
+  for (let s = 0; s < capacity; s++) {
+    if (c.tiedKeys) keys.set(distinct[s % distinct.length], s * D);
+    else for (let d = 0; d < D; d++) keys[s * D + d] = e4m3Byte();
+  }
+  const keyScales = Float32Array.from({ length: capacity }, () => (c.tiedKeys ? 1 / 64 : 2 ** (randInt(5) - 8)));
+  const positions = Int32Array.from(c.positions);
+  const scores = new Float32Array(T * S);
+  native.indexerScoresFp8(scores, q, weights, keys, keyScales, T, S, Hi, D, positions);
+  const ref = new Int32Array(T * k);
+  native.topk(ref, scores, T, S, k);
+  for (const threads of [0, 1]) {
+    const idx = new Int32Array(T * k).fill(-2);
+    const run = () => native.indexerTopk(idx, q, weights, keys, keyScales, T, S, Hi, D, positions, k);
+    if (threads === 0) run();
+    else withThreads(threads, run);
+    assertSameInts(idx, ref, `${label} threads=${threads || 'all'}`);
+  }
+  // and the selection itself is right (the two ops above are checked against references in kernels.test.ts)
+  assertSameInts(ref, refTopk(scores, T, S, k), `${label}: topk of the scores`);
+}
+
+test('indexerTopk equals indexerScoresFp8 then topk: decode shapes, both indexer layouts, ties, short positions', () => {
+  const cases: (IndexerCase & { name: string })[] = [
+    { name: 'decode 4x64', T: 1, S: 20_000, Hi: 4, D: 64, k: 2048, positions: [19_999] },
+    { name: 'decode position past S', T: 1, S: 9000, Hi: 4, D: 64, k: 2048, positions: [50_000] },
+    { name: 'decode mid-cache position', T: 1, S: 12_000, Hi: 4, D: 64, k: 2048, positions: [7000] },
+    { name: 'decode fewer keys than k', T: 1, S: 3000, Hi: 4, D: 64, k: 2048, positions: [1500] },
+    { name: 'decode negative position', T: 1, S: 3000, Hi: 4, D: 64, k: 16, positions: [-1] },
+    { name: 'decode 16x128 (heads in lanes)', T: 1, S: 6000, Hi: 16, D: 128, k: 512, positions: [5999] },
+    { name: 'decode 3x40 (odd sizes)', T: 1, S: 5001, Hi: 3, D: 40, k: 300, positions: [5000] },
+    { name: 'decode tied scores', T: 1, S: 10_000, Hi: 4, D: 64, k: 2048, positions: [9999], tiedKeys: true },
+  ];
+  for (const c of cases) runIndexerCase(c, `indexerTopk ${c.name}`);
+});
+
+test('indexerTopk equals indexerScoresFp8 then topk: prefill (causal rows over several blocks), batch of two', () => {
+  const S = 3000;
+  const T = 150; // three blocks of queries
+  const positions = Array.from({ length: T }, (_, t) => S - T + t);
+  runIndexerCase({ T, S, Hi: 4, D: 64, k: 256, positions }, 'indexerTopk prefill');
+  runIndexerCase({ T: 2, S: 9000, Hi: 4, D: 64, k: 2048, positions: [8999, 4000] }, 'indexerTopk two queries');
+  runIndexerCase({ T: 3, S: 100, Hi: 4, D: 64, k: 16, positions: [-1, 0, 99] }, 'indexerTopk short rows');
+});
+
+test('indexerTopk: argument checks name the argument', () => {
+  const ok = {
+    idx: new Int32Array(8), q: new Uint8Array(4 * 64), w: new Float32Array(4), keys: new Uint8Array(100 * 64),
+    ks: new Float32Array(100), pos: Int32Array.of(99),
+  };
+  assert.throws(() => native.indexerTopk(new Int32Array(7), ok.q, ok.w, ok.keys, ok.ks, 1, 100, 4, 64, ok.pos, 8), {
+    name: 'RangeError',
+    message: /indexerTopk: idx has length 7, expected 8/,
+  });
+  assert.throws(() => native.indexerTopk(ok.idx, ok.q, ok.w, ok.keys.subarray(0, 64 * 99), ok.ks, 1, 100, 4, 64, ok.pos, 8), {
+    name: 'RangeError',
+    message: /indexerTopk: keys has length 6336, expected at least 6400/,
+  });
+  assert.throws(
+    () => native.indexerTopk(ok.idx, new Float32Array(256) as unknown as Uint8Array, ok.w, ok.keys, ok.ks, 1, 100, 4, 64, ok.pos, 8),
+    { name: 'TypeError', message: /indexerTopk: q must be a Uint8Array/ },
+  );
+});
+
+// ---- mlaAttention over a bf16 cache ------------------------------------------------------------------------
+
+/** A random fp32 cache and the same values as bf16 bit patterns (the fp32 copy holds the widened bf16 values). */
+function bf16Cache(n: number): { f32: Float32Array; bf16: Uint16Array } {
+  const f32 = new Float32Array(n);
+  const bits = new Uint32Array(f32.buffer);
+  const bf16 = new Uint16Array(n);
+  for (let i = 0; i < n; i++) {
+    f32[i] = (rand() * 2 - 1) * 2;
+    bf16[i] = bits[i] >>> 16;
+    bits[i] = bf16[i] << 16;
+  }
+  return { f32, bf16 };
+}
+
+test('mlaAttention with a bf16 cache equals the fp32 op on the widened rows (dense, sparse, split-KV, prefill)', () => {
+  const cases = [
+    { T: 1, S: 3000, H: 8, L: 256, R: 32, k: 2048, sparse: true }, // decode: split-KV over the selected rows
+    { T: 1, S: 700, H: 8, L: 256, R: 32, k: 0, sparse: false }, // decode, dense
+    { T: 5, S: 300, H: 20, L: 64, R: 16, k: 40, sparse: true }, // more than 16 heads, several queries
+    { T: 37, S: 37, H: 4, L: 40, R: 8, k: 0, sparse: false }, // prefill, causal, odd sizes
+  ];
+  for (const c of cases) {
+    const D = c.L + c.R;
+    const { f32, bf16 } = bf16Cache((c.S + 3) * D); // longer than S: only S rows are read
+    const q = Float32Array.from({ length: c.T * c.H * D }, () => (rand() * 2 - 1) * 0.3);
+    const positions = Int32Array.from({ length: c.T }, (_, t) => c.S - c.T + t);
+    let indices: Int32Array | null = null;
+    if (c.sparse) {
+      indices = new Int32Array(c.T * c.k);
+      for (let i = 0; i < indices.length; i++) indices[i] = randInt(8) === 0 ? -1 : randInt(c.S);
+    }
+    const ref = new Float32Array(c.T * c.H * c.L).fill(NaN);
+    native.mlaAttention(ref, q, f32, c.S, c.T, c.H, c.L, c.R, 0.125, indices, c.k, positions);
+    for (const threads of [0, 1]) {
+      const out = new Float32Array(c.T * c.H * c.L).fill(NaN);
+      const run = () => native.mlaAttention(out, q, bf16, c.S, c.T, c.H, c.L, c.R, 0.125, indices, c.k, positions);
+      if (threads === 0) run();
+      else withThreads(threads, run);
+      for (let i = 0; i < ref.length; i++) {
+        if (!Object.is(out[i], ref[i])) assert.fail(`mlaAttention bf16 ${JSON.stringify(c)} threads=${threads}: element ${i} is ${out[i]}, fp32 op gives ${ref[i]} ${seedNote}`);
+      }
+    }
+  }
+});
+
+test('mlaAttention: a bf16 cache is length-checked like an fp32 one; other array types are refused', () => {
+  const q = new Float32Array(8 * 24);
+  const out = new Float32Array(8 * 16);
+  assert.throws(() => native.mlaAttention(out, q, new Uint16Array(10 * 24 - 1), 10, 1, 8, 16, 8, 1, null, 0, Int32Array.of(9)), {
+    name: 'RangeError',
+    message: /mlaAttention: kv has length 239, expected at least 240/,
+  });
+  assert.throws(
+    () => native.mlaAttention(out, q, new Int16Array(240) as unknown as Uint16Array, 10, 1, 8, 16, 8, 1, null, 0, Int32Array.of(9)),
+    { name: 'TypeError', message: /mlaAttention: kv must be a Float32Array or a Uint16Array/ },
+  );
+});
+
+// ---- the scalar fallback ---------------------------------------------------------------------------------
+
+test('the portable scalar kernels pass the same tests (child process, GLANCE_SIMD=scalar)', { skip: IS_CHILD }, () => {
+  const env: NodeJS.ProcessEnv = { ...process.env, GLANCE_SIMD: 'scalar', GLANCE_TEST_CHILD: '1', GLANCE_TEST_SEED: String(SEED) };
+  delete env.NODE_TEST_CONTEXT; // run as a plain script (TAP on stdout, exit code 1 on failure)
+  const r = spawnSync(process.execPath, [__filename], { env, encoding: 'utf8', timeout: 300_000 });
+  const out = r.stdout ?? '';
+  assert.equal(r.status, 0, `scalar run failed ${seedNote}:\n${out.slice(-4000)}\n${(r.stderr ?? '').slice(-2000)}`);
+  assert.match(out, /# pass [1-9]\d*\n# fail 0/, 'the scalar run must have run the tests');
+});
