@@ -98,7 +98,12 @@ export function activate(context: vscode.ExtensionContext): void {
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration('glance.completion.enabled')) statusBar.setCompletionsEnabled(readConfig().completionEnabled);
       // a token pasted into settings moves to secret storage (its removal from settings fires this again: a no-op)
-      if (e.affectsConfiguration('glance.remote.token')) void remoteToken.migrateFromSettings();
+      if (e.affectsConfiguration('glance.remote.token')) {
+        void remoteToken.migrateFromSettings().then((moved) => {
+          // a remote that failed for want of a token gets another try with it
+          if (moved && readConfig().remoteUrl !== '' && sup.state.kind === 'error') void sup.restart();
+        });
+      }
       if (['glance.model.path', 'glance.device', 'glance.remote.url', 'glance.gpuMemoryGiB'].some((k) => e.affectsConfiguration(k))) {
         void vscode.window.showInformationMessage('Glance: restart the sidecar to use the new settings?', 'Restart').then((c) => {
           if (c) void sup.restart();

@@ -21,18 +21,23 @@ export class RemoteTokenStore {
     return ((await this.secrets.get(SECRET_KEY)) ?? '').trim();
   }
 
-  /** Moves a token found in settings into SecretStorage (queued after any migration already running). */
-  migrateFromSettings(): Promise<void> {
-    this.migration = this.migration.then(() => this.migrate()).catch((e: unknown) => {
+  /**
+   * Moves a token found in settings into SecretStorage (queued after any migration already running); resolves to
+   * whether a token was moved.
+   */
+  migrateFromSettings(): Promise<boolean> {
+    const moved = this.migration.then(() => this.migrate()).catch((e: unknown) => {
       this.log.error(`moving glance.remote.token into secret storage failed: ${(e as Error).message}`);
+      return false;
     });
-    return this.migration;
+    this.migration = moved.then(() => undefined);
+    return moved;
   }
 
-  private async migrate(): Promise<void> {
+  private async migrate(): Promise<boolean> {
     const config = vscode.workspace.getConfiguration('glance');
     const plan = planTokenMigration(config.inspect<string>('remote.token') ?? {});
-    if (plan === null) return;
+    if (plan === null) return false;
     await this.secrets.store(SECRET_KEY, plan.token);
     const left: string[] = [];
     for (const scope of plan.clear) {
@@ -54,6 +59,7 @@ export class RemoteTokenStore {
       ? `Glance: the remote sidecar token found in settings is now in VS Code's secret storage, but it could not be removed from ${left.join(', ')}. Remove glance.remote.token from settings by hand.`
       : `Glance: the remote sidecar token was in ${where} settings (plain text). It is now in VS Code's secret storage and removed from settings; use "Glance: Set Remote Sidecar Token" to change it.`;
     void vscode.window.showWarningMessage(message);
+    return true;
   }
 
   /** Asks for the token (masked) and stores it; an empty answer removes it. Returns whether anything changed. */
