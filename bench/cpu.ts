@@ -2,7 +2,7 @@
 // context lengths, sparse (DSA) beside dense attention, with the machine's measured memory bandwidth and the
 // decode roofline (bytes that must be read per token / bandwidth) printed beside our figures.
 //
-//   npm run bench:cpu [-- --contexts 1024,8192,32768 --decode 16 --attention sparse,dense]
+//   npm run bench:cpu [-- --contexts 1024,8192,32768 --decode 16 --attention sparse,dense --profile]
 //
 // Each (context, attention) case runs in its own child process so that its peak RSS is its own.
 
@@ -11,7 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { loadModel, type AttentionMode, type IndexerPrecision } from '../sidecar/src/engine/model';
+import { kvCacheBytes, loadModel, type AttentionMode, type IndexerPrecision } from '../sidecar/src/engine/model';
+import type { NativeAddon } from '../sidecar/src/native/contract';
 import type { ModelConfig } from '../sidecar/src/engine/types';
 import { loadNative } from '../sidecar/src/native/index';
 import { ensureRandomModel } from './random-model';
@@ -24,6 +25,8 @@ interface CaseResult {
   decodeTokensPerSecond: number;
   peakRssMiB: number;
   cacheMiB: number;
+  /** --profile: ms per decode step spent in each native op (median step's share is not separable: the mean). */
+  profile?: Record<string, { ms: number; calls: number }>;
 }
 
 const modelDir = path.resolve(__dirname, '..', '..', 'bench', 'out', 'ds32-50m');
@@ -34,7 +37,9 @@ function median(xs: number[]): number {
 }
 
 /** Bytes a decode step must read: active weights plus the caches attention touches. */
-function decodeBytes(cfg: ModelConfig, bytesPerParam: number, context: number, attention: AttentionMode, indexer: IndexerPrecision): number {
+function decodeBytes(
+  cfg: ModelConfig, bytesPerParam: number, context: number, attention: AttentionMode, indexer: IndexerPrecision, kvBytes: number,
+): number {
   const D = cfg.hiddenSize;
   const H = cfg.numHeads;
   const qHead = cfg.qkNopeHeadDim + cfg.qkRopeHeadDim;
@@ -49,9 +54,9 @@ function decodeBytes(cfg: ModelConfig, bytesPerParam: number, context: number, a
       const ix = cfg.indexer!;
       params += ix.nHeads * ix.headDim * (cfg.qLoraRank ?? 0) + ix.headDim * D + ix.nHeads * D;
       const keyBytes = indexer === 'fp8' ? ix.headDim + 4 : ix.headDim * 4;
-      cacheBytes += context * keyBytes + Math.min(context, ix.topk) * latent * 4;
+      cacheBytes += context * keyBytes + Math.min(context, ix.topk) * latent * kvBytes;
     } else {
-      cacheBytes += context * latent * 4;
+      cacheBytes += context * latent * kvBytes;
     }
     if (cfg.mlpLayerTypes[l] === 'dense') params += 3 * D * cfg.intermediateSize;
     else {
@@ -62,8 +67,33 @@ function decodeBytes(cfg: ModelConfig, bytesPerParam: number, context: number, a
   return params * bytesPerParam + cacheBytes;
 }
 
-async function runCase(context: number, attention: AttentionMode, indexer: IndexerPrecision, decodeTokens: number): Promise<CaseResult> {
-  const model = await loadModel(modelDir, { attention, indexerPrecision: indexer });
+/** The addon with a timer around every op (for --profile); `timing.on` switches the accounting. */
+function timedNative(timing: { on: boolean; ops: Map<string, { ms: number; calls: number }> }): NativeAddon {
+  const native = loadNative();
+  return new Proxy(native, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof v !== 'function' || typeof prop !== 'string') return v;
+      const fn = v as (...args: unknown[]) => unknown;
+      return (...args: unknown[]) => {
+        if (!timing.on) return fn.apply(target, args);
+        const s = process.hrtime.bigint();
+        const r = fn.apply(target, args);
+        const e = timing.ops.get(prop) ?? { ms: 0, calls: 0 };
+        e.ms += Number(process.hrtime.bigint() - s) / 1e6;
+        e.calls++;
+        timing.ops.set(prop, e);
+        return r;
+      };
+    },
+  });
+}
+
+async function runCase(
+  context: number, attention: AttentionMode, indexer: IndexerPrecision, decodeTokens: number, profile: boolean,
+): Promise<CaseResult> {
+  const timing = { on: false, ops: new Map<string, { ms: number; calls: number }>() };
+  const model = await loadModel(modelDir, { attention, indexerPrecision: indexer, native: profile ? timedNative(timing) : undefined });
   const cfg = model.config;
   const seq = model.createSequence(context + decodeTokens + 1);
   const ids = new Int32Array(context);
@@ -76,11 +106,14 @@ async function runCase(context: number, attention: AttentionMode, indexer: Index
     let next = 0;
     for (let v = 1; v < logits.length; v++) if (logits[v] > logits[next]) next = v;
     const s = process.hrtime.bigint();
+    timing.on = profile;
     logits = seq.forward(Int32Array.of(next), false);
+    timing.on = false;
     steps.push(Number(process.hrtime.bigint() - s) / 1e6);
   }
   const latent = cfg.kvLoraRank + cfg.qkRopeHeadDim;
-  const keyFloats = attention === 'sparse' && cfg.indexer ? (indexer === 'fp8' ? (cfg.indexer.headDim + 4) / 4 : cfg.indexer.headDim) : 0;
+  const keyBytes = attention === 'sparse' && cfg.indexer ? (indexer === 'fp8' ? cfg.indexer.headDim + 4 : cfg.indexer.headDim * 4) : 0;
+  const rowBytes = latent * kvCacheBytes(model.kvCacheDtype) + keyBytes;
   const ms = median(steps);
   return {
     context,
@@ -89,7 +122,10 @@ async function runCase(context: number, attention: AttentionMode, indexer: Index
     decodeMsPerToken: ms,
     decodeTokensPerSecond: 1000 / ms,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
-    cacheMiB: (seq.length * (latent + keyFloats) * 4 * cfg.numLayers) / 2 ** 20,
+    cacheMiB: (seq.length * rowBytes * cfg.numLayers) / 2 ** 20,
+    profile: profile
+      ? Object.fromEntries([...timing.ops].map(([op, v]) => [op, { ms: v.ms / decodeTokens, calls: v.calls / decodeTokens }]))
+      : undefined,
   };
 }
 
@@ -101,12 +137,13 @@ async function main(): Promise<void> {
       decode: { type: 'string', default: '16' },
       indexer: { type: 'string', default: 'fp8' },
       child: { type: 'string' },
+      profile: { type: 'boolean', default: false },
     },
   });
   const decodeTokens = Number(values.decode);
   if (values.child) {
     const [ctx, att] = values.child.split(':');
-    const r = await runCase(Number(ctx), att as AttentionMode, values.indexer as IndexerPrecision, decodeTokens);
+    const r = await runCase(Number(ctx), att as AttentionMode, values.indexer as IndexerPrecision, decodeTokens, values.profile!);
     process.stdout.write(JSON.stringify(r) + '\n');
     return;
   }
@@ -119,14 +156,20 @@ async function main(): Promise<void> {
   console.log(`# Glance CPU benchmark — ${new Date().toISOString().slice(0, 10)}`);
   console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} threads, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; addon: ${info.cpu.simd}, ${info.cpu.threads} threads`);
   console.log(`model: random deepseek_v32, ${(model.weights.totalParams / 1e6).toFixed(1)}M params, bf16 weights (${bench50mDescription(cfg)})`);
-  console.log(`measured read bandwidth: ${bandwidth.toFixed(1)} GB/s (reference for the roofline); indexer key cache: ${values.indexer}`);
+  console.log(
+    `measured read bandwidth: ${bandwidth.toFixed(1)} GB/s (reference for the roofline); indexer key cache: ${values.indexer}; ` +
+      `latent cache: ${model.kvCacheDtype}`,
+  );
   console.log('');
   console.log('| context | attention | prefill tok/s | decode tok/s | decode ms/tok | roofline tok/s | % of roofline | peak RSS MiB | KV+index cache MiB |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   const results: CaseResult[] = [];
   for (const ctx of values.contexts!.split(',').map(Number)) {
     for (const att of values.attention!.split(',') as AttentionMode[]) {
-      const child = spawnSync(process.execPath, [__filename, '--child', `${ctx}:${att}`, '--decode', String(decodeTokens), '--indexer', values.indexer!], {
+      const child = spawnSync(process.execPath, [
+        __filename, '--child', `${ctx}:${att}`, '--decode', String(decodeTokens), '--indexer', values.indexer!,
+        ...(values.profile ? ['--profile'] : []),
+      ], {
         encoding: 'utf8',
         stdio: ['ignore', 'pipe', 'inherit'],
         maxBuffer: 1 << 20,
@@ -134,12 +177,30 @@ async function main(): Promise<void> {
       if (child.status !== 0) throw new Error(`benchmark case ${ctx}:${att} failed (exit ${child.status})`);
       const r = JSON.parse(child.stdout.trim().split('\n').pop()!) as CaseResult;
       results.push(r);
-      const roof = (bandwidth * 1e9) / decodeBytes(cfg, 2, ctx, att, values.indexer as IndexerPrecision);
+      const roof = (bandwidth * 1e9) / decodeBytes(cfg, 2, ctx, att, values.indexer as IndexerPrecision, kvCacheBytes(model.kvCacheDtype));
       console.log(
         `| ${ctx} | ${att} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ` +
           `${roof.toFixed(1)} | ${((100 * r.decodeTokensPerSecond) / roof).toFixed(0)}% | ${r.peakRssMiB.toFixed(0)} | ${r.cacheMiB.toFixed(0)} |`,
       );
     }
+  }
+  if (values.profile) {
+    console.log('');
+    console.log('per-op profile of a decode step (a timer around every native call; ms per token, all layers):');
+    console.log('');
+    console.log(`| op | ${results.map((r) => `${r.context} ${r.attention}`).join(' | ')} |`);
+    console.log(`|---|${results.map(() => '---').join('|')}|`);
+    const ops = [...new Set(results.flatMap((r) => Object.keys(r.profile ?? {})))];
+    ops.sort((a, b) => Math.max(...results.map((r) => r.profile?.[b]?.ms ?? 0)) - Math.max(...results.map((r) => r.profile?.[a]?.ms ?? 0)));
+    for (const op of ops) {
+      const cells = results.map((r) => {
+        const p = r.profile?.[op];
+        return p ? `${p.ms.toFixed(2)} (${p.calls.toFixed(0)})` : '–';
+      });
+      console.log(`| ${op} (calls) | ${cells.join(' | ')} |`);
+    }
+    const totals = results.map((r) => Object.values(r.profile ?? {}).reduce((a, p) => a + p.ms, 0).toFixed(2));
+    console.log(`| all native ops | ${totals.join(' | ')} |`);
   }
   const at = (ctx: number, att: AttentionMode) => results.find((r) => r.context === ctx && r.attention === att);
   const maxCtx = Math.max(...results.map((r) => r.context));

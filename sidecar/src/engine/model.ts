@@ -23,11 +23,30 @@ export type AttentionMode = 'sparse' | 'dense';
  *  token per layer), 4× fewer bytes streamed per decode step; top-k sets can differ from fp32 at near-ties. */
 export type IndexerPrecision = 'fp32' | 'fp8';
 
+/** Element type of the MLA latent cache rows [c_kv | k_pe]. */
+export type KvCacheDtype = 'fp32' | 'bf16';
+
+/** The latent cache follows the checkpoint's compute precision (config.json `dtype`, `torch_dtype` in older files):
+ *  bf16 rows for bfloat16 checkpoints, which is what HF transformers itself caches when it runs them (and DeepSeek's
+ *  FP8 releases, which compute in bf16), half the bytes that a decode step gathers; fp32 rows otherwise, so that
+ *  fp32 checkpoints keep exactly fp32 math. */
+export function kvCacheDtypeFor(config: ModelConfig): KvCacheDtype {
+  const dtype = config.raw.dtype ?? config.raw.torch_dtype;
+  return dtype === 'bfloat16' ? 'bf16' : 'fp32';
+}
+
+/** Bytes per element of a latent cache of this dtype. */
+export function kvCacheBytes(dtype: KvCacheDtype): number {
+  return dtype === 'bf16' ? 2 : 4;
+}
+
 export interface ModelOptions {
   /** sparse: DSA top-k selection where the model has an indexer; dense: attend to every cached position. */
   attention: AttentionMode;
   /** default fp8 */
   indexerPrecision?: IndexerPrecision;
+  /** default: kvCacheDtypeFor(config) */
+  kvCache?: KvCacheDtype;
   onProgress?: (done: number, total: number, what: string) => void;
   native?: NativeAddon;
 }
@@ -59,6 +78,8 @@ export interface Model {
   readonly dir: string;
   readonly attention: AttentionMode;
   readonly indexerPrecision: IndexerPrecision;
+  /** The latent cache's element type (see kvCacheDtypeFor). */
+  readonly kvCacheDtype: KvCacheDtype;
   readonly native: NativeAddon;
   createSequence(maxTokens?: number): Sequence;
   /** Runs one token on each of several sequences (decode batching); returns each one's logits [vocab]. */
@@ -125,13 +146,15 @@ export async function loadModel(dir: string, opts: ModelOptions): Promise<Model>
   const finalNorm = weights.vector('model.norm.weight');
   const attention: AttentionMode = config.indexer ? opts.attention : 'dense';
   const indexerPrecision = opts.indexerPrecision ?? 'fp8';
-  const forward = new ForwardPass(native, config, layers, embed, lmHead, finalNorm, attention, indexerPrecision);
+  const kvCacheDtype = opts.kvCache ?? kvCacheDtypeFor(config);
+  const forward = new ForwardPass(native, config, layers, embed, lmHead, finalNorm, attention, indexerPrecision, kvCacheDtype);
   return {
     config,
     weights,
     dir,
     attention,
     indexerPrecision,
+    kvCacheDtype,
     native,
     createSequence: (maxTokens?: number) => new KvSequence(forward, maxTokens ?? config.maxPositionEmbeddings),
     decodeBatch: (steps: readonly BatchStep[]) => KvSequence.decodeBatch(forward, steps),
@@ -201,10 +224,11 @@ function bindLayer(config: ModelConfig, w: WeightStore, l: number): Layer {
   };
 }
 
-/** Per-layer caches of one sequence: the MLA latent rows [c_kv | k_pe] and the indexer keys, either fp32 rows
- *  or e4m3 rows with one fp32 power-of-two scale each (the 132-byte layout for a 128-dim indexer). */
+/** Per-layer caches of one sequence: the MLA latent rows [c_kv | k_pe] (fp32, or bf16 bit patterns) and the indexer
+ *  keys, either fp32 rows or e4m3 rows with one fp32 power-of-two scale each (the 132-byte layout for a 128-dim
+ *  indexer). */
 interface LayerCache {
-  kv: Float32Array;
+  kv: Float32Array | Uint16Array;
   indexKeys: Float32Array | null;
   indexKeysFp8: Uint8Array | null;
   indexKeyScales: Float32Array | null;
@@ -230,6 +254,7 @@ class ForwardPass {
     readonly finalNorm: Float32Array,
     readonly attention: AttentionMode,
     readonly indexerPrecision: IndexerPrecision,
+    readonly kvCacheDtype: KvCacheDtype,
   ) {
     this.latentDim = config.kvLoraRank + config.qkRopeHeadDim;
     this.qHeadDim = config.qkNopeHeadDim + config.qkRopeHeadDim;
@@ -240,7 +265,7 @@ class ForwardPass {
     const fp8 = useIndexer && this.indexerPrecision === 'fp8';
     const Di = this.config.indexer?.headDim ?? 0;
     return this.layers.map(() => ({
-      kv: new Float32Array(capacity * this.latentDim),
+      kv: this.kvCacheDtype === 'bf16' ? new Uint16Array(capacity * this.latentDim) : new Float32Array(capacity * this.latentDim),
       indexKeys: useIndexer && !fp8 ? new Float32Array(capacity * Di) : null,
       indexKeysFp8: fp8 ? new Uint8Array(capacity * Di) : null,
       indexKeyScales: fp8 ? new Float32Array(capacity) : null,
@@ -254,7 +279,9 @@ class ForwardPass {
     for (let l = 0; l < next.length; l++) {
       const a = from[l];
       const b = next[l];
-      b.kv.set(a.kv.subarray(0, used * latent));
+      if (a.kv instanceof Float32Array && b.kv instanceof Float32Array) b.kv.set(a.kv.subarray(0, used * latent));
+      else if (a.kv instanceof Uint16Array && b.kv instanceof Uint16Array) b.kv.set(a.kv.subarray(0, used * latent));
+      else throw new Error('latent caches of different dtypes');
       if (a.indexKeys && b.indexKeys) b.indexKeys.set(a.indexKeys.subarray(0, used * Di));
       if (a.indexKeysFp8 && b.indexKeysFp8) b.indexKeysFp8.set(a.indexKeysFp8.subarray(0, used * Di));
       if (a.indexKeyScales && b.indexKeyScales) b.indexKeyScales.set(a.indexKeyScales.subarray(0, used));
@@ -327,18 +354,24 @@ class ForwardPass {
     }
     native.rope(q, T, H, qHead, nope, rope, positions, config.rope.invFreq, config.rope.attentionFactor, true);
 
-    // Latent KV row of each new token: [c_kv (normalised) | k_pe (roped)]. One sequence writes straight into its
-    // cache; a batch computes all rows together and then places each in its own sequence's cache.
-    const kvRows = single
-      ? segments[0].caches[l].kv.subarray(segments[0].start * latent, (segments[0].start + T) * latent)
+    // Latent KV row of each new token: [c_kv (normalised) | k_pe (roped)]. One sequence with an fp32 cache writes
+    // straight into it; otherwise the rows are computed together and then stored (rounded to bf16 for a bf16 cache)
+    // each in its own sequence's cache.
+    const firstKv = segments[0].caches[l].kv;
+    const direct = single && firstKv instanceof Float32Array;
+    const kvRows = direct
+      ? firstKv.subarray(segments[0].start * latent, (segments[0].start + T) * latent)
       : new Float32Array(T * latent);
     native.matmul(kvRows, x, T, layer.kvA);
     rmsNormStrided(native, kvRows, T, latent, kvLora, layer.kvANorm, LATENT_NORM_EPS);
     native.rope(kvRows, T, 1, latent, kvLora, rope, positions, config.rope.invFreq, config.rope.attentionFactor, true);
-    if (!single) {
+    if (!direct) {
       let row = 0;
       for (const seg of segments) {
-        seg.caches[l].kv.set(kvRows.subarray(row * latent, (row + seg.count) * latent), seg.start * latent);
+        const rows = kvRows.subarray(row * latent, (row + seg.count) * latent);
+        const cache = seg.caches[l].kv;
+        if (cache instanceof Float32Array) cache.set(rows, seg.start * latent);
+        else storeBf16(cache, seg.start * latent, rows);
         row += seg.count;
       }
     }
@@ -457,16 +490,17 @@ class ForwardPass {
       const c = seg.caches[l];
       const pos = positions.subarray(row, row + n);
       const wSeg = w.subarray(row * Hi, (row + n) * Hi);
-      const scores = new Float32Array(n * S);
+      const idx = new Int32Array(n * k);
       if (!fp8) {
+        const scores = new Float32Array(n * S);
         native.indexerScores(scores, qi.subarray(row * Hi * Di, (row + n) * Hi * Di), wSeg, c.indexKeys!, n, S, Hi, Di, pos);
+        native.topk(idx, scores, n, S, k);
       } else {
-        native.indexerScoresFp8(
-          scores, q8!.subarray(row * Hi * Di, (row + n) * Hi * Di), wSeg, c.indexKeysFp8!, c.indexKeyScales!, n, S, Hi, Di, pos,
+        // scores and selection in one op: a decode step never materialises its [1, S] scores
+        native.indexerTopk(
+          idx, q8!.subarray(row * Hi * Di, (row + n) * Hi * Di), wSeg, c.indexKeysFp8!, c.indexKeyScales!, n, S, Hi, Di, pos, k,
         );
       }
-      const idx = new Int32Array(n * k);
-      native.topk(idx, scores, n, S, k);
       out.push(idx);
       row += n;
     }
@@ -651,6 +685,15 @@ class KvSequence implements Sequence {
 
 function addInPlace(a: Float32Array, b: Float32Array): void {
   for (let i = 0; i < a.length; i++) a[i] += b[i];
+}
+
+/** dst[offset + i] = bf16(src[i]), rounded to nearest even as torch's .to(torch.bfloat16) does; NaN stays NaN. */
+function storeBf16(dst: Uint16Array, offset: number, src: Float32Array): void {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < bits.length; i++) {
+    const u = bits[i];
+    dst[offset + i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x40 : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+  }
 }
 
 function gatherRows(x: Float32Array, rows: number[], D: number): Float32Array {

@@ -197,6 +197,7 @@ export function loadGpuModel(
     dir,
     attention,
     indexerPrecision: opts.indexerPrecision,
+    kvCacheDtype: opts.kvCache === 'fp32' ? 'fp32' : 'bf16',
     native,
     gpu,
     device: gpu.describe(),
