@@ -65,14 +65,18 @@ class Pool {
     fn_ = fn;
     ctx_ = ctx;
     n_ = n;
-    pending_.store(P - 1, std::memory_order_relaxed);
-    publish(P);
+    pending_.store(P, std::memory_order_relaxed);
+    const uint64_t g = next_generation(P);
+    claim_.store(serial_of(g) << 32, std::memory_order_release);
+    generation_.store(g, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
       std::lock_guard<std::mutex> lk(mutex_);
       cv_.notify_all();
     }
+    // The caller runs chunks too, and takes over any chunk no worker has claimed yet: a worker that the OS has not
+    // scheduled (another process busy on its core) then costs nothing instead of a scheduler time slice.
     t_in_job = true;
-    fn(ctx, 0, n / P);
+    run_chunks(serial_of(g), P);
     t_in_job = false;
     int spins = 0;
     while (pending_.load(std::memory_order_acquire) != 0) {
@@ -85,9 +89,28 @@ class Pool {
   // The generation word carries the job's thread count in its low 16 bits, so that a worker reads the counter
   // and whether it takes part in one atomic load (a worker left out never touches the job fields, which the
   // next job may already be rewriting).
-  void publish(int active) {
+  uint64_t next_generation(int active) const {
     const uint64_t g = generation_.load(std::memory_order_relaxed);
-    generation_.store((((g >> 16) + 1) << 16) | static_cast<uint64_t>(active), std::memory_order_seq_cst);
+    return (((g >> 16) + 1) << 16) | static_cast<uint64_t>(active);
+  }
+  void publish(int active) { generation_.store(next_generation(active), std::memory_order_seq_cst); }
+  static uint64_t serial_of(uint64_t g) { return (g >> 16) & 0xffffffffu; }
+
+  // Runs chunks of the job with this serial (P chunks) until none is left to claim. Chunk c = [n*c/P, n*(c+1)/P).
+  void run_chunks(uint64_t serial, int64_t P) {
+    uint64_t cur = claim_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((cur >> 32) != serial) return;  // a later job (this one is finished)
+      const uint64_t c = cur & 0xffffffffu;
+      if (static_cast<int64_t>(c) >= P) return;
+      if (!claim_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      // The claim holds the job open (pending_ > 0), so its fields stay those of this serial.
+      const int64_t b = n_ * static_cast<int64_t>(c) / P;
+      const int64_t e = n_ * (static_cast<int64_t>(c) + 1) / P;
+      if (b < e) fn_(ctx_, b, e);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      cur = claim_.load(std::memory_order_acquire);
+    }
   }
 
   void start(int n) {
@@ -137,12 +160,7 @@ class Pool {
       seen = g;
       if (quit_.load(std::memory_order_acquire)) return;
       const int64_t P = static_cast<int64_t>(g & 0xffff);
-      if (id < P) {
-        const int64_t b = n_ * id / P;
-        const int64_t e = n_ * (id + 1) / P;
-        if (b < e) fn_(ctx_, b, e);
-        pending_.fetch_sub(1, std::memory_order_acq_rel);
-      }
+      if (id < P) run_chunks(serial_of(g), P);
     }
   }
 
@@ -158,7 +176,9 @@ class Pool {
   ChunkFn fn_ = nullptr;
   void* ctx_ = nullptr;
   int64_t n_ = 0;
-  alignas(64) std::atomic<int> pending_{0};
+  // (job serial << 32) | next unclaimed chunk: whoever of the caller and the job's workers comes first runs a chunk.
+  alignas(64) std::atomic<uint64_t> claim_{0};
+  alignas(64) std::atomic<int> pending_{0};  // chunks not yet finished
   alignas(64) std::atomic<int> sleepers_{0};
   std::atomic<bool> quit_{false};
 };

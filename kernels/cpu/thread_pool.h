@@ -1,6 +1,8 @@
 // A persistent CPU thread pool with static chunking.
 //
-// One worker per hardware thread minus one; the calling thread takes chunk 0 itself. Workers spin for a short
+// One worker per hardware thread minus one; the calling thread runs chunks too. Chunks are claimed one at a time
+// by whoever of the caller and the job's workers is free, so a worker that the OS has not scheduled (another
+// process busy on its core) is simply not waited for. Workers spin for a short
 // while after each job (decode runs ~150 small ops per token, so the next job usually arrives within
 // microseconds) and then block on a condition variable, so an idle process burns no CPU.
 //
