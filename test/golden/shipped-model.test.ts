@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import test from 'node:test';
 
+import { repositoryFrame } from '../../sidecar/src/context/prompts';
 import { generate } from '../../sidecar/src/engine/generate';
 import { loadModel } from '../../sidecar/src/engine/model';
 import { loadTokenizer } from '../../sidecar/src/engine/tokenizer';
@@ -31,7 +32,8 @@ const reference = JSON.parse(fs.readFileSync(path.join(fixturesDir(), 'glance-ti
 };
 
 test('glance-tiny: dense logits equal PyTorch on the exported FP8 weights', async () => {
-  const model = await loadModel(modelDir, { attention: 'dense' });
+  // fp32 latent cache: the reference is fp32 math (a bfloat16 checkpoint otherwise gets HF's bf16 cache rows)
+  const model = await loadModel(modelDir, { attention: 'dense', kvCache: 'fp32' });
   for (const s of reference.sequences) {
     const ours = model.createSequence().forward(Int32Array.from(s.ids), false);
     const ref = decodeF32(s.dense.last_logits_f32_b64);
@@ -44,7 +46,7 @@ test('glance-tiny: dense logits equal PyTorch on the exported FP8 weights', asyn
 test('glance-tiny: sparse (DSA) logits agree with PyTorch', async () => {
   // The exact (fp32) indexer; the reference records rows whose top-k cut falls on tied scores (ReLU zeros),
   // where either choice is right, so the bound is looser than for dense attention.
-  const model = await loadModel(modelDir, { attention: 'sparse', indexerPrecision: 'fp32' });
+  const model = await loadModel(modelDir, { attention: 'sparse', indexerPrecision: 'fp32', kvCache: 'fp32' });
   for (const s of reference.sequences) {
     const ours = model.createSequence().forward(Int32Array.from(s.ids), false);
     const err = relativeError(ours, decodeF32(s.sparse.last_logits_f32_b64));
@@ -57,7 +59,10 @@ test('glance-tiny: completes a TypeScript prompt (FP8 indexer cache, streamed ge
   const model = await loadModel(modelDir, { attention: 'sparse' });
   const tokenizer = loadTokenizer(modelDir);
   assert.ok(tokenizer, 'the shipped model has a tokenizer');
-  const prompt = tokenizer.encode('export function isPalindrome(s: string): boolean {\n');
+  // framed as `glance generate --prompt` and the sidecar frame text: the start of a file in a repository
+  const frame = repositoryFrame(tokenizer, 'src/isPalindrome.ts');
+  assert.ok(frame, 'the shipped model has the repository tokens');
+  const prompt = [...frame, ...tokenizer.encode('export function isPalindrome(s: string): boolean {')];
   let text = '';
   let n = 0;
   for await (const step of generate(model, tokenizer, prompt, { maxTokens: 24, temperature: 0 })) {
@@ -66,4 +71,6 @@ test('glance-tiny: completes a TypeScript prompt (FP8 indexer cache, streamed ge
   }
   assert.ok(n > 0 && n <= 24, `generated ${n} tokens`);
   assert.ok(/\S/.test(text), `completion is blank: ${JSON.stringify(text)}`);
+  // plausible TypeScript for a function body: a statement keyword on an indented line
+  assert.match(text, /\n[ \t]+(return|const|let|if|for|while)\b/, `not a function body: ${JSON.stringify(text)}`);
 });

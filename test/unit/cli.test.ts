@@ -48,7 +48,7 @@ test('argument parsing: commands and options', () => {
   if (g.kind !== 'run' || g.command.command !== 'generate') throw new Error('generate');
   assert.deepEqual(
     { ...g.command },
-    { command: 'generate', model: 'm', verbose: true, prompt: 'hi', ids: null, maxTokens: 8, greedy: false, temperature: 0.7, topP: 0.9, topK: 40, repetitionPenalty: 1.1, seed: 7, stop: ['a', '\n\n'], json: true, attention: 'dense', indexer: 'fp8' },
+    { command: 'generate', model: 'm', verbose: true, prompt: 'hi', ids: null, maxTokens: 8, greedy: false, temperature: 0.7, topP: 0.9, topK: 40, repetitionPenalty: 1.1, seed: 7, stop: ['a', '\n\n'], json: true, attention: 'dense', indexer: 'fp8', file: null, raw: false },
   );
   const gi = parseCommandLine(['generate', '--ids', '1', '--max-tokens', '2', '--indexer', 'fp32']);
   assert.ok(gi.kind === 'run' && gi.command.command === 'generate' && gi.command.indexer === 'fp32');
@@ -84,6 +84,8 @@ test('argument parsing: usage errors', () => {
   usage(['logits', '--ids', '1', 'extra'], /extra/);
   usage(['logits', '--ids'], /--ids/);
   usage(['generate', '--max-tokens', '3'], /exactly one of --prompt TEXT or --ids LIST/);
+  usage(['generate', '--prompt', 'a', '--max-tokens', '3', '--raw', '--file', 'a.ts'], /--raw and --file contradict/);
+  usage(['generate', '--ids', '1', '--max-tokens', '3', '--file', 'a.ts'], /apply to --prompt text/);
   usage(['generate', '--prompt', 'a', '--ids', '1', '--max-tokens', '3'], /exactly one of/);
   usage(['generate', '--ids', '1'], /generate needs --max-tokens N/);
   usage(['generate', '--ids', '1', '--max-tokens=-1'], /--max-tokens must be an integer ≥ 0/);

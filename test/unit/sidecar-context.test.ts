@@ -94,15 +94,18 @@ test('completion prompt: everything before the cursor is identical between keyst
   const layout = layoutRepository(cache, 'demo', [file('src/a.ts', 'export const a = 1;\n')], null, 100_000);
   const body = Array.from({ length: 300 }, (_, i) => `const v${i} = ${i};`).join('\n') + '\n';
   const at = body.length - 20;
-  const p1 = completionPrompt(tok, special, cache, layout, 'src/app.ts', body, at);
+  // PSM order (the shipped model is SPM, see below): the short suffix after the cursor is recomputed per keystroke
+  const psm = { ...special, fimOrder: 'psm' as const };
+  const p1 = completionPrompt(tok, psm, cache, layout, 'src/app.ts', body, at);
   const typed = body.slice(0, at) + 'x' + body.slice(at);
-  const p2 = completionPrompt(tok, special, cache, layout, 'src/app.ts', typed, at + 1);
+  const p2 = completionPrompt(tok, psm, cache, layout, 'src/app.ts', typed, at + 1);
   let common = 0;
   while (common < p1.ids.length && p1.ids[common] === p2.ids[common]) common++;
   assert.ok(common > p1.ids.length - 40, `common prefix ${common} of ${p1.ids.length}`);
   assert.equal(p1.sharedPrefix, layout.ids.length);
   assert.equal(p1.ids[p1.ids.length - 1], special.fimMiddle);
   // SPM order: the suffix goes first, so typing at the cursor only appends to the prompt
+  assert.equal(special.fimOrder, 'spm', 'glance-tiny is trained for SPM (tokenizer_config fim_order)');
   const spm = { ...special, fimOrder: 'spm' as const };
   const s1 = completionPrompt(tok, spm, cache, layout, 'src/app.ts', body, at);
   const s2 = completionPrompt(tok, spm, cache, layout, 'src/app.ts', typed, at + 1);

@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import type { BackendInfo, NativeAddon } from '../native/contract';
 import { readConfig } from '../engine/config';
 import { GlanceError, isGlanceError } from '../engine/errors';
+import { PromptError, repositoryFrame } from '../context/prompts';
 import { checkPromptIds, generate, type ModelLike } from '../engine/generate';
 import type { SamplerOptions } from '../engine/sampling';
 import { loadTokenizer, type Tokenizer } from '../engine/tokenizer';
@@ -95,6 +96,11 @@ export interface GenerateCommand extends Common {
   json: boolean;
   attention: Attention;
   indexer: IndexerPrecision;
+  /** frame --prompt as the start of this file of a one-file repository (models with the repository tokens);
+   *  null: prompt.ts */
+  file: string | null;
+  /** send --prompt bare, without that frame */
+  raw: boolean;
 }
 
 export interface InfoCommand extends Common {
@@ -143,6 +149,10 @@ Generates up to N tokens after the prompt and streams the text to stdout, or wit
 
   --prompt TEXT         prompt text (needs tokenizer.json in the model directory)
   --ids LIST            prompt as comma-separated token ids
+  --file NAME           for models trained on repositories (glance-tiny): the prompt is the start of
+                        file NAME (default prompt.ts) of a one-file repository, as the editor's files are
+                        laid out; a bare prompt at position 0 is something such a model never saw
+  --raw                 send the prompt bare, without that frame
   --max-tokens N        tokens to generate at most (required)
   --greedy              pick the most likely token every step (same as --temperature 0)
   --temperature T       sampling temperature ≥ 0 (default: generation_config.json, else 1)
@@ -184,6 +194,8 @@ const OPTION_SPECS = {
     json: { type: 'boolean' },
     attention: { type: 'string' },
     indexer: { type: 'string' },
+    file: { type: 'string' },
+    raw: { type: 'boolean' },
   },
   info: {
     json: { type: 'boolean' },
@@ -287,6 +299,10 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
   }
   const mt = str('max-tokens');
   if (mt === undefined) throw new UsageError('generate needs --max-tokens N', cmd);
+  if (values.raw === true && str('file') !== undefined) throw new UsageError('--raw and --file contradict each other; give one', cmd);
+  if ((values.raw === true || str('file') !== undefined) && prompt === undefined) {
+    throw new UsageError('--raw and --file apply to --prompt text, not to --ids', cmd);
+  }
   const greedy = values.greedy === true;
   const temperature = str('temperature');
   if (greedy && temperature !== undefined) throw new UsageError('--greedy and --temperature contradict each other; give one', cmd);
@@ -312,6 +328,8 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
       json: values.json === true,
       attention: parseAttention(str('attention'), cmd),
       indexer: parseIndexer(str('indexer'), 'fp8', cmd),
+      file: str('file') ?? null,
+      raw: values.raw === true,
     },
   };
 }
@@ -507,7 +525,14 @@ async function runGenerate(c: GenerateCommand, io: CliIo, deps: CliDeps): Promis
     if (!tokenizer) {
       throw new GlanceError('no_tokenizer', `--prompt needs a tokenizer, and ${dir} has no tokenizer.json; pass token ids with --ids instead`);
     }
-    promptIds = [...(tokenizer.addBos && tokenizer.bosId !== null ? [tokenizer.bosId] : []), ...tokenizer.encode(c.prompt)];
+    let frame: number[] | null = null;
+    try {
+      frame = c.raw ? null : repositoryFrame(tokenizer, c.file ?? 'prompt.ts');
+    } catch (e) {
+      if (e instanceof PromptError) throw new GlanceError('bad_input', e.message);
+      throw e;
+    }
+    promptIds = [...(tokenizer.addBos && tokenizer.bosId !== null ? [tokenizer.bosId] : []), ...(frame ?? []), ...tokenizer.encode(c.prompt)];
   } else {
     promptIds = c.ids ?? [];
   }

@@ -14,6 +14,22 @@ import type { RepositoryLayout, SpecialIds, TokenCache } from './layout';
 
 export const ANCHOR_STEP = 32;
 
+/**
+ * The header that frames bare text as the start of file `fileName` in a one-file repository, for models trained on
+ * the repository layout (they have <|repo_name|> and <|file_sep|>): such a model saw every training sequence start
+ * with that header, never bare text at position 0, and degenerates without it (glance-tiny answers a bare
+ * `export function f(…) {` with a run of newlines). The sidecar's prompts always carry it; this is for the CLI.
+ * Null for models without those tokens.
+ */
+export function repositoryFrame(tok: Tokenizer, fileName: string): number[] | null {
+  const repo = tok.specialTokens.get('<|repo_name|>');
+  const sep = tok.specialTokens.get('<|file_sep|>');
+  if (repo === undefined || sep === undefined) return null;
+  const name = fileName.replace(/\\/g, '/').split('/').filter((p) => p && p !== '.' && p !== '..').join('/');
+  if (name === '') throw new PromptError(`--file must name a file (e.g. prompt.ts); found ${JSON.stringify(fileName)}`);
+  return [repo, ...tok.encode('prompt\n', { specials: 'plain' }), sep, ...tok.encode(`${name}\n`, { specials: 'plain' })];
+}
+
 export interface CompletionPromptOptions {
   maxPrefixTokens: number;
   maxSuffixTokens: number;
