@@ -36,7 +36,10 @@ class DeviceBuffer {
   explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
     if (bytes > 0) {
       GLANCE_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
-      GLANCE_CUDA_CHECK(cudaMemset(ptr_, 0, bytes));  // workspaces with counters (sparse MLA) start at zero
+      // workspaces with counters (sparse MLA, top-k) start at zero; synchronised, since the ops run on non-blocking
+      // streams that a legacy-stream memset is not ordered with
+      GLANCE_CUDA_CHECK(cudaMemset(ptr_, 0, bytes));
+      GLANCE_CUDA_CHECK(cudaDeviceSynchronize());
     }
   }
   ~DeviceBuffer() {

@@ -87,7 +87,8 @@ struct GemvJob {
 };
 constexpr int kGemvBatchJobs = 4;
 constexpr int kGemvMaxM = 8;
-// Up to kGemvBatchJobs products over the same activation rows x [M ≤ 8, ldx] in one launch. norm_w non-null:
+// Up to kGemvBatchJobs products over the same activation rows x [M, ldx] in one launch (meant for M ≤ 8: each weight
+// row is read once per 4 activation rows). norm_w non-null:
 // x̂[m, c] = x[m, c] · rsqrt(Σ_c x[m, c]² / norm_dim + eps) · norm_w[c] (the CPU's rms_norm, folded: the scale is
 // applied to the dot product). route.logits non-null (one token): the grouped jobs route the token themselves
 // (the router above, from the logits) instead of reading ids, and write ids / weights to route_ids_out / route_w_out.

@@ -359,7 +359,9 @@ class GpuSequenceImpl {
       if (s.tuned_attention) {
         topk_ws_bytes = std::max<size_t>(topk_workspace_bytes(C, cap), 16);
         topk_ws = take<uint8_t>(static_cast<int64_t>(topk_ws_bytes), sw);
-        GLANCE_CUDA_CHECK(cudaMemset(topk_ws, 0, topk_ws_bytes));  // top-k's workspace is zero between calls
+        // top-k's workspace is zero between calls; on this sequence's stream (non-blocking: a cudaMemset on the
+        // legacy stream would not be ordered before its kernels)
+        GLANCE_CUDA_CHECK(cudaMemsetAsync(topk_ws, 0, topk_ws_bytes, stream));
         const int L = s.kv_lora, R = s.rope;
         tuned_mla = !s.kv_cache_fp32 && L % 16 == 0 && L <= 512 && (L + R) % 8 == 0 && L + R <= 640;
         if (tuned_mla) {
@@ -367,7 +369,7 @@ class GpuSequenceImpl {
           mla_ws_bytes = 16;
           for (int64_t t = 1; t <= C; t++) mla_ws_bytes = std::max(mla_ws_bytes, sparse_mla_workspace_bytes(t, H, L, R, s.index_topk));
           mla_ws = take<uint8_t>(static_cast<int64_t>(mla_ws_bytes), sw);
-          GLANCE_CUDA_CHECK(cudaMemset(mla_ws, 0, mla_ws_bytes));  // its split arrival counters start at zero
+          GLANCE_CUDA_CHECK(cudaMemsetAsync(mla_ws, 0, mla_ws_bytes, stream));  // its split arrival counters start at zero
           qabs16 = take<uint16_t>(C * H * latent, sw);
         }
       }

@@ -88,7 +88,8 @@ const tinyDir = path.resolve(__dirname, '..', '..', '..', 'models', 'glance-tiny
 // decode step, 48/48 greedy). bf16 cache (the default): a step whose top-k set flips at a near-tie can move by more
 // (measured up to 0.1), so the bound is on the median step and on the greedy choices.
 for (const [kvCache, kernels, tol] of [['fp32', 'generic', 1e-3], ['bf16', 'tuned', 5e-2], ['bf16', 'generic', 5e-2]] as const) test(`glance-tiny: GPU (${kvCache} cache, ${kernels} attention kernels) vs CPU, prompt logits and teacher-forced decode past index_topk`, { skip }, async () => {
-  const cpu = await loadModel(tinyDir, { attention: 'sparse', indexerPrecision: 'fp8' });
+  // the same latent-cache precision on both sides (the CPU's default follows the checkpoint dtype: bf16 for glance-tiny)
+  const cpu = await loadModel(tinyDir, { attention: 'sparse', indexerPrecision: 'fp8', kvCache });
   const gpu = await gpuModel(tinyDir, 'fp8', undefined, kvCache, kernels);
   try {
     const V = cpu.config.vocabSize;
