@@ -2,7 +2,8 @@
 // context lengths, sparse (DSA) beside dense attention, with the machine's measured memory bandwidth and the
 // decode roofline (bytes that must be read per token / bandwidth) printed beside our figures.
 //
-//   npm run bench:cpu [-- --contexts 1024,8192,32768 --decode 16 --attention sparse,dense --profile]
+//   npm run bench:cpu [-- --contexts 1024,8192,32768 --decode 16 --attention sparse,dense --profile --threads N
+//                        --kv-cache fp32|bf16 (default: the checkpoint's precision, bf16 here)]
 //
 // Each (context, attention) case runs in its own child process so that its peak RSS is its own.
 
@@ -11,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { kvCacheBytes, loadModel, type AttentionMode, type IndexerPrecision } from '../sidecar/src/engine/model';
+import { kvCacheBytes, loadModel, type AttentionMode, type IndexerPrecision, type KvCacheDtype } from '../sidecar/src/engine/model';
 import type { NativeAddon } from '../sidecar/src/native/contract';
 import type { ModelConfig } from '../sidecar/src/engine/types';
 import { loadNative } from '../sidecar/src/native/index';
@@ -91,9 +92,10 @@ function timedNative(timing: { on: boolean; ops: Map<string, { ms: number; calls
 
 async function runCase(
   context: number, attention: AttentionMode, indexer: IndexerPrecision, decodeTokens: number, profile: boolean,
+  kvCache: KvCacheDtype | undefined,
 ): Promise<CaseResult> {
   const timing = { on: false, ops: new Map<string, { ms: number; calls: number }>() };
-  const model = await loadModel(modelDir, { attention, indexerPrecision: indexer, native: profile ? timedNative(timing) : undefined });
+  const model = await loadModel(modelDir, { attention, indexerPrecision: indexer, kvCache, native: profile ? timedNative(timing) : undefined });
   const cfg = model.config;
   const seq = model.createSequence(context + decodeTokens + 1);
   const ids = new Int32Array(context);
@@ -138,19 +140,24 @@ async function main(): Promise<void> {
       indexer: { type: 'string', default: 'fp8' },
       child: { type: 'string' },
       profile: { type: 'boolean', default: false },
+      threads: { type: 'string' },
+      'kv-cache': { type: 'string' },
     },
   });
   const decodeTokens = Number(values.decode);
+  if (values.threads) loadNative().setThreads(Number(values.threads));
   if (values.child) {
     const [ctx, att] = values.child.split(':');
-    const r = await runCase(Number(ctx), att as AttentionMode, values.indexer as IndexerPrecision, decodeTokens, values.profile!);
+    const r = await runCase(
+      Number(ctx), att as AttentionMode, values.indexer as IndexerPrecision, decodeTokens, values.profile!, values['kv-cache'] as KvCacheDtype | undefined,
+    );
     process.stdout.write(JSON.stringify(r) + '\n');
     return;
   }
   ensureRandomModel(modelDir);
   const native = loadNative();
   const bandwidth = native.measureReadBandwidth(256);
-  const model = await loadModel(modelDir, { attention: 'sparse' });
+  const model = await loadModel(modelDir, { attention: 'sparse', kvCache: values['kv-cache'] as KvCacheDtype | undefined });
   const cfg = model.config;
   const info = native.backends();
   console.log(`# Glance CPU benchmark — ${new Date().toISOString().slice(0, 10)}`);
@@ -169,6 +176,8 @@ async function main(): Promise<void> {
       const child = spawnSync(process.execPath, [
         __filename, '--child', `${ctx}:${att}`, '--decode', String(decodeTokens), '--indexer', values.indexer!,
         ...(values.profile ? ['--profile'] : []),
+        ...(values.threads ? ['--threads', values.threads] : []),
+        ...(values['kv-cache'] ? ['--kv-cache', values['kv-cache']] : []),
       ], {
         encoding: 'utf8',
         stdio: ['ignore', 'pipe', 'inherit'],
