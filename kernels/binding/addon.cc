@@ -34,6 +34,8 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   Napi::Object cpu = Napi::Object::New(env);
   cpu.Set("threads", Napi::Number::New(env, pool_threads()));
   cpu.Set("simd", Napi::String::New(env, simd_name()));
+  // attention over a bf16 latent cache with AVX-512-BF16 dot products (bf16-rounded q and probabilities)
+  cpu.Set("bf16Dot", Napi::Boolean::New(env, use_avx512_bf16()));
   Napi::Object cuda = cuda_backend_summary(env);
   Napi::Object r = Napi::Object::New(env);
   r.Set("cpu", cpu);

@@ -340,6 +340,171 @@ GLANCE_AVX2 void attend_block_avx2(const AttnArgs& A, const float* const* qg, in
     }
   }
 }
+
+// ---- bf16 cache on AVX-512-BF16 (vdpbf16ps) ----
+// The precision contract of the CUDA sparse MLA kernel (kernels/cuda/sparse_mla.cu): q rounded to bf16 (nearest
+// even), logits and the softmax in fp32, the probabilities rounded to bf16 before P.V, fp32 accumulation. The rows
+// are read as bf16 straight from the cache (no widening). Only the bf16-cache op uses it; fp32 caches keep fp32 math.
+//
+// P.V pairs two rows per vdpbf16ps: unpacklo/hi_epi16 of rows (2i, 2i+1) give, in each 32-bit lane, one column of
+// both rows, and the multiplier is the pair (p_2i, p_2i+1) broadcast. unpack works within 128-bit lanes, so the
+// accumulator of a 32-column chunk holds its columns in the order kPairCol below; the item keeps its accumulators
+// in that order and puts them back in column order once, at its end (kPairCol[i]: the column of lane i).
+// GCC 12's own AVX-512 cast/extract intrinsics trip -Wmaybe-uninitialized (_mm256_undefined_pd); not our code.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+constexpr int kPairCol[32] = {0,  1,  2,  3,  8,  9,  10, 11, 16, 17, 18, 19, 24, 25, 26, 27,
+                              4,  5,  6,  7,  12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31};
+
+inline int64_t round_up32(int64_t n) { return (n + 31) / 32 * 32; }
+
+// dst[0, Dp) = q rounded to bf16, zero beyond D.
+GLANCE_AVX512BF16 void round_query_bf16(uint16_t* dst, const float* q, int64_t D) {
+  const int64_t Dp = round_up32(D);
+  for (int64_t d = 0; d < Dp; d += 16) {
+    const int64_t n = std::max<int64_t>(0, std::min<int64_t>(16, D - d));
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+    const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, q + d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + d), reinterpret_cast<const __m256i&>(v));
+  }
+}
+
+// qb[g]: bf16 query of head g (Dp elements, zero-padded); rows[0, kBlock): bf16 rows (those past nb point at a
+// zero row); acc[g]: head g's accumulator in pair order (Lp = round_up32(L) floats).
+GLANCE_AVX512BF16 void attend_block_bf16dot(const AttnArgs& A, const uint16_t* const* qb, int G,
+                                            const uint16_t* const* rows, int nb, float* const* acc, HeadState* st) {
+  alignas(64) float logits[kGroup * kBlock];
+  alignas(64) uint32_t ppair[kGroup * kBlock / 2];  // (p_2i, p_2i+1) as two bf16
+  float alpha[kGroup];
+  const int64_t D = A.D, L = A.L;
+  const int64_t D32 = D / 32 * 32;
+  const __mmask32 dmask = static_cast<__mmask32>((uint64_t{1} << (D - D32)) - 1u);
+  const __m256 vscale = _mm256_set1_ps(A.scale);
+  for (int g = 0; g < G; g += 2) {
+    const bool two = g + 1 < G;
+    const uint16_t* q0 = qb[g];
+    const uint16_t* q1 = two ? qb[g + 1] : q0;
+    for (int j = 0; j < nb; j += 4) {
+      const uint16_t* r[4] = {rows[j], rows[j + 1], rows[j + 2], rows[j + 3]};
+      __m512 x[8];
+      for (int i = 0; i < 8; i++) x[i] = _mm512_setzero_ps();
+      int64_t d = 0;
+      for (; d < D32; d += 32) {
+        const __m512bh a0 = (__m512bh)_mm512_loadu_si512(q0 + d);
+        const __m512bh a1 = (__m512bh)_mm512_loadu_si512(q1 + d);
+        for (int i = 0; i < 4; i++) {
+          const __m512bh rv = (__m512bh)_mm512_loadu_si512(r[i] + d);
+          x[i] = _mm512_dpbf16_ps(x[i], a0, rv);
+          x[4 + i] = _mm512_dpbf16_ps(x[4 + i], a1, rv);
+        }
+      }
+      if (d < D) {
+        const __m512bh a0 = (__m512bh)_mm512_loadu_si512(q0 + d);  // zero-padded to Dp
+        const __m512bh a1 = (__m512bh)_mm512_loadu_si512(q1 + d);
+        for (int i = 0; i < 4; i++) {
+          const __m512bh rv = (__m512bh)_mm512_maskz_loadu_epi16(dmask, r[i] + d);
+          x[i] = _mm512_dpbf16_ps(x[i], a0, rv);
+          x[4 + i] = _mm512_dpbf16_ps(x[4 + i], a1, rv);
+        }
+      }
+      __m256 h[8];
+      for (int i = 0; i < 8; i++)
+        h[i] = _mm256_add_ps(_mm512_castps512_ps256(x[i]),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x[i]), 1)));
+      const __m256 sums = _mm256_mul_ps(hsum8x8(h), vscale);  // q0 . r0..r3, q1 . r0..r3
+      _mm_storeu_ps(logits + g * kBlock + j, _mm256_castps256_ps128(sums));
+      if (two) _mm_storeu_ps(logits + (g + 1) * kBlock + j, _mm256_extractf128_ps(sums, 1));
+    }
+  }
+  static_assert(kBlock == 16, "one zmm of probabilities per head");
+  const __mmask16 valid = static_cast<__mmask16>((1u << nb) - 1u);
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int g = 0; g < G; g++) {
+    float* lg = logits + g * kBlock;
+    const __m512 v = _mm512_mask_loadu_ps(ninf, valid, lg);
+    const float mnew = std::max(st[g].m, _mm512_reduce_max_ps(v));
+    const float a = st[g].m == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(st[g].m - mnew);
+    const __m256 vm = _mm256_set1_ps(mnew);
+    const __m256 p0 = exp256(_mm256_sub_ps(_mm512_castps512_ps256(v), vm));
+    const __m256 p1 = exp256(_mm256_sub_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)), vm));
+    const __m512 p = _mm512_maskz_mov_ps(
+        valid, _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(p0)), _mm256_castps_pd(p1), 1)));
+    st[g].l = st[g].l * a + _mm512_reduce_add_ps(p);  // the fp32 probabilities, as the CUDA kernel sums them
+    st[g].m = mnew;
+    alpha[g] = a;
+    const __m256bh pb = _mm512_cvtneps_pbh(p);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ppair + g * (kBlock / 2)), reinterpret_cast<const __m256i&>(pb));
+  }
+  for (int64_t c = 0; c < L; c += 32) {
+    const int64_t n = std::min<int64_t>(32, L - c);
+    const __mmask32 cm = n == 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << n) - 1u);
+    __m512i lo[kBlock / 2], hi[kBlock / 2];
+    for (int i = 0; i < kBlock / 2; i++) {
+      const __m512i ra = _mm512_maskz_loadu_epi16(cm, rows[2 * i] + c);
+      const __m512i rb = _mm512_maskz_loadu_epi16(cm, rows[2 * i + 1] + c);
+      lo[i] = _mm512_unpacklo_epi16(ra, rb);
+      hi[i] = _mm512_unpackhi_epi16(ra, rb);
+    }
+    for (int g = 0; g < G; g++) {
+      float* ac = acc[g] + c;
+      const __m512 va = _mm512_set1_ps(alpha[g]);
+      __m512 xl = _mm512_mul_ps(_mm512_loadu_ps(ac), va);
+      __m512 xh = _mm512_mul_ps(_mm512_loadu_ps(ac + 16), va);
+      const uint32_t* pp = ppair + g * (kBlock / 2);
+      for (int i = 0; i < kBlock / 2; i++) {
+        const __m512bh bp = (__m512bh)_mm512_set1_epi32(static_cast<int>(pp[i]));
+        xl = _mm512_dpbf16_ps(xl, (__m512bh)lo[i], bp);
+        xh = _mm512_dpbf16_ps(xh, (__m512bh)hi[i], bp);
+      }
+      _mm512_storeu_ps(ac, xl);
+      _mm512_storeu_ps(ac + 16, xh);
+    }
+  }
+}
+#endif
+
+#pragma GCC diagnostic pop
+
+#if GLANCE_X86
+// Rows [j0, j1) of an item (the selection idx, or positions j0.. when idx is null) with attend_block_bf16dot; on
+// return st[g].acc holds the head's unnormalised accumulator in column order, m and l its max and sum.
+void bf16dot_rows(const AttnArgs& A, const uint16_t* kv, const int32_t* idx, int64_t j0, int64_t j1,
+                  const float* const* qg, int G, HeadState* st, const char* kvBytes, int64_t rowBytes) {
+  const int64_t D = A.D, L = A.L, Dp = round_up32(D), Lp = round_up32(L);
+  static thread_local std::vector<uint16_t> qbuf, zero;
+  static thread_local std::vector<float> abuf;
+  if (qbuf.size() < static_cast<size_t>(kGroup * Dp)) qbuf.resize(static_cast<size_t>(kGroup * Dp));
+  if (zero.size() < static_cast<size_t>(std::max(Dp, Lp))) zero.resize(static_cast<size_t>(std::max(Dp, Lp)), 0);
+  float* accp = scratch(abuf, static_cast<size_t>(kGroup * Lp));
+  const uint16_t* qb[kGroup];
+  float* acc[kGroup];
+  float* dst[kGroup];
+  for (int g = 0; g < G; g++) {
+    round_query_bf16(qbuf.data() + g * Dp, qg[g], D);
+    qb[g] = qbuf.data() + g * Dp;
+    acc[g] = accp + g * Lp;
+    std::fill(acc[g], acc[g] + Lp, 0.0f);
+    dst[g] = st[g].acc;
+  }
+  const uint16_t* rows[kBlock];
+  int64_t j = j0;
+  while (j < j1) {
+    if (idx) prefetch_rows(kvBytes, rowBytes, idx, std::min(j1, j + kPrefetchAhead), std::min(j1, j + kPrefetchAhead + kBlock));
+    int nb = 0;
+    for (; j < j1 && nb < kBlock; j++) {
+      const int64_t s = idx ? idx[j] : j;
+      if (s >= 0) rows[nb++] = kv + s * D;
+    }
+    if (nb == 0) continue;
+    for (int i = nb; i < kBlock; i++) rows[i] = zero.data();
+    attend_block_bf16dot(A, qb, G, rows, nb, acc, st);
+  }
+  for (int g = 0; g < G; g++) {
+    for (int64_t c = 0; c < L; c += 32)
+      for (int i = 0; i < 32; i++)
+        if (c + kPairCol[i] < L) dst[g][c + kPairCol[i]] = acc[g][c + i];
+  }
+}
 #endif
 
 // mla_attention for a cache of fp32 or bf16 rows (KV = float or uint16_t).
@@ -393,6 +558,8 @@ void mla_attention_impl(float* out, const float* q, const KV* kv, int64_t T, int
   const int64_t PS = L + 2;
   if (splits > 1) part.resize(static_cast<size_t>(T * H * splits * PS));
   const bool avx2 = use_avx2();
+  const bool bf16dot = !std::is_same<KV, float>::value && use_avx512_bf16();
+  (void)bf16dot;
 
   // One work item: token t, heads [h0, h0 + nG), rows [j0, j1) of its selection.
   auto item = [&](int64_t it) {
@@ -400,7 +567,8 @@ void mla_attention_impl(float* out, const float* q, const KV* kv, int64_t T, int
     const int64_t t = tg / groups, h0 = (tg % groups) * G;
     const int nG = static_cast<int>(std::min<int64_t>(G, H - h0));
     const int64_t n = count(t);
-    const int64_t j0 = n * sp / splits, j1 = n * (sp + 1) / splits;
+    const int64_t j0 = n * sp / splits;
+    int64_t j1 = n * (sp + 1) / splits;
     HeadState st[kGroup];
     const float* qg[kGroup];
     for (int g = 0; g < nG; g++) {
@@ -418,6 +586,14 @@ void mla_attention_impl(float* out, const float* q, const KV* kv, int64_t T, int
     const char* kvBytes = reinterpret_cast<const char*>(kv);
     const int64_t rowBytes = D * static_cast<int64_t>(sizeof(KV));
     if (idx) prefetch_rows(kvBytes, rowBytes, idx, j0, std::min(j1, j0 + kPrefetchAhead));
+#if GLANCE_X86
+    if constexpr (std::is_same<KV, uint16_t>::value) {
+      if (bf16dot) {
+        bf16dot_rows(A, kv, idx, j0, j1, qg, nG, st, kvBytes, rowBytes);
+        j1 = j0;  // done: skip the fp32 loop below
+      }
+    }
+#endif
     int64_t j = j0;
     while (j < j1) {
       if (idx) prefetch_rows(kvBytes, rowBytes, idx, std::min(j1, j + kPrefetchAhead), std::min(j1, j + kPrefetchAhead + kBlock));

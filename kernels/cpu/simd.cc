@@ -22,6 +22,21 @@ SimdLevel simd_level() {
   return level;
 }
 
+bool use_avx512_bf16() {
+  static const bool on = [] {
+    if (!use_avx2()) return false;
+    const char* env = std::getenv("GLANCE_SIMD");
+    if (env != nullptr && std::strcmp(env, "avx2") == 0) return false;
+#if GLANCE_X86
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+  }();
+  return on;
+}
+
 const char* simd_name() { return simd_level() == SimdLevel::Avx2 ? "avx2+fma+f16c" : "scalar"; }
 
 }  // namespace glance

@@ -6,16 +6,19 @@
 // portable scalar body, which is what non-x86 builds compile.
 //
 // GLANCE_SIMD=scalar in the environment (read once, when the addon loads) forces the scalar bodies; the tests
-// use it to check the fallback against the same references.
+// use it to check the fallback against the same references. A few kernels have a third body for AVX-512 with the
+// BF16 dot-product instructions (GLANCE_AVX512BF16, use_avx512_bf16()); GLANCE_SIMD=avx2 stops at the AVX2 bodies.
 #pragma once
 
 #if defined(__x86_64__) || defined(__i386__)
 #define GLANCE_X86 1
 #include <immintrin.h>
 #define GLANCE_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define GLANCE_AVX512BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
 #else
 #define GLANCE_X86 0
 #define GLANCE_AVX2
+#define GLANCE_AVX512BF16
 #endif
 
 namespace glance {
@@ -29,6 +32,10 @@ SimdLevel simd_level();
 const char* simd_name();
 
 inline bool use_avx2() { return GLANCE_X86 && simd_level() == SimdLevel::Avx2; }
+
+// AVX2 level and the CPU has AVX-512 F/BW/VL + BF16 (vdpbf16ps), unless GLANCE_SIMD=avx2. Only kernels whose
+// contract allows bf16-rounded operands use it (the attention over a bf16 latent cache).
+bool use_avx512_bf16();
 
 #if GLANCE_X86
 // Horizontal sum of the 8 lanes.

@@ -4,10 +4,12 @@
 //   - indexerTopk against indexerScoresFp8 followed by topk (element for element), decode and prefill shapes, both
 //     AVX2 layouts of the indexer (heads ≤ 8 and > 8), positions before the end of the cache, negative positions,
 //     fewer keys than k, tied scores;
-//   - mlaAttention over a bf16 (Uint16Array) cache against the fp32 op on the widened values (exactly equal), dense and
-//     sparse, split-KV decode and prefill; argument errors.
+//   - mlaAttention over a bf16 (Uint16Array) cache against the fp32 op on the widened values, dense and sparse,
+//     split-KV decode and prefill: exactly equal on the AVX2 and scalar paths; with AVX-512-BF16 dot products (q and
+//     the probabilities rounded to bf16, as the CUDA kernel does) within a bf16 bound; argument errors.
 // Inputs are seeded (GLANCE_TEST_SEED replays a failure). The whole file runs again with GLANCE_SIMD=scalar in a child
-// process (the last test), which checks the portable bodies against the same references.
+// process (the last tests), which checks the portable bodies against the same references, and with GLANCE_SIMD=avx2
+// where the CPU has AVX-512-BF16, so that the AVX2 bodies stay tested on such machines.
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +18,8 @@ import { spawnSync } from 'node:child_process';
 import { loadNative } from '../../sidecar/src/native/index';
 
 const native = loadNative();
+/** The addon attends over bf16 caches with AVX-512-BF16 dot products (bf16-rounded operands, not exact). */
+const BF16_DOT = (native.backends().cpu as { bf16Dot?: boolean }).bf16Dot === true;
 const IS_CHILD = process.env.GLANCE_TEST_CHILD === '1';
 const SEED = process.env.GLANCE_TEST_SEED !== undefined ? Number(process.env.GLANCE_TEST_SEED) : (Date.now() ^ (process.pid << 8)) >>> 0;
 const seedNote = `(seed ${SEED}; replay with GLANCE_TEST_SEED=${SEED})`;
@@ -207,7 +211,7 @@ function bf16Cache(n: number): { f32: Float32Array; bf16: Uint16Array } {
   return { f32, bf16 };
 }
 
-test('mlaAttention with a bf16 cache equals the fp32 op on the widened rows (dense, sparse, split-KV, prefill)', () => {
+test('mlaAttention with a bf16 cache equals the fp32 op on the widened rows (dense, sparse, split-KV, prefill)', { skip: BF16_DOT && 'AVX-512-BF16 path: see the next test' }, () => {
   const cases = [
     { T: 1, S: 3000, H: 8, L: 256, R: 32, k: 2048, sparse: true }, // decode: split-KV over the selected rows
     { T: 1, S: 700, H: 8, L: 256, R: 32, k: 0, sparse: false }, // decode, dense
@@ -238,6 +242,53 @@ test('mlaAttention with a bf16 cache equals the fp32 op on the widened rows (den
   }
 });
 
+// Bound for bf16-rounded q and probabilities: each rounding is a relative 2^-9; over a softmax-weighted mean of rows
+// the errors partly cancel (measured ~2e-3 relative); a wrong row, column order or softmax gives O(1).
+test('mlaAttention with a bf16 cache on AVX-512-BF16 is within bf16 rounding of the fp32 op (dense, sparse, split-KV, prefill)', { skip: !BF16_DOT && 'no AVX-512-BF16 path on this CPU / GLANCE_SIMD' }, () => {
+  const cases = [
+    { T: 1, S: 40000, H: 8, L: 512, R: 64, k: 2048, sparse: true }, // the bench decode shape
+    { T: 1, S: 3000, H: 8, L: 256, R: 32, k: 2048, sparse: true }, // split-KV over the selected rows
+    { T: 1, S: 700, H: 8, L: 256, R: 32, k: 0, sparse: false }, // decode, dense
+    { T: 5, S: 300, H: 20, L: 64, R: 16, k: 40, sparse: true }, // more than 16 heads, several queries
+    { T: 37, S: 37, H: 3, L: 40, R: 8, k: 0, sparse: false }, // prefill, causal, odd sizes (L, D not multiples of 32)
+    { T: 2, S: 50, H: 1, L: 33, R: 3, k: 7, sparse: true }, // one head, fewer rows than a block
+  ];
+  for (const c of cases) {
+    const D = c.L + c.R;
+    const { f32, bf16 } = bf16Cache((c.S + 3) * D);
+    const q = Float32Array.from({ length: c.T * c.H * D }, () => (rand() * 2 - 1) * 0.3);
+    const positions = Int32Array.from({ length: c.T }, (_, t) => c.S - c.T + t);
+    let indices: Int32Array | null = null;
+    if (c.sparse) {
+      indices = new Int32Array(c.T * c.k);
+      for (let i = 0; i < indices.length; i++) indices[i] = randInt(8) === 0 ? -1 : randInt(c.S);
+    }
+    const ref = new Float32Array(c.T * c.H * c.L).fill(NaN);
+    native.mlaAttention(ref, q, f32, c.S, c.T, c.H, c.L, c.R, 0.125, indices, c.k, positions);
+    let first: Float32Array | null = null;
+    for (const threads of [0, 1]) {
+      const out = new Float32Array(c.T * c.H * c.L).fill(NaN);
+      const run = () => native.mlaAttention(out, q, bf16, c.S, c.T, c.H, c.L, c.R, 0.125, indices, c.k, positions);
+      if (threads === 0) run();
+      else withThreads(threads, run);
+      for (let th = 0; th < c.T * c.H; th++) {
+        let num = 0;
+        let den = 0;
+        for (let i = th * c.L; i < (th + 1) * c.L; i++) {
+          if (!Number.isFinite(out[i])) assert.fail(`mlaAttention bf16-dot ${JSON.stringify(c)}: element ${i} is ${out[i]} ${seedNote}`);
+          num += (out[i] - ref[i]) ** 2;
+          den += ref[i] ** 2;
+        }
+        const rel = Math.sqrt(num / den);
+        if (!(rel <= 1e-2)) assert.fail(`mlaAttention bf16-dot ${JSON.stringify(c)} threads=${threads}: (token, head) ${th} relative error ${rel} > 1e-2 ${seedNote}`);
+      }
+      // the split into work items depends on the shapes only: the same result on any thread count
+      if (first === null) first = out;
+      else for (let i = 0; i < out.length; i++) if (!Object.is(out[i], first[i])) assert.fail(`mlaAttention bf16-dot ${JSON.stringify(c)}: 1 thread differs at ${i} ${seedNote}`);
+    }
+  }
+});
+
 test('mlaAttention: a bf16 cache is length-checked like an fp32 one; other array types are refused', () => {
   const q = new Float32Array(8 * 24);
   const out = new Float32Array(8 * 16);
@@ -260,4 +311,14 @@ test('the portable scalar kernels pass the same tests (child process, GLANCE_SIM
   const out = r.stdout ?? '';
   assert.equal(r.status, 0, `scalar run failed ${seedNote}:\n${out.slice(-4000)}\n${(r.stderr ?? '').slice(-2000)}`);
   assert.match(out, /# pass [1-9]\d*\n# fail 0/, 'the scalar run must have run the tests');
+});
+
+test('the AVX2 kernels pass the same tests on a CPU with AVX-512-BF16 (child process, GLANCE_SIMD=avx2)', { skip: (IS_CHILD || !BF16_DOT) && 'child run, or no AVX-512-BF16 path here' }, () => {
+  const env: NodeJS.ProcessEnv = { ...process.env, GLANCE_SIMD: 'avx2', GLANCE_TEST_CHILD: '1', GLANCE_TEST_SEED: String(SEED) };
+  delete env.NODE_TEST_CONTEXT;
+  const r = spawnSync(process.execPath, [__filename], { env, encoding: 'utf8', timeout: 300_000 });
+  const out = r.stdout ?? '';
+  assert.equal(r.status, 0, `avx2 run failed ${seedNote}:\n${out.slice(-4000)}\n${(r.stderr ?? '').slice(-2000)}`);
+  assert.match(out, /# pass [1-9]\d*\n# fail 0/, 'the avx2 run must have run the tests');
+  assert.match(out, /ok \d+ - mlaAttention with a bf16 cache equals the fp32 op/, 'the avx2 run must have checked the exact bf16 path');
 });
