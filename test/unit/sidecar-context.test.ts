@@ -115,6 +115,16 @@ test('completion prompt: everything before the cursor is identical between keyst
   const blockStart = s1.ids.indexOf(special.fimPrefix!, layout.ids.length);
   assert.deepEqual([s1.ids[blockStart + 1]], [special.fimSuffix]);
   assert.ok(tok.decode(Array.from(s1.ids.slice(s1.ids.indexOf(special.fimMiddle!, blockStart) + 1))).endsWith(body.slice(0, at).split('\n').at(-1)!));
+  // token healing: spaces typed after a word stay out of the prompt (the model answers " a + b", not "a + b" after a
+  // lone " " token it never saw); indentation alone is kept
+  const code = 'export function f(a: number): number {\n  return ';
+  const h = completionPrompt(tok, spm, cache, layout, 'src/f.ts', code + '\n}\n', code.length);
+  assert.equal(h.heal, ' ');
+  assert.equal(h.linePrefix, '  return');
+  assert.ok(tok.decode(Array.from(h.ids.slice(-3))).endsWith('  return'), tok.decode(Array.from(h.ids.slice(-3))));
+  const indent = completionPrompt(tok, spm, cache, layout, 'src/f.ts', 'if (x) {\n    \n}\n', 13);
+  assert.equal(indent.heal, '');
+  assert.equal(indent.linePrefix, '    ');
   assert.equal(offsetAt('ab\ncd', 1, 2), 5);
   assert.equal(offsetAt('ab\ncd', 1, 3), null);
   assert.equal(offsetAt('ab\ncd', 2, 0), null);

@@ -82,7 +82,9 @@ export class CompletionService {
       if (token.isCancellationRequested) throw rpc.cancelled();
       if (mine.superseded) throw rpc.superseded();
       if (r.finishReason === 'cancelled') throw rpc.cancelled();
-      const insertText = finishCompletion(r.text, prompt.suffix, boundary.singleLine);
+      // the answer continues the healed line prefix: drop the whitespace the user already typed
+      const answer = prompt.heal && r.text.startsWith(prompt.heal) ? r.text.slice(prompt.heal.length) : r.text;
+      const insertText = finishCompletion(answer, prompt.suffix, boundary.singleLine);
       const position = params.position;
       return {
         items: insertText ? [{ insertText, range: { start: position, end: position } }] : [],

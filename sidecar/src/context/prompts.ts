@@ -57,7 +57,15 @@ export interface CompletionPrompt {
   sharedPrefix: number;
   prefix: string;
   suffix: string;
+  /** the cursor line up to the cursor, without `heal` (the model's answer continues exactly this) */
   linePrefix: string;
+  /**
+   * Spaces/tabs typed after the last word of the line, left out of the prompt (token healing, the simple case): the
+   * tokenizer glues a space to the word after it (" return" + " a"), so a prompt ending in a lone " " token is
+   * text the model never saw, and it answers with nothing or a new line. The answer then starts with this text,
+   * which the caller removes before inserting it at the cursor.
+   */
+  heal: string;
 }
 
 export class PromptError extends Error {}
@@ -69,7 +77,10 @@ export function completionPrompt(
   if (special.fimPrefix === null || special.fimSuffix === null || special.fimMiddle === null) {
     throw new PromptError('the model has no fill-in-the-middle tokens, so it cannot do inline completion');
   }
-  const before = text.slice(0, offset);
+  const typed = text.slice(0, offset);
+  const lastLine = typed.slice(typed.lastIndexOf('\n') + 1);
+  const heal = /\S[ \t]+$/.test(lastLine) ? /[ \t]+$/.exec(lastLine)![0] : '';
+  const before = typed.slice(0, typed.length - heal.length);
   const lines = before.split('\n');
   const cursorLine = lines.length - 1;
   // Start the window on an anchor line; move it forward in whole steps until the prefix fits.
@@ -90,7 +101,7 @@ export function completionPrompt(
   const ids = new Int32Array(layout.ids.length + block.length);
   ids.set(layout.ids, 0);
   ids.set(block, layout.ids.length);
-  return { ids, sharedPrefix: layout.ids.length, prefix, suffix: after, linePrefix: lines[cursorLine] };
+  return { ids, sharedPrefix: layout.ids.length, prefix, suffix: after, linePrefix: lines[cursorLine], heal };
 }
 
 export interface ChatPromptInput {
