@@ -507,12 +507,12 @@ def main(argv=None):
             # one flat all-reduce of every trainable gradient (an expert no token reached has none: zeros), so
             # that every rank clips and steps identically
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
-            flat = torch.cat([g.reshape(-1).float() for g in grads])
+            flat = torch.cat([g.reshape(-1) for g in grads])   # fp32: the master weights' gradients
             dist.all_reduce(flat, op=dist.ReduceOp.AVG)
             o = 0
             for p, g in zip(trainable, grads):
                 n_ = g.numel()
-                p.grad = flat[o:o + n_].view_as(g).to(g.dtype)
+                p.grad = flat[o:o + n_].view_as(g)
                 o += n_
             del flat, grads
             stats = torch.tensor([lm_sum, kl_sum, float(nonpad)], device=dev, dtype=torch.float64)
@@ -594,12 +594,11 @@ def main(argv=None):
     summary = dict(stage=args.stage, step=step, total_steps=args.total_steps, done=done, stop_reason=stop_reason,
                    tokens=tokens, tokens_nonpad=tokens_nonpad, steps_this_call=step - start_step,
                    mean_step_s=(sum(timed) / len(timed)) if timed else None,
-                   tok_per_s=(seqs_per_step * args.seq_len * len(timed) / sum(timed)) if timed else None,
+                   tok_per_s=(seqs_per_step * WORLD * args.seq_len * len(timed) / sum(timed)) if timed else None,
                    max_mem_gb=max_mem(), micro_batch=micro, last_eval=last_eval,
                    history=history + [dict(stage=args.stage, steps=step, tokens=tokens, tokens_nonpad=tokens_nonpad)],
                    params=pc, compiled=bool(targets), wall_s=time.time() - T_START)
     summary["world"] = WORLD
-    summary["tok_per_s"] = summary["tok_per_s"] * WORLD if summary["tok_per_s"] else None
     if RANK == 0:
         with open(os.path.join(args.out, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)

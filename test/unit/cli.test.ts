@@ -86,6 +86,7 @@ test('argument parsing: usage errors', () => {
   usage(['generate', '--max-tokens', '3'], /exactly one of --prompt TEXT or --ids LIST/);
   usage(['generate', '--prompt', 'a', '--max-tokens', '3', '--raw', '--file', 'a.ts'], /--raw and --file contradict/);
   usage(['generate', '--ids', '1', '--max-tokens', '3', '--file', 'a.ts'], /apply to --prompt text/);
+  usage(['generate', '--prompt', 'a', '--max-tokens', '3', '--file', '../'], /--file must name a file/);
   usage(['generate', '--prompt', 'a', '--ids', '1', '--max-tokens', '3'], /exactly one of/);
   usage(['generate', '--ids', '1'], /generate needs --max-tokens N/);
   usage(['generate', '--ids', '1', '--max-tokens=-1'], /--max-tokens must be an integer ≥ 0/);

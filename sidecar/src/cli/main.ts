@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import type { BackendInfo, NativeAddon } from '../native/contract';
 import { readConfig } from '../engine/config';
 import { GlanceError, isGlanceError } from '../engine/errors';
-import { PromptError, repositoryFrame } from '../context/prompts';
+import { repositoryFrame } from '../context/prompts';
 import { checkPromptIds, generate, type ModelLike } from '../engine/generate';
 import type { SamplerOptions } from '../engine/sampling';
 import { loadTokenizer, type Tokenizer } from '../engine/tokenizer';
@@ -303,6 +303,10 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
   if ((values.raw === true || str('file') !== undefined) && prompt === undefined) {
     throw new UsageError('--raw and --file apply to --prompt text, not to --ids', cmd);
   }
+  const file = str('file');
+  if (file !== undefined && !/[^/\\.]/.test(file)) {
+    throw new UsageError(`--file must name a file, e.g. src/app.ts; got ${JSON.stringify(file)}`, cmd);
+  }
   const greedy = values.greedy === true;
   const temperature = str('temperature');
   if (greedy && temperature !== undefined) throw new UsageError('--greedy and --temperature contradict each other; give one', cmd);
@@ -525,13 +529,7 @@ async function runGenerate(c: GenerateCommand, io: CliIo, deps: CliDeps): Promis
     if (!tokenizer) {
       throw new GlanceError('no_tokenizer', `--prompt needs a tokenizer, and ${dir} has no tokenizer.json; pass token ids with --ids instead`);
     }
-    let frame: number[] | null = null;
-    try {
-      frame = c.raw ? null : repositoryFrame(tokenizer, c.file ?? 'prompt.ts');
-    } catch (e) {
-      if (e instanceof PromptError) throw new GlanceError('bad_input', e.message);
-      throw e;
-    }
+    const frame = c.raw ? null : repositoryFrame(tokenizer, c.file ?? 'prompt.ts');
     promptIds = [...(tokenizer.addBos && tokenizer.bosId !== null ? [tokenizer.bosId] : []), ...(frame ?? []), ...tokenizer.encode(c.prompt)];
   } else {
     promptIds = c.ids ?? [];

@@ -8,9 +8,10 @@
 // keystrokes share every token up to the cursor (keystroke-to-keystroke reuse) instead of a sliding window
 // invalidating the whole request each time.
 
+import { arrangeFim } from '../engine/fim';
 import type { Tokenizer } from '../engine/tokenizer';
 import type { ChatMessage } from '../protocol/index';
-import type { RepositoryLayout, SpecialIds, TokenCache } from './layout';
+import { specialIds, TokenCache, type RepositoryLayout, type SpecialIds } from './layout';
 
 export const ANCHOR_STEP = 32;
 
@@ -22,12 +23,10 @@ export const ANCHOR_STEP = 32;
  * Null for models without those tokens.
  */
 export function repositoryFrame(tok: Tokenizer, fileName: string): number[] | null {
-  const repo = tok.specialTokens.get('<|repo_name|>');
-  const sep = tok.specialTokens.get('<|file_sep|>');
-  if (repo === undefined || sep === undefined) return null;
-  const name = fileName.replace(/\\/g, '/').split('/').filter((p) => p && p !== '.' && p !== '..').join('/');
-  if (name === '') throw new PromptError(`--file must name a file (e.g. prompt.ts); found ${JSON.stringify(fileName)}`);
-  return [repo, ...tok.encode('prompt\n', { specials: 'plain' }), sep, ...tok.encode(`${name}\n`, { specials: 'plain' })];
+  const special = specialIds(tok, []);
+  if (special.repoName === null || special.fileSep === null) return null;
+  const cache = new TokenCache(tok, special);
+  return [...cache.repoHeader('prompt'), ...cache.header(fileName)];
 }
 
 export interface CompletionPromptOptions {
@@ -47,9 +46,8 @@ export function fimBlock(special: SpecialIds, header: readonly number[], prefixI
   if (special.fimPrefix === null || special.fimSuffix === null || special.fimMiddle === null) {
     throw new PromptError('the model has no fill-in-the-middle tokens');
   }
-  return special.fimOrder === 'spm'
-    ? [...header, special.fimPrefix, special.fimSuffix, ...suffixIds, special.fimMiddle, ...prefixIds]
-    : [...header, special.fimPrefix, ...prefixIds, special.fimSuffix, ...suffixIds, special.fimMiddle];
+  const marks = { prefix: special.fimPrefix, suffix: special.fimSuffix, middle: special.fimMiddle };
+  return [...header, ...arrangeFim(special.fimOrder, marks, prefixIds, suffixIds)];
 }
 
 export interface CompletionPrompt {

@@ -8,6 +8,16 @@
 import { GlanceError } from './errors';
 import { FIM_FAMILIES, type Tokenizer } from './tokenizer';
 
+/** The FIM markers around a prefix and a suffix, in `order` (shared with the sidecar's prompts). */
+export function arrangeFim(
+  order: 'psm' | 'spm', marks: { prefix: number; suffix: number; middle: number },
+  prefixIds: readonly number[], suffixIds: readonly number[],
+): number[] {
+  return order === 'spm'
+    ? [marks.prefix, marks.suffix, ...suffixIds, marks.middle, ...prefixIds]
+    : [marks.prefix, ...prefixIds, marks.suffix, ...suffixIds, marks.middle];
+}
+
 export interface FimOptions {
   /** start with BOS; default: the tokenizer's addBos */
   bos?: boolean;
@@ -50,7 +60,6 @@ export function buildFimPrompt(tokenizer: Tokenizer | null, prefix: string, suff
     if (tokenizer.bosId === null) throw new GlanceError('bad_input', 'FIM prompt with BOS asked for, but the tokenizer has no bos_token');
     ids.push(tokenizer.bosId);
   }
-  if (fim.order === 'spm') ids.push(fim.prefix.id, fim.suffix.id, ...s, fim.middle.id, ...p);
-  else ids.push(fim.prefix.id, ...p, fim.suffix.id, ...s, fim.middle.id);
+  ids.push(...arrangeFim(fim.order, { prefix: fim.prefix.id, suffix: fim.suffix.id, middle: fim.middle.id }, p, s));
   return { ids, prefixTokens: p.length, suffixTokens: s.length };
 }
