@@ -53,8 +53,6 @@ export class ChatService {
       if (e instanceof PromptError) throw rpc.overflow(e.message);
       throw e;
     }
-    const s = this.ctx.special;
-    const stopIds = [...s.eos, s.imEnd, s.imStart, s.fileSep, s.repoName].filter((x): x is number => x !== null);
     const task = startTask(
       this.engine,
       {
@@ -63,7 +61,7 @@ export class ChatService {
         sharedPrefix: prompt.sharedPrefix,
         maxTokens,
         sampling: { temperature: 0.2, topP: 0.95, repetitionPenalty: 1.1 },
-        stopIds,
+        stopIds: this.ctx.special.stops,
         stop: [],
         rule: { kind: 'plain' },
         timeBoxMs: 0,

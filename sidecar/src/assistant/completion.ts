@@ -50,9 +50,6 @@ export class CompletionService {
       throw e;
     }
     const boundary = new CompletionBoundary({ suffix: prompt.suffix, linePrefix: prompt.linePrefix, maxLines: this.settings.maxLines });
-    const special = this.ctx.special;
-    const stopIds = [...special.eos, special.fileSep, special.fimPrefix, special.fimSuffix, special.fimMiddle, special.imStart, special.imEnd, special.repoName]
-      .filter((x): x is number => x !== null);
     const key = `${ws.name}\n${uri}`;
     const older = this.running.get(key);
     if (older) {
@@ -67,7 +64,7 @@ export class CompletionService {
         sharedPrefix: prompt.sharedPrefix,
         maxTokens: boundary.singleLine ? Math.min(48, this.settings.maxTokens) : this.settings.maxTokens,
         sampling: { temperature: 0 },
-        stopIds,
+        stopIds: this.ctx.special.stops,
         stop: [],
         rule: { kind: 'completion', suffix: prompt.suffix, linePrefix: prompt.linePrefix, maxLines: this.settings.maxLines },
         timeBoxMs: this.settings.timeBoxMs,

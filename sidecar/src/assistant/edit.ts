@@ -93,12 +93,11 @@ export class EditService {
     const selTokens = tok.encode(selected, { specials: 'plain' }).length;
     const maxTokens = Math.min(maxTokensParam ?? 2 * selTokens + 64, Math.max(1, this.contextWindow - ids.length));
     if (ids.length >= this.contextWindow) throw rpc.overflow(`the edit prompt needs ${ids.length} tokens; the context window is ${this.contextWindow}`);
-    const stopIds = [...s.eos, s.fileSep, s.fimPrefix, s.fimSuffix, s.fimMiddle, s.imStart, s.imEnd].filter((x): x is number => x !== null);
     // The replacement ends where the enclosing block closes, where it starts repeating the code after the
     // selection, or at twice the selection's lines (+4): small models otherwise write on into new functions.
     const selectedLines = selected.split('\n').length;
     const task = startTask(this.engine, {
-      priority: 1, prompt: ids, sharedPrefix: layout.ids.length, maxTokens, sampling: { temperature: 0 }, stopIds, stop: [],
+      priority: 1, prompt: ids, sharedPrefix: layout.ids.length, maxTokens, sampling: { temperature: 0 }, stopIds: s.stops, stop: [],
       rule: { kind: 'completion', suffix: after, linePrefix: indent, maxLines: 2 * selectedLines + 4, stopAtBlankLine: false },
       timeBoxMs: 0, stream: true,
     }, token, onDelta);
@@ -138,10 +137,9 @@ export class EditService {
     ids.set(layout.ids);
     ids.set(own, layout.ids.length);
     if (ids.length >= this.contextWindow) throw rpc.overflow(`the prompt needs ${ids.length} tokens; the context window is ${this.contextWindow}`);
-    const stopIds = [...s.eos, s.fileSep, s.fimPrefix, s.fimSuffix, s.fimMiddle, s.imStart, s.imEnd].filter((x): x is number => x !== null);
     const task = startTask(this.engine, {
       priority: 1, prompt: ids, sharedPrefix: layout.ids.length, maxTokens: Math.min(maxTokensParam ?? 384, this.contextWindow - ids.length),
-      sampling: { temperature: 0 }, stopIds, stop: [], rule: { kind: 'plain' }, timeBoxMs: 0, stream: true,
+      sampling: { temperature: 0 }, stopIds: s.stops, stop: [], rule: { kind: 'plain' }, timeBoxMs: 0, stream: true,
     }, token, onDelta);
     const r = await task.result;
     if (r.finishReason === 'cancelled') throw rpc.cancelled();
@@ -179,9 +177,8 @@ export class EditService {
       throw e;
     }
     const s = this.ctx.special;
-    const stopIds = [...s.eos, s.imEnd, s.imStart, s.fileSep].filter((x): x is number => x !== null);
     const task = startTask(this.engine, {
-      priority: 1, prompt: prompt.ids, sharedPrefix: prompt.sharedPrefix, maxTokens, sampling: { temperature: 0 }, stopIds, stop: [],
+      priority: 1, prompt: prompt.ids, sharedPrefix: prompt.sharedPrefix, maxTokens, sampling: { temperature: 0 }, stopIds: s.stops, stop: [],
       rule: { kind: 'plain' }, timeBoxMs: 0, stream: true,
     }, token, onDelta);
     const r = await task.result;

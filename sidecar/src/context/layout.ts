@@ -20,11 +20,13 @@ export interface SpecialIds {
   imStart: number | null;
   imEnd: number | null;
   eos: number[];
+  /** every id that ends a generation: end-of-text and the layout's structure tokens (repository, file, FIM, chat) */
+  stops: number[];
 }
 
 export function specialIds(tok: Tokenizer, eos: readonly number[]): SpecialIds {
   const id = (s: string): number | null => tok.specialTokens.get(s) ?? null;
-  return {
+  const ids = {
     repoName: id('<|repo_name|>'),
     fileSep: id('<|file_sep|>'),
     fimPrefix: tok.fim?.prefix.id ?? null,
@@ -35,6 +37,8 @@ export function specialIds(tok: Tokenizer, eos: readonly number[]): SpecialIds {
     imEnd: id('<|im_end|>'),
     eos: [...new Set([...eos, ...(tok.eosId !== null ? [tok.eosId] : [])])],
   };
+  const structure = [ids.repoName, ids.fileSep, ids.fimPrefix, ids.fimSuffix, ids.fimMiddle, ids.imStart, ids.imEnd];
+  return { ...ids, stops: [...ids.eos, ...structure.filter((x): x is number => x !== null)] };
 }
 
 /** Tokens of one file block (`<|file_sep|>path\n` + text), cached by path and content hash. */
