@@ -319,9 +319,8 @@ def build_prompts(held: gd.Corpus, fm: gd.FimMaker, f: dict, li: int, budget: in
         ns = min(len(Sx), max(room // 4, room - len(P)))
         Sx = Sx[:ns]
         P = P[len(P) - (room - ns):] if room - ns > 0 else []
-    fim_block = [gd.FILE_SEP] + path_ids + [gd.FIM_PREFIX] + P + [gd.FIM_SUFFIX] + Sx + [gd.FIM_MIDDLE]
-    # SPM (suffix first; the middle continues the prefix), as glance_data trains it and the sidecar may prompt
-    spm_block = [gd.FILE_SEP] + path_ids + [gd.FIM_PREFIX, gd.FIM_SUFFIX] + Sx + [gd.FIM_MIDDLE] + P
+    fim_block = gd.fim_prompt(path_ids, P, Sx, spm=False)
+    spm_block = gd.fim_prompt(path_ids, P, Sx, spm=True)   # as glance_data trains it and the sidecar prompts
     # next-line block: <|file_sep|>path\n + text up to the end of the previous line
     nb = fm.enc(f["path"] + "\n" + content[:start - 1])
     room = budget - len(hdr) - 1

@@ -236,6 +236,14 @@ def split_fim(content: str, rng: np.random.Generator) -> tuple[str, str, str]:
     return content[:i], content[i:j], content[j:]
 
 
+def fim_prompt(path_ids: list[int], prefix_ids: list[int], suffix_ids: list[int], spm: bool) -> list[int]:
+    """A file's FIM block up to where the middle starts (the prompt), in PSM or SPM order."""
+    head = [FILE_SEP] + list(path_ids)
+    if spm:
+        return head + [FIM_PREFIX, FIM_SUFFIX] + list(suffix_ids) + [FIM_MIDDLE] + list(prefix_ids)
+    return head + [FIM_PREFIX] + list(prefix_ids) + [FIM_SUFFIX] + list(suffix_ids) + [FIM_MIDDLE]
+
+
 class FimMaker:
     def __init__(self, tokenizer, spm_rate: float = 0.0):
         self.tok = tokenizer
@@ -248,11 +256,8 @@ class FimMaker:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def fim_block(self, path: str, prefix: str, middle: str, suffix: str, spm: bool = False) -> list[int]:
-        head = [FILE_SEP] + self.enc(path + "\n")
-        if spm:    # prefix and middle encoded apart, as the prompt (which ends with the prefix) is at inference
-            return (head + [FIM_PREFIX, FIM_SUFFIX] + self.enc(suffix) + [FIM_MIDDLE] + self.enc(prefix)
-                    + self.enc(middle) + [EOT])
-        return head + [FIM_PREFIX] + self.enc(prefix) + [FIM_SUFFIX] + self.enc(suffix) + [FIM_MIDDLE] + self.enc(middle) + [EOT]
+        # prefix and middle encoded apart, as at inference (the prompt ends where the middle starts)
+        return fim_prompt(self.enc(path + "\n"), self.enc(prefix), self.enc(suffix), spm) + self.enc(middle) + [EOT]
 
     def transform(self, toks: np.ndarray, hdr_len: int, clean_end: bool, rng: np.random.Generator,
                   max_len: int) -> Optional[np.ndarray]:
