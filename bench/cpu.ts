@@ -145,11 +145,20 @@ async function main(): Promise<void> {
     },
   });
   const decodeTokens = Number(values.decode);
-  if (values.threads) loadNative().setThreads(Number(values.threads));
+  const kvCacheArg = values['kv-cache'];
+  if (kvCacheArg !== undefined && kvCacheArg !== 'fp32' && kvCacheArg !== 'bf16') {
+    throw new Error(`--kv-cache must be fp32 or bf16, got '${kvCacheArg}'`);
+  }
+  const kvCache: KvCacheDtype | undefined = kvCacheArg;
+  if (values.threads !== undefined) {
+    const threads = Number(values.threads);
+    if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a whole number of at least 1, got '${values.threads}'`);
+    loadNative().setThreads(threads);
+  }
   if (values.child) {
     const [ctx, att] = values.child.split(':');
     const r = await runCase(
-      Number(ctx), att as AttentionMode, values.indexer as IndexerPrecision, decodeTokens, values.profile!, values['kv-cache'] as KvCacheDtype | undefined,
+      Number(ctx), att as AttentionMode, values.indexer as IndexerPrecision, decodeTokens, values.profile!, kvCache,
     );
     process.stdout.write(JSON.stringify(r) + '\n');
     return;
@@ -157,7 +166,7 @@ async function main(): Promise<void> {
   ensureRandomModel(modelDir);
   const native = loadNative();
   const bandwidth = native.measureReadBandwidth(256);
-  const model = await loadModel(modelDir, { attention: 'sparse', kvCache: values['kv-cache'] as KvCacheDtype | undefined });
+  const model = await loadModel(modelDir, { attention: 'sparse', kvCache });
   const cfg = model.config;
   const info = native.backends();
   console.log(`# Glance CPU benchmark — ${new Date().toISOString().slice(0, 10)}`);
@@ -177,7 +186,7 @@ async function main(): Promise<void> {
         __filename, '--child', `${ctx}:${att}`, '--decode', String(decodeTokens), '--indexer', values.indexer!,
         ...(values.profile ? ['--profile'] : []),
         ...(values.threads ? ['--threads', values.threads] : []),
-        ...(values['kv-cache'] ? ['--kv-cache', values['kv-cache']] : []),
+        ...(kvCache ? ['--kv-cache', kvCache] : []),
       ], {
         encoding: 'utf8',
         stdio: ['ignore', 'pipe', 'inherit'],

@@ -295,6 +295,49 @@ Napi::Value MlaAttention(const Napi::CallbackInfo& info) {
 
 // ---- DSA indexer and top-k -------------------------------------------------------------------------------
 
+// The shapes every indexer op checks: q [T, Hi, D], weights [T, Hi], keys at least [S, D], positions [T].
+template <class Q, class K>
+void expect_indexer_shapes(const Args& a, const ArrayArg<Q>& q, const ArrayArg<float>& weights, const ArrayArg<K>& keys,
+                           const ArrayArg<int32_t>& positions, int64_t T, int64_t S, int64_t Hi, int64_t D) {
+  a.expect_length(q, a.product({T, Hi, D}, "T*Hi*D"), shape_str("T*Hi*D", {T, Hi, D}));
+  a.expect_length(weights, a.product({T, Hi}, "T*Hi"), shape_str("T*Hi", {T, Hi}));
+  a.expect_min_length(keys, a.product({S, D}, "S*D"), shape_str("S*D", {S, D}));
+  a.expect_length(positions, T, shape_str("T", {T}));
+}
+
+// Arguments 1..9 of indexerScoresFp8 and indexerTopk (the same after the output argument), shapes checked.
+struct IndexerFp8Inputs {
+  ArrayArg<uint8_t> q;
+  ArrayArg<float> weights;
+  ArrayArg<uint8_t> keys;
+  ArrayArg<float> keyScales;
+  int64_t T, S, Hi, D;
+  ArrayArg<int32_t> positions;
+
+  explicit IndexerFp8Inputs(const Args& a)
+      : q(a.u8(1, "q")),
+        weights(a.f32(2, "weights")),
+        keys(a.u8(3, "keys")),
+        keyScales(a.f32(4, "keyScales")),
+        T(a.integer(5, "T", 0, kMaxDim)),
+        S(a.integer(6, "S", 0, kMaxDim)),
+        Hi(a.integer(7, "Hi", 0, kMaxDim)),
+        D(a.integer(8, "D", 0, kMaxDim)),
+        positions(a.i32(9, "positions")) {
+    expect_indexer_shapes(a, q, weights, keys, positions, T, S, Hi, D);
+    a.expect_min_length(keyScales, S, shape_str("S", {S}));
+  }
+
+  template <class O>
+  void expect_disjoint_from(const Args& a, const ArrayArg<O>& out) const {
+    a.expect_disjoint(out, q);
+    a.expect_disjoint(out, weights);
+    a.expect_disjoint(out, keys);
+    a.expect_disjoint(out, keyScales);
+    a.expect_disjoint(out, positions);
+  }
+};
+
 Napi::Value IndexerScores(const Napi::CallbackInfo& info) {
   Args a(info, "indexerScores", 9);
   auto out = a.f32(0, "out");
@@ -306,11 +349,8 @@ Napi::Value IndexerScores(const Napi::CallbackInfo& info) {
   const int64_t Hi = a.integer(6, "Hi", 0, kMaxDim);
   const int64_t D = a.integer(7, "D", 0, kMaxDim);
   auto positions = a.i32(8, "positions");
-  a.expect_length(q, a.product({T, Hi, D}, "T*Hi*D"), shape_str("T*Hi*D", {T, Hi, D}));
-  a.expect_length(weights, a.product({T, Hi}, "T*Hi"), shape_str("T*Hi", {T, Hi}));
-  a.expect_min_length(keys, a.product({S, D}, "S*D"), shape_str("S*D", {S, D}));
+  expect_indexer_shapes(a, q, weights, keys, positions, T, S, Hi, D);
   a.expect_length(out, a.product({T, S}, "T*S"), shape_str("T*S", {T, S}));
-  a.expect_length(positions, T, shape_str("T", {T}));
   a.expect_disjoint(out, q);
   a.expect_disjoint(out, weights);
   a.expect_disjoint(out, keys);
@@ -321,55 +361,23 @@ Napi::Value IndexerScores(const Napi::CallbackInfo& info) {
 Napi::Value IndexerScoresFp8(const Napi::CallbackInfo& info) {
   Args a(info, "indexerScoresFp8", 10);
   auto out = a.f32(0, "out");
-  auto q = a.u8(1, "q");
-  auto weights = a.f32(2, "weights");
-  auto keys = a.u8(3, "keys");
-  auto keyScales = a.f32(4, "keyScales");
-  const int64_t T = a.integer(5, "T", 0, kMaxDim);
-  const int64_t S = a.integer(6, "S", 0, kMaxDim);
-  const int64_t Hi = a.integer(7, "Hi", 0, kMaxDim);
-  const int64_t D = a.integer(8, "D", 0, kMaxDim);
-  auto positions = a.i32(9, "positions");
-  a.expect_length(q, a.product({T, Hi, D}, "T*Hi*D"), shape_str("T*Hi*D", {T, Hi, D}));
-  a.expect_length(weights, a.product({T, Hi}, "T*Hi"), shape_str("T*Hi", {T, Hi}));
-  a.expect_min_length(keys, a.product({S, D}, "S*D"), shape_str("S*D", {S, D}));
-  a.expect_min_length(keyScales, S, shape_str("S", {S}));
-  a.expect_length(out, a.product({T, S}, "T*S"), shape_str("T*S", {T, S}));
-  a.expect_length(positions, T, shape_str("T", {T}));
-  a.expect_disjoint(out, q);
-  a.expect_disjoint(out, weights);
-  a.expect_disjoint(out, keys);
-  a.expect_disjoint(out, keyScales);
-  a.expect_disjoint(out, positions);
-  indexer_scores_fp8(out.data, q.data, weights.data, keys.data, keyScales.data, T, S, Hi, D, positions.data);
+  const IndexerFp8Inputs in(a);
+  a.expect_length(out, a.product({in.T, in.S}, "T*S"), shape_str("T*S", {in.T, in.S}));
+  in.expect_disjoint_from(a, out);
+  indexer_scores_fp8(out.data, in.q.data, in.weights.data, in.keys.data, in.keyScales.data, in.T, in.S, in.Hi, in.D,
+                     in.positions.data);
   return info.Env().Undefined();
 }
 
 Napi::Value IndexerTopk(const Napi::CallbackInfo& info) {
   Args a(info, "indexerTopk", 11);
   auto idx = a.i32(0, "idx");
-  auto q = a.u8(1, "q");
-  auto weights = a.f32(2, "weights");
-  auto keys = a.u8(3, "keys");
-  auto keyScales = a.f32(4, "keyScales");
-  const int64_t T = a.integer(5, "T", 0, kMaxDim);
-  const int64_t S = a.integer(6, "S", 0, kMaxDim);
-  const int64_t Hi = a.integer(7, "Hi", 0, kMaxDim);
-  const int64_t D = a.integer(8, "D", 0, kMaxDim);
-  auto positions = a.i32(9, "positions");
+  const IndexerFp8Inputs in(a);
   const int64_t k = a.integer(10, "k", 0, kMaxDim);
-  a.expect_length(q, a.product({T, Hi, D}, "T*Hi*D"), shape_str("T*Hi*D", {T, Hi, D}));
-  a.expect_length(weights, a.product({T, Hi}, "T*Hi"), shape_str("T*Hi", {T, Hi}));
-  a.expect_min_length(keys, a.product({S, D}, "S*D"), shape_str("S*D", {S, D}));
-  a.expect_min_length(keyScales, S, shape_str("S", {S}));
-  a.expect_length(idx, a.product({T, k}, "T*k"), shape_str("T*k", {T, k}));
-  a.expect_length(positions, T, shape_str("T", {T}));
-  a.expect_disjoint(idx, q);
-  a.expect_disjoint(idx, weights);
-  a.expect_disjoint(idx, keys);
-  a.expect_disjoint(idx, keyScales);
-  a.expect_disjoint(idx, positions);
-  indexer_topk(idx.data, q.data, weights.data, keys.data, keyScales.data, T, S, Hi, D, positions.data, k);
+  a.expect_length(idx, a.product({in.T, k}, "T*k"), shape_str("T*k", {in.T, k}));
+  in.expect_disjoint_from(a, idx);
+  indexer_topk(idx.data, in.q.data, in.weights.data, in.keys.data, in.keyScales.data, in.T, in.S, in.Hi, in.D,
+               in.positions.data, k);
   return info.Env().Undefined();
 }
 

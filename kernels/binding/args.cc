@@ -16,56 +16,44 @@ void Args::range_error(const std::string& msg) const {
   throw Napi::RangeError::New(env(), std::string(op_) + ": " + msg);
 }
 
-ArrayArg<float> Args::f32(size_t i, const char* name) const {
-  const Napi::Value v = info_[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    type_error(std::string(name) + " must be a Float32Array");
-  Napi::Float32Array a = v.As<Napi::Float32Array>();
-  ArrayArg<float> r;
+namespace {
+
+bool is_typed(const Napi::Value& v, napi_typedarray_type type) {
+  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == type;
+}
+
+// The typed array argument i as (data, element count, name); a TypeError "name must be a|an <what>" otherwise.
+template <class T, napi_typedarray_type Type>
+ArrayArg<T> typed_array(const Args& args, size_t i, const char* name, const char* what) {
+  const Napi::Value v = args.info()[i];
+  if (!is_typed(v, Type)) args.type_error(std::string(name) + " must be " + what);
+  Napi::TypedArrayOf<T> a = v.As<Napi::TypedArrayOf<T>>();
+  ArrayArg<T> r;
   r.data = a.Data();
   r.length = static_cast<int64_t>(a.ElementLength());
   r.name = name;
   return r;
+}
+
+}  // namespace
+
+ArrayArg<float> Args::f32(size_t i, const char* name) const {
+  return typed_array<float, napi_float32_array>(*this, i, name, "a Float32Array");
 }
 
 ArrayArg<int32_t> Args::i32(size_t i, const char* name) const {
-  const Napi::Value v = info_[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    type_error(std::string(name) + " must be an Int32Array");
-  Napi::Int32Array a = v.As<Napi::Int32Array>();
-  ArrayArg<int32_t> r;
-  r.data = a.Data();
-  r.length = static_cast<int64_t>(a.ElementLength());
-  r.name = name;
-  return r;
+  return typed_array<int32_t, napi_int32_array>(*this, i, name, "an Int32Array");
 }
 
 ArrayArg<uint8_t> Args::u8(size_t i, const char* name) const {
-  const Napi::Value v = info_[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    type_error(std::string(name) + " must be a Uint8Array");
-  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
-  ArrayArg<uint8_t> r;
-  r.data = a.Data();
-  r.length = static_cast<int64_t>(a.ElementLength());
-  r.name = name;
-  return r;
+  return typed_array<uint8_t, napi_uint8_array>(*this, i, name, "a Uint8Array");
 }
 
 ArrayArg<uint16_t> Args::u16(size_t i, const char* name) const {
-  if (!is_u16(i)) type_error(std::string(name) + " must be a Uint16Array");
-  Napi::Uint16Array a = info_[i].As<Napi::Uint16Array>();
-  ArrayArg<uint16_t> r;
-  r.data = a.Data();
-  r.length = static_cast<int64_t>(a.ElementLength());
-  r.name = name;
-  return r;
+  return typed_array<uint16_t, napi_uint16_array>(*this, i, name, "a Uint16Array");
 }
 
-bool Args::is_u16(size_t i) const {
-  const Napi::Value v = info_[i];
-  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint16_array;
-}
+bool Args::is_u16(size_t i) const { return is_typed(info_[i], napi_uint16_array); }
 
 bool Args::is_null(size_t i) const {
   const Napi::Value v = info_[i];

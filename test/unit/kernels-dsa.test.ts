@@ -13,35 +13,15 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 
 import { loadNative } from '../../sidecar/src/native/index';
+import { assertExact, runTestFileWithSimd } from '../helpers/kernel-checks';
+import { rand, randInt, seedNote } from '../helpers/seeded-random';
 
 const native = loadNative();
 /** The addon attends over bf16 caches with AVX-512-BF16 dot products (bf16-rounded operands, not exact). */
 const BF16_DOT = (native.backends().cpu as { bf16Dot?: boolean }).bf16Dot === true;
 const IS_CHILD = process.env.GLANCE_TEST_CHILD === '1';
-const SEED = process.env.GLANCE_TEST_SEED !== undefined ? Number(process.env.GLANCE_TEST_SEED) : (Date.now() ^ (process.pid << 8)) >>> 0;
-const seedNote = `(seed ${SEED}; replay with GLANCE_TEST_SEED=${SEED})`;
-let rngState = SEED >>> 0;
-/** mulberry32: uniform in [0, 1). */
-function rand(): number {
-  rngState = (rngState + 0x6d2b79f5) >>> 0;
-  let t = rngState;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-function randInt(n: number): number {
-  return Math.floor(rand() * n);
-}
-
-function assertSameInts(ours: Int32Array, ref: Int32Array, label: string): void {
-  assert.equal(ours.length, ref.length, `${label}: length`);
-  for (let i = 0; i < ref.length; i++) {
-    if (ours[i] !== ref[i]) assert.fail(`${label}: element ${i} is ${ours[i]}, expected ${ref[i]} ${seedNote}`);
-  }
-}
 
 /** The k largest finite scores of each row, ties to the lower index, as a set in position order, −1 padded. */
 function refTopk(scores: Float32Array, T: number, S: number, k: number): Int32Array {
@@ -98,7 +78,7 @@ test('topk: one long row split over the threads equals the reference (ties, narr
         const run = () => native.topk(idx, scores, 1, S, k);
         if (threads === 0) run();
         else withThreads(threads, run);
-        assertSameInts(idx, ref, `topk ${kind} S=${S} threads=${threads || 'all'}`);
+        assertExact(idx, ref, `topk ${kind} S=${S} threads=${threads || 'all'}`);
       }
     }
   }
@@ -148,10 +128,10 @@ function runIndexerCase(c: IndexerCase, label: string): void {
     const run = () => native.indexerTopk(idx, q, weights, keys, keyScales, T, S, Hi, D, positions, k);
     if (threads === 0) run();
     else withThreads(threads, run);
-    assertSameInts(idx, ref, `${label} threads=${threads || 'all'}`);
+    assertExact(idx, ref, `${label} threads=${threads || 'all'}`);
   }
   // and the selection itself is right (the two ops above are checked against references in kernels.test.ts)
-  assertSameInts(ref, refTopk(scores, T, S, k), `${label}: topk of the scores`);
+  assertExact(ref, refTopk(scores, T, S, k), `${label}: topk of the scores`);
 }
 
 test('indexerTopk equals indexerScoresFp8 then topk: decode shapes, both indexer layouts, ties, short positions', () => {
@@ -305,20 +285,10 @@ test('mlaAttention: a bf16 cache is length-checked like an fp32 one; other array
 // ---- the scalar fallback ---------------------------------------------------------------------------------
 
 test('the portable scalar kernels pass the same tests (child process, GLANCE_SIMD=scalar)', { skip: IS_CHILD }, () => {
-  const env: NodeJS.ProcessEnv = { ...process.env, GLANCE_SIMD: 'scalar', GLANCE_TEST_CHILD: '1', GLANCE_TEST_SEED: String(SEED) };
-  delete env.NODE_TEST_CONTEXT; // run as a plain script (TAP on stdout, exit code 1 on failure)
-  const r = spawnSync(process.execPath, [__filename], { env, encoding: 'utf8', timeout: 300_000 });
-  const out = r.stdout ?? '';
-  assert.equal(r.status, 0, `scalar run failed ${seedNote}:\n${out.slice(-4000)}\n${(r.stderr ?? '').slice(-2000)}`);
-  assert.match(out, /# pass [1-9]\d*\n# fail 0/, 'the scalar run must have run the tests');
+  runTestFileWithSimd(__filename, 'scalar', 300_000);
 });
 
 test('the AVX2 kernels pass the same tests on a CPU with AVX-512-BF16 (child process, GLANCE_SIMD=avx2)', { skip: (IS_CHILD || !BF16_DOT) && 'child run, or no AVX-512-BF16 path here' }, () => {
-  const env: NodeJS.ProcessEnv = { ...process.env, GLANCE_SIMD: 'avx2', GLANCE_TEST_CHILD: '1', GLANCE_TEST_SEED: String(SEED) };
-  delete env.NODE_TEST_CONTEXT;
-  const r = spawnSync(process.execPath, [__filename], { env, encoding: 'utf8', timeout: 300_000 });
-  const out = r.stdout ?? '';
-  assert.equal(r.status, 0, `avx2 run failed ${seedNote}:\n${out.slice(-4000)}\n${(r.stderr ?? '').slice(-2000)}`);
-  assert.match(out, /# pass [1-9]\d*\n# fail 0/, 'the avx2 run must have run the tests');
+  const out = runTestFileWithSimd(__filename, 'avx2', 300_000);
   assert.match(out, /ok \d+ - mlaAttention with a bf16 cache equals the fp32 op/, 'the avx2 run must have checked the exact bf16 path');
 });

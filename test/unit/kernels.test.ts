@@ -9,42 +9,18 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { findProjectRoot, loadNative, nativeAddonPath } from '../../sidecar/src/native/index';
 import type { NativeWeight, RouterOptions, WeightDType } from '../../sidecar/src/native/index';
+import { assertExact, runTestFileWithSimd } from '../helpers/kernel-checks';
+import { poisoned, rand, randF32, randInt, seedNote } from '../helpers/seeded-random';
 
 const native = loadNative();
 const IS_CHILD = process.env.GLANCE_TEST_CHILD === '1';
 const TOL = 1e-5;
-
-// ---- random numbers ------------------------------------------------------------------------------------
-
-const SEED = process.env.GLANCE_TEST_SEED !== undefined ? Number(process.env.GLANCE_TEST_SEED) : (Date.now() ^ (process.pid << 8)) >>> 0;
-let rngState = SEED >>> 0;
-/** mulberry32: uniform in [0, 1). */
-function rand(): number {
-  rngState = (rngState + 0x6d2b79f5) >>> 0;
-  let t = rngState;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-function randInt(n: number): number {
-  return Math.floor(rand() * n);
-}
-function randF32(n: number, scale = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = (rand() * 2 - 1) * scale;
-  return a;
-}
-function poisoned(n: number): Float32Array {
-  return new Float32Array(n).fill(NaN);
-}
-const seedNote = `(seed ${SEED}; replay with GLANCE_TEST_SEED=${SEED})`;
 
 // ---- comparisons ---------------------------------------------------------------------------------------
 
@@ -66,15 +42,6 @@ function assertClose(ours: ArrayLike<number>, ref: ArrayLike<number>, label: str
   }
   const rel = den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
   assert.ok(rel <= tol, `${label}: relative error ${rel.toExponential(3)} > ${tol} ${seedNote}`);
-}
-
-function assertExact(ours: ArrayLike<number>, ref: ArrayLike<number>, label: string): void {
-  assert.equal(ours.length, ref.length, `${label}: length`);
-  for (let i = 0; i < ref.length; i++) {
-    if (!Object.is(ours[i], ref[i]) && !(Number.isNaN(ours[i]) && Number.isNaN(ref[i]))) {
-      assert.fail(`${label}: element ${i} is ${ours[i]}, expected ${ref[i]} ${seedNote}`);
-    }
-  }
 }
 
 // ---- weights: bytes and an independent decoder ---------------------------------------------------------
@@ -1336,10 +1303,5 @@ test('arguments: wrong types and lengths throw, naming the argument and the expe
 // ---- the scalar fallback ---------------------------------------------------------------------------------
 
 test('the portable scalar kernels pass the same tests (child process, GLANCE_SIMD=scalar)', { skip: IS_CHILD }, () => {
-  const env: NodeJS.ProcessEnv = { ...process.env, GLANCE_SIMD: 'scalar', GLANCE_TEST_CHILD: '1', GLANCE_TEST_SEED: String(SEED) };
-  delete env.NODE_TEST_CONTEXT; // run as a plain script (TAP on stdout, exit code 1 on failure)
-  const r = spawnSync(process.execPath, [__filename], { env, encoding: 'utf8', timeout: 120_000 });
-  const out = r.stdout ?? '';
-  assert.equal(r.status, 0, `scalar run failed ${seedNote}:\n${out.slice(-4000)}\n${(r.stderr ?? '').slice(-2000)}`);
-  assert.match(out, /# pass [1-9]\d*\n# fail 0/, 'the scalar run must have run the tests');
+  runTestFileWithSimd(__filename, 'scalar', 120_000);
 });
