@@ -532,26 +532,44 @@ Napi::Value OpSiluMul(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The arguments mlaAbsorbQuery and mlaAbsorbQueryRope share: (out, outStride, q, qStride, T, H, nope, v).
+struct AbsorbCall {
+  ArrayArg<float> out, q;
+  int os, qs, T, H, nope, v;
+};
+
+AbsorbCall absorb_call(const Args& a) {
+  AbsorbCall c;
+  c.out = a.f32(0, "out");
+  c.os = static_cast<int>(a.integer(1, "outStride", 1, INT32_MAX));
+  c.q = a.f32(2, "q");
+  c.qs = static_cast<int>(a.integer(3, "qStride", 1, INT32_MAX));
+  c.T = static_cast<int>(a.integer(4, "T", 0, INT32_MAX));
+  c.H = static_cast<int>(a.integer(5, "H", 1, INT32_MAX));
+  c.nope = static_cast<int>(a.integer(6, "nope", 0, INT32_MAX));
+  c.v = static_cast<int>(a.integer(7, "v", 0, INT32_MAX));
+  return c;
+}
+
+// kvB's shape, room for the absorbed columns plus `rope` in each out row and nope + rope in each q row, and the
+// lengths of out and q.
+void check_absorb(const Args& a, const AbsorbCall& c, const Weight& w, int rope) {
+  if (w.rows != static_cast<int64_t>(c.H) * (c.nope + c.v)) a.range_error("kvB rows must be H*(nope+v)");
+  if (c.os < w.cols + rope || c.qs < c.nope + rope) a.range_error("strides too small");
+  a.expect_length(c.out, a.product({c.T, c.H, c.os}, "T*H*outStride"), "T*H*outStride");
+  a.expect_length(c.q, a.product({c.T, c.H, c.qs}, "T*H*qStride"), "T*H*qStride");
+}
+
 // mlaAbsorbQuery(out, outStride, q, qStride, T, H, nope, v, kvB)
 Napi::Value OpAbsorb(const Napi::CallbackInfo& info) {
   Args a(info, "cuda.modelOps.mlaAbsorbQuery", 9);
-  auto out = a.f32(0, "out");
-  const int os = static_cast<int>(a.integer(1, "outStride", 1, INT32_MAX));
-  auto q = a.f32(2, "q");
-  const int qs = static_cast<int>(a.integer(3, "qStride", 1, INT32_MAX));
-  const int T = static_cast<int>(a.integer(4, "T", 0, INT32_MAX));
-  const int H = static_cast<int>(a.integer(5, "H", 1, INT32_MAX));
-  const int nope = static_cast<int>(a.integer(6, "nope", 0, INT32_MAX));
-  const int v = static_cast<int>(a.integer(7, "v", 0, INT32_MAX));
+  const AbsorbCall c = absorb_call(a);
   const Weight& w = NativeWeight::From(a, 8, "kvB");
-  if (w.rows != static_cast<int64_t>(H) * (nope + v)) a.range_error("kvB rows must be H*(nope+v)");
-  if (os < w.cols || qs < nope) a.range_error("strides too small");
-  a.expect_length(out, a.product({T, H, os}, "T*H*outStride"), "T*H*outStride");
-  a.expect_length(q, a.product({T, H, qs}, "T*H*qStride"), "T*H*qStride");
-  auto dout = up(out), dq = up(q);
+  check_absorb(a, c, w, 0);
+  auto dout = up(c.out), dq = up(c.q);
   DevWeightBuf dw = up_weight(w);
-  cuda::mla_absorb_query(nullptr, dout->as<float>(), os, dq->as<float>(), qs, T, H, nope, v, dw.w);
-  down(out, *dout);
+  cuda::mla_absorb_query(nullptr, dout->as<float>(), c.os, dq->as<float>(), c.qs, c.T, c.H, c.nope, c.v, dw.w);
+  down(c.out, *dout);
   return info.Env().Undefined();
 }
 
@@ -890,30 +908,20 @@ Napi::Value OpGemvBatch(const Napi::CallbackInfo& info) {
 // absorption plus the interleaved RoPE of q's rope part, written after the absorbed columns (the decode kernel).
 Napi::Value OpAbsorbRope(const Napi::CallbackInfo& info) {
   Args a(info, "cuda.modelOps.mlaAbsorbQueryRope", 13);
-  auto out = a.f32(0, "out");
-  const int os = static_cast<int>(a.integer(1, "outStride", 1, INT32_MAX));
-  auto q = a.f32(2, "q");
-  const int qs = static_cast<int>(a.integer(3, "qStride", 1, INT32_MAX));
-  const int T = static_cast<int>(a.integer(4, "T", 0, INT32_MAX));
-  const int H = static_cast<int>(a.integer(5, "H", 1, INT32_MAX));
-  const int nope = static_cast<int>(a.integer(6, "nope", 0, INT32_MAX));
-  const int v = static_cast<int>(a.integer(7, "v", 0, INT32_MAX));
+  const AbsorbCall c = absorb_call(a);
   const int rope = static_cast<int>(a.integer(8, "rope", 0, 256));
   const Weight& w = NativeWeight::From(a, 9, "kvB");
   auto pos = a.i32(10, "positions");
   auto inv = a.f32(11, "invFreq");
   const float af = static_cast<float>(a.number(12, "attentionFactor"));
-  if (w.rows != static_cast<int64_t>(H) * (nope + v)) a.range_error("kvB rows must be H*(nope+v)");
-  if (os < w.cols + rope || qs < nope + rope) a.range_error("strides too small");
-  a.expect_length(out, a.product({T, H, os}, "T*H*outStride"), "T*H*outStride");
-  a.expect_length(q, a.product({T, H, qs}, "T*H*qStride"), "T*H*qStride");
-  a.expect_length(pos, T, "T");
+  check_absorb(a, c, w, rope);
+  a.expect_length(pos, c.T, "T");
   a.expect_length(inv, rope / 2, "rope/2");
-  auto dout = up(out), dq = up(q), dp = up(pos), di = up(inv);
+  auto dout = up(c.out), dq = up(c.q), dp = up(pos), di = up(inv);
   DevWeightBuf dw = up_weight(w);
-  cuda::mla_absorb_query_rope(nullptr, dout->as<float>(), os, dq->as<float>(), qs, T, H, nope, v, rope, dw.w, dp->as<int>(),
-                              di->as<float>(), af);
-  down(out, *dout);
+  cuda::mla_absorb_query_rope(nullptr, dout->as<float>(), c.os, dq->as<float>(), c.qs, c.T, c.H, c.nope, c.v, rope, dw.w,
+                              dp->as<int>(), di->as<float>(), af);
+  down(c.out, *dout);
   return info.Env().Undefined();
 }
 

@@ -143,6 +143,14 @@ __device__ __forceinline__ uint8_t float_to_e4m3(float v) {
   return static_cast<uint8_t>(code | sign);
 }
 
+// Per-row e4m3 scale: the power of two that maps max(amax, 1e-4) onto at most 448, rounded down exactly as
+// kernels/cpu/quantize.cc does, so CPU and GPU pick the same scale.
+__device__ __forceinline__ float e4m3_pow2_scale(float amax) {
+  int e = 0;
+  const float m = frexpf(fmaxf(amax, 1e-4f) / 448.0f, &e);
+  return ldexpf(1.0f, m == 0.5f ? e - 1 : e);
+}
+
 // Four e4m3 bytes (one 32-bit word) -> two f16x2 words holding value * 2^-8 exactly (normal and subnormal codes;
 // the NaN codes are not kept NaN). Used where the GPU has no FP8 tensor cores (sm_80): a product of two such halves
 // is the exact e4m3 product times 2^-16.

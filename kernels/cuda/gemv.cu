@@ -274,10 +274,10 @@ void gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, c
   gemv_batch(s, b);
 }
 
-void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
-                  const DevWeight* table, const int* ids, const DevWeight& shape) {
-  if (M <= 0 || shape.rows <= 0) return;
-  // M slots, each its own group; the batch's M (activation rows) is only bounded for plain jobs.
+namespace {
+// One grouped job over M slots, each its own group; the batch's M (activation rows) is only bounded for plain jobs.
+GemvBatch grouped_batch(float* out, int ldo, const float* x, int ldx, int x_div, int M, const DevWeight* table,
+                        const int* ids, const DevWeight& shape) {
   GemvBatch b;
   b.x = x;
   b.ldx = ldx;
@@ -291,7 +291,14 @@ void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, 
   j.x_div = x_div;
   j.out = out;
   j.ldo = ldo;
-  gemv_batch(s, b);
+  return b;
+}
+}  // namespace
+
+void grouped_gemv(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
+                  const DevWeight* table, const int* ids, const DevWeight& shape) {
+  if (M <= 0 || shape.rows <= 0) return;
+  gemv_batch(s, grouped_batch(out, ldo, x, ldx, x_div, M, table, ids, shape));
 }
 
 void gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int M, const DevWeight& gate, const DevWeight& up) {
@@ -311,20 +318,8 @@ void gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, i
 void grouped_gemv_swiglu(cudaStream_t s, float* out, int ldo, const float* x, int ldx, int x_div, int M,
                          const DevWeight* gate_table, const DevWeight* up_table, const int* ids, const DevWeight& shape) {
   if (M <= 0 || shape.rows <= 0) return;
-  GemvBatch b;
-  b.x = x;
-  b.ldx = ldx;
-  b.M = 1;
-  b.njobs = 1;
-  GemvJob& j = b.jobs[0];
-  j.w = shape;
-  j.table = gate_table;
-  j.up_table = up_table;
-  j.ids = ids;
-  j.slots = M;
-  j.x_div = x_div;
-  j.out = out;
-  j.ldo = ldo;
+  GemvBatch b = grouped_batch(out, ldo, x, ldx, x_div, M, gate_table, ids, shape);
+  b.jobs[0].up_table = up_table;
   gemv_batch(s, b);
 }
 

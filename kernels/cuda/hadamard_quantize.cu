@@ -67,10 +67,7 @@ __global__ void quantize_fp8_rows_kernel(uint8_t* out, float* scales, const floa
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) orow[i] = 0x7F;
     return;
   }
-  const float ratio = fmaxf(amax, 1e-4f) / 448.0f;
-  int e = 0;
-  const float m = frexpf(ratio, &e);
-  const float s = ldexpf(1.0f, m == 0.5f ? e - 1 : e);
+  const float s = e4m3_pow2_scale(amax);
   const float inv = 1.0f / s;
   if (threadIdx.x == 0) scales[n] = s;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) orow[i] = float_to_e4m3(__fmul_rn(xr[i], inv));

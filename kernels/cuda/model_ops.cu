@@ -435,9 +435,7 @@ __device__ __forceinline__ void indexer_row(const IndexerRowsArgs& a, int n) {
     if (i == 0) scales[row] = NAN;
     return;
   }
-  int e = 0;
-  const float mfr = frexpf(amax / 448.0f, &e);
-  const float sc = ldexpf(1.0f, mfr == 0.5f ? e - 1 : e);
+  const float sc = e4m3_pow2_scale(amax);
   o[i] = float_to_e4m3(v * (1.0f / sc));
   if (i == 0) {
     scales[row] = sc;
@@ -523,9 +521,7 @@ __global__ void hadamard_quant_kernel(uint8_t* out8, float* scales, float* xio, 
     if (i == 0) scales[row] = NAN;
     return;
   }
-  int e = 0;
-  const float mfr = frexpf(amax / 448.0f, &e);
-  const float sc = ldexpf(1.0f, mfr == 0.5f ? e - 1 : e);
+  const float sc = e4m3_pow2_scale(amax);
   o[i] = float_to_e4m3(v * (1.0f / sc));
   if (i == 0) scales[row] = sc;
 }

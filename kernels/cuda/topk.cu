@@ -213,6 +213,40 @@ __global__ void __launch_bounds__(kThreads) topk_count_kernel(const float* __res
   }
 }
 
+// Sums of the per-chunk (above, equal) counts over the chunks before `chunk` and over all chunks, run by the
+// block's first warp into s_before / s_total (the caller syncs). kVolatile reads the counts past the L1, for the
+// fused kernel whose other blocks wrote them after a grid barrier.
+template <bool kVolatile>
+__device__ __forceinline__ void chunk_count_sums(const uint32_t* ws_row, int chunk, int n_chunks, uint32_t* s_before,
+                                                 uint32_t* s_total) {
+  if (threadIdx.x >= 32) return;
+  uint32_t a_before = 0, e_before = 0, a_all = 0, e_all = 0;
+  for (int c = threadIdx.x; c < n_chunks; c += 32) {
+    const uint32_t* at = ws_row + kOffCounts + 2 * c;
+    const uint32_t a = kVolatile ? *reinterpret_cast<const volatile uint32_t*>(at) : at[0];
+    const uint32_t e = kVolatile ? *reinterpret_cast<const volatile uint32_t*>(at + 1) : at[1];
+    if (c < chunk) {
+      a_before += a;
+      e_before += e;
+    }
+    a_all += a;
+    e_all += e;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    a_before += __shfl_xor_sync(0xffffffffu, a_before, o);
+    e_before += __shfl_xor_sync(0xffffffffu, e_before, o);
+    a_all += __shfl_xor_sync(0xffffffffu, a_all, o);
+    e_all += __shfl_xor_sync(0xffffffffu, e_all, o);
+  }
+  if (threadIdx.x == 0) {
+    s_before[0] = a_before;
+    s_before[1] = e_before;
+    s_total[0] = a_all;
+    s_total[1] = e_all;
+  }
+}
+
 // Writes each chunk's selected columns in column order at the offset the earlier chunks leave; chunk 0 pads the row.
 __global__ void __launch_bounds__(kThreads) topk_emit_kernel(int32_t* __restrict__ idx, const float* __restrict__ scores,
                                                               int64_t ld, int S, const uint32_t* __restrict__ ws,
@@ -225,31 +259,7 @@ __global__ void __launch_bounds__(kThreads) topk_emit_kernel(int32_t* __restrict
   const uint32_t* ws_row = ws + row * row_stride;
   const uint32_t thr = ws_row[kOffState + 5], need_eq = ws_row[kOffState + 6];
   const int chunk = blockIdx.x;
-  if (threadIdx.x < 32) {  // sums over the earlier chunks and over all chunks (one warp)
-    uint32_t a_before = 0, e_before = 0, a_all = 0, e_all = 0;
-    for (int c = threadIdx.x; c < n_chunks; c += 32) {
-      const uint32_t a = ws_row[kOffCounts + 2 * c], e = ws_row[kOffCounts + 2 * c + 1];
-      if (c < chunk) {
-        a_before += a;
-        e_before += e;
-      }
-      a_all += a;
-      e_all += e;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      a_before += __shfl_xor_sync(0xffffffffu, a_before, o);
-      e_before += __shfl_xor_sync(0xffffffffu, e_before, o);
-      a_all += __shfl_xor_sync(0xffffffffu, a_all, o);
-      e_all += __shfl_xor_sync(0xffffffffu, e_all, o);
-    }
-    if (threadIdx.x == 0) {
-      s_before[0] = a_before;
-      s_before[1] = e_before;
-      s_total[0] = a_all;
-      s_total[1] = e_all;
-    }
-  }
+  chunk_count_sums<false>(ws_row, chunk, n_chunks, s_before, s_total);  // one warp
   __syncthreads();
   const uint32_t a_before = s_before[0], e_before = s_before[1];
   const uint32_t take_eq = e_before >= need_eq ? 0u : need_eq - e_before;  // equal keys this chunk may still take
@@ -407,32 +417,7 @@ __global__ void __launch_bounds__(kThreads) topk_single_kernel(int32_t* __restri
   }
   row_barrier(counter, gridDim.x, target);
   // Emit (as topk_emit_kernel).
-  if (threadIdx.x < 32) {
-    uint32_t a_before = 0, e_before = 0, a_all = 0, e_all = 0;
-    for (int c = threadIdx.x; c < n_chunks; c += 32) {
-      const uint32_t a = *reinterpret_cast<volatile uint32_t*>(ws_row + kOffCounts + 2 * c);
-      const uint32_t e = *reinterpret_cast<volatile uint32_t*>(ws_row + kOffCounts + 2 * c + 1);
-      if (c < chunk) {
-        a_before += a;
-        e_before += e;
-      }
-      a_all += a;
-      e_all += e;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      a_before += __shfl_xor_sync(0xffffffffu, a_before, o);
-      e_before += __shfl_xor_sync(0xffffffffu, e_before, o);
-      a_all += __shfl_xor_sync(0xffffffffu, a_all, o);
-      e_all += __shfl_xor_sync(0xffffffffu, e_all, o);
-    }
-    if (threadIdx.x == 0) {
-      s_before[0] = a_before;
-      s_before[1] = e_before;
-      s_total[0] = a_all;
-      s_total[1] = e_all;
-    }
-  }
+  chunk_count_sums<true>(ws_row, chunk, n_chunks, s_before, s_total);
   __syncthreads();
   const uint32_t a_before = s_before[0], e_before = s_before[1];
   const uint32_t take_eq = e_before >= need_eq ? 0u : need_eq - e_before;
