@@ -459,6 +459,24 @@ async function main() {
     await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
     log('workbench loaded');
 
+    /** How many sidecars the extension has spawned so far, counted in its log. */
+    const spawnLineCount = () => extensionLogLines(userData).filter((l) => l.includes('] spawning: ')).length;
+    /** Opens another window on `folder` (the page helpers act on it meanwhile), runs fn, then closes it. */
+    const inAnotherWindow = async (folder, fn) => {
+      const firstPage = page;
+      const other = await browser.newPage();
+      other.setDefaultTimeout(30_000);
+      page = other;
+      try {
+        await other.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(folder)}`);
+        await other.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+        return await fn();
+      } finally {
+        page = firstPage;
+        await other.close().catch(() => undefined);
+      }
+    };
+
     const original = fs.readFileSync(path.join(workspace, 'src', 'math.ts'), 'utf8');
     const mathFile = path.join(workspace, 'src', 'math.ts');
 
@@ -601,14 +619,8 @@ async function main() {
       const lock = await waitFor('sidecar.json', () => JSON.parse(fs.readFileSync(path.join(glanceCache, 'sidecar.json'), 'utf8')), 30_000);
       const firstPid = JSON.parse(fs.readFileSync(probe, 'utf8')).pid;
       if (lock.pid !== firstPid) throw new Error(`sidecar.json names pid ${lock.pid}, the first window runs pid ${firstPid}`);
-      const spawnsBefore = extensionLogLines(userData).filter((l) => l.includes('] spawning: ')).length;
-      const firstPage = page;
-      const second = await browser.newPage();
-      second.setDefaultTimeout(30_000);
-      page = second;
-      try {
-        await second.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace2)}`);
-        await second.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+      const spawnsBefore = spawnLineCount();
+      return inAnotherWindow(workspace2, async () => {
         await waitFor('the Glance status bar item in the second window', statusLabel, 60_000);
         await waitFor('status ready in the second window', async () => (await statusLabel()) === 'ready', 180_000);
         const adopted = await waitFor(
@@ -616,15 +628,12 @@ async function main() {
           () => extensionLogLines(userData).find((l) => l.includes(`adopted running sidecar pid ${lock.pid} `)),
           30_000,
         );
-        const spawnsAfter = extensionLogLines(userData).filter((l) => l.includes('] spawning: ')).length;
+        const spawnsAfter = spawnLineCount();
         if (spawnsAfter !== spawnsBefore) throw new Error(`the second window spawned a sidecar (${spawnsAfter - spawnsBefore} new spawn lines)`);
         process.kill(lock.pid, 0); // still the same live process
         await snap('adopt-second-window');
         return `second window adopted pid ${lock.pid}: ${adopted.replace(/^.*\[info\] /, '').slice(0, 120)}`;
-      } finally {
-        page = firstPage;
-        await second.close().catch(() => undefined);
-      }
+      });
     });
 
     await step('adopt-incompatible', async (snap) => {
@@ -634,27 +643,18 @@ async function main() {
       const lock = await waitFor('sidecar.json', () => JSON.parse(fs.readFileSync(lockFile, 'utf8')), 30_000);
       process.kill(lock.pid, 0);
       fs.writeFileSync(lockFile, JSON.stringify({ ...lock, version: '0.0.0-e2e-old' }), { mode: 0o600 });
-      const spawnsBefore = extensionLogLines(userData).filter((l) => l.includes('] spawning: ')).length;
-      const firstPage = page;
-      const third = await browser.newPage();
-      third.setDefaultTimeout(30_000);
-      page = third;
-      try {
-        await third.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(workspace2)}`);
-        await third.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+      const spawnsBefore = spawnLineCount();
+      return inAnotherWindow(workspace2, async () => {
         const refusal = await waitFor('the refusal in the extension log', () =>
           extensionLogLines(userData).find((l) => l.includes(`not adopting a sidecar: running sidecar pid ${lock.pid} is incompatible: it is version 0.0.0-e2e-old, this extension bundles `)), 60_000);
-        await waitFor('a sidecar of its own', () => extensionLogLines(userData).filter((l) => l.includes('] spawning: ')).length > spawnsBefore, 30_000);
+        await waitFor('a sidecar of its own', () => spawnLineCount() > spawnsBefore, 30_000);
         await waitFor('status ready in the new window', async () => (await statusLabel()) === 'ready', 180_000);
         const own = JSON.parse(fs.readFileSync(lockFile, 'utf8'));
         if (own.pid === lock.pid) throw new Error('the lock file still names the old sidecar');
         process.kill(lock.pid, 0); // the other windows' sidecar is left running
         await snap('adopt-incompatible');
         return `${refusal.replace(/^.*\[info\] /, '').slice(0, 140)}; own sidecar pid ${own.pid}`;
-      } finally {
-        page = firstPage;
-        await third.close().catch(() => undefined);
-      }
+      });
     });
 
     await step('multi-root', async (snap) => {
@@ -817,12 +817,13 @@ async function main() {
       await waitFor('the remote sidecar to see the client', () => fs.readFileSync(remoteLog, 'utf8').includes('client initialized'), 30_000);
       await sleep(500);
       await snap('remote-ready');
-      const completionsBefore = fs.readFileSync(remoteLog, 'utf8').split('\n').filter((l) => l.includes('textDocument/inlineCompletion')).length;
+      const remoteCompletionLines = () => fs.readFileSync(remoteLog, 'utf8').split('\n').filter((l) => l.includes('textDocument/inlineCompletion')).length;
+      const completionsBefore = remoteCompletionLines();
       await openFile('lib/geometry.ts');
       await focusEditor();
       const { ghost } = await typeUntilGhost(GHOST_ATTEMPTS_REMOTE, 20_000);
       await snap('remote-ghost');
-      const completionsAfter = fs.readFileSync(remoteLog, 'utf8').split('\n').filter((l) => l.includes('textDocument/inlineCompletion')).length;
+      const completionsAfter = remoteCompletionLines();
       if (completionsAfter <= completionsBefore) throw new Error('ghost text appeared, but the remote sidecar logged no inline completion request');
       return `remote pid ${ready.pid} at ${url}; token moved from settings to secret storage; ${completionsAfter - completionsBefore} completion log lines there; ghost ${JSON.stringify(ghost.slice(0, 60))}`;
     });
@@ -831,6 +832,11 @@ async function main() {
       if (!remote) throw new Error('needs the remote sidecar of the remote-sidecar step');
       const { url, token } = remote;
       const errorToast = (text) => page.locator('.notification-toast', { hasText: text }).last();
+      /** the toast's text once it shows, whitespace collapsed */
+      const toastText = async (toast) => {
+        await toast.waitFor({ timeout: 15_000 });
+        return ((await toast.textContent()) ?? '').replace(/\s+/g, ' ').trim();
+      };
       // a wrong token, set as a user does, through the command (a masked input box)
       await runCommand('Notifications: Clear All Notifications');
       await runCommand('Glance: Set Remote Sidecar Token');
@@ -841,8 +847,7 @@ async function main() {
       await page.keyboard.press('Enter');
       await waitFor('the status bar to show the refused token', async () => (await statusLabel()) === 'error' && (await statusText()).includes('remote token refused'), 60_000);
       const refused = errorToast('refused the token');
-      await refused.waitFor({ timeout: 15_000 });
-      const refusedText = ((await refused.textContent()) ?? '').replace(/\s+/g, ' ').trim();
+      const refusedText = await toastText(refused);
       if (!refusedText.includes(`The remote sidecar at ${url}/lsp refused the token`)) throw new Error(`the notification reads ${JSON.stringify(refusedText)}`);
       await sleep(800);
       await snap('remote-wrong-token');
@@ -862,8 +867,7 @@ async function main() {
       await acceptRestartPrompt();
       await waitFor('the status bar to show the unreachable remote', async () => (await statusLabel()) === 'error' && (await statusText()).includes('remote unreachable'), 90_000);
       const unreachable = errorToast('Cannot reach the remote sidecar');
-      await unreachable.waitFor({ timeout: 15_000 });
-      const unreachableText = ((await unreachable.textContent()) ?? '').replace(/\s+/g, ' ').trim();
+      const unreachableText = await toastText(unreachable);
       if (!unreachableText.includes(`Cannot reach the remote sidecar at ${unreachableUrl}/lsp: connection refused`)) {
         throw new Error(`the notification reads ${JSON.stringify(unreachableText)}`);
       }

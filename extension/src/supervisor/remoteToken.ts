@@ -3,9 +3,16 @@
 // versions, or a user pasting it there) is moved into SecretStorage, removed from settings, and the user is told.
 import * as vscode from 'vscode';
 
-import { planTokenMigration } from './tokenMigration';
+import { type TokenSettingScope, planTokenMigration } from './tokenMigration';
 
 const SECRET_KEY = 'glance.remote.token';
+
+/** Each settings scope that can hold the token: where to clear it, and its name as the Settings editor shows it. */
+const SETTING_SCOPES: Record<TokenSettingScope, { target: vscode.ConfigurationTarget; name: string }> = {
+  global: { target: vscode.ConfigurationTarget.Global, name: 'user' },
+  workspace: { target: vscode.ConfigurationTarget.Workspace, name: 'workspace' },
+  workspaceFolder: { target: vscode.ConfigurationTarget.WorkspaceFolder, name: 'folder' },
+};
 
 export class RemoteTokenStore {
   /** a migration in progress: readers wait for it, so a restart right after a settings edit sees the token */
@@ -41,19 +48,13 @@ export class RemoteTokenStore {
     await this.secrets.store(SECRET_KEY, plan.token);
     const left: string[] = [];
     for (const scope of plan.clear) {
-      const target =
-        scope === 'global'
-          ? vscode.ConfigurationTarget.Global
-          : scope === 'workspace'
-            ? vscode.ConfigurationTarget.Workspace
-            : vscode.ConfigurationTarget.WorkspaceFolder;
       try {
-        await config.update('remote.token', undefined, target);
+        await config.update('remote.token', undefined, SETTING_SCOPES[scope].target);
       } catch (e) {
-        left.push(`${scope} settings (${(e as Error).message})`);
+        left.push(`${SETTING_SCOPES[scope].name} settings (${(e as Error).message})`);
       }
     }
-    const where = plan.clear.map((s) => (s === 'global' ? 'user' : s === 'workspace' ? 'workspace' : 'folder')).join(' and ');
+    const where = plan.clear.map((scope) => SETTING_SCOPES[scope].name).join(' and ');
     this.log.warn(`moved the remote sidecar token from ${where} settings into secret storage${left.length ? `; could not remove it from ${left.join(', ')}` : ''}`);
     const message = left.length
       ? `Glance: the remote sidecar token found in settings is now in VS Code's secret storage, but it could not be removed from ${left.join(', ')}. Remove glance.remote.token from settings by hand.`
