@@ -356,6 +356,20 @@ __global__ void __launch_bounds__(kNormThreads) kv_finalize_kernel(const KvFinal
 // Indexer rows, one block of max(D, 32) threads per row n (token t = n / rows_per_token): optional LayerNorm (ln_w,
 // ln_b), half-split RoPE on [0, R) at positions[t], Hadamard, e4m3 with a power-of-two scale into out8 / scales at
 // row rows_at[t] (rows_at null: n); optional head weights w[n] *= fold · scale.
+// Unnormalised Walsh-Hadamard transform of the row sh[0..D) (D a power of two) in shared memory, thread i owning
+// element i; every thread of the block calls it (it syncs), the last sync leaves sh readable by all.
+__device__ __forceinline__ void block_hadamard(float* sh, int D) {
+  const int i = threadIdx.x;
+  const bool live = i < D;
+  for (int h = 1; h < D; h <<= 1) {
+    float a = 0.0f;
+    if (live) a = (i & h) == 0 ? sh[i] + sh[i + h] : sh[i - h] - sh[i];
+    __syncthreads();
+    if (live) sh[i] = a;
+    __syncthreads();
+  }
+}
+
 __device__ __forceinline__ void indexer_row(const IndexerRowsArgs& a, int n) {
   uint8_t* out8 = a.out8;
   float* scales = a.scales;
@@ -412,13 +426,7 @@ __device__ __forceinline__ void indexer_row(const IndexerRowsArgs& a, int n) {
     if (live) sh[i] = nv;
     __syncthreads();
   }
-  for (int h = 1; h < D; h <<= 1) {
-    float a = 0.0f;
-    if (live) a = (i & h) == 0 ? sh[i] + sh[i + h] : sh[i - h] - sh[i];
-    __syncthreads();
-    if (live) sh[i] = a;
-    __syncthreads();
-  }
+  block_hadamard(sh, D);
   v = live ? sh[i] * static_cast<float>(1.0 / sqrt(static_cast<double>(D))) : 0.0f;
   if (!isfinite(v)) atomicOr(&bad_sh, 1);
   const float am = warp_max(fabsf(v));
@@ -492,13 +500,7 @@ __global__ void hadamard_quant_kernel(uint8_t* out8, float* scales, float* xio, 
   if (i == 0) bad_sh = 0;
   __syncthreads();
   if (hadamard) {
-    for (int h = 1; h < D; h <<= 1) {
-      float a = 0.0f;
-      if (live) a = (i & h) == 0 ? sh[i] + sh[i + h] : sh[i - h] - sh[i];
-      __syncthreads();
-      if (live) sh[i] = a;
-      __syncthreads();
-    }
+    block_hadamard(sh, D);
     if (live) sh[i] *= static_cast<float>(1.0 / sqrt(static_cast<double>(D)));
   }
   const float v = live ? sh[i] : 0.0f;
