@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
-# The glance-tiny v0.4 run: data-parallel on one multi-GPU host (torchrun, one process per GPU), within one hold of
+# A glance-tiny training run (v0.4 onwards): data-parallel on one multi-GPU host (torchrun, one process per GPU), within one hold of
 # the machine (it goes back after 30 s idle, so each call follows the previous one at once; checkpoints stay in
 # training/runs/v04 and the data in $DATA_HOME between calls).
 #   The shard set is larger than one device call can upload beside the repository, so it travels in parts
 #   (training/data/upN, each named in one call's carry; index.json in up1) and is put together in $DATA_HOME:
-#   1. bash training/run_v04.sh stash   copies the carried parts into $DATA_HOME (call this once per part)
-#   2. bash training/run_v04.sh start   dense stage 0 in its own session (setsid, --max-minutes $DENSE_MIN), resumed
+#   1. bash training/run.sh stash   copies the carried parts into $DATA_HOME (call this once per part)
+#   2. bash training/run.sh start   dense stage 0 in its own session (setsid, --max-minutes $DENSE_MIN), resumed
 #                                       from models/glance-tiny (RESUME=), FIM with PSM and SPM orders; a miniature of
 #                                       the later stages beside it on 2 GPUs (new code paths), then progress
-#   3. bash training/run_v04.sh finish  waits for dense, indexer warm-up, sparse (both data-parallel), FP8 export
+#   3. bash training/run.sh finish  waits for dense, indexer warm-up, sparse (both data-parallel), FP8 export
 #                                       (+ an all-bf16 copy checked against HF transformers)
-#   4. bash training/run_v04.sh eval    eval.py (loss dense/sparse, FIM in PSM and SPM order, next line), the
+#   4. bash training/run.sh eval    eval.py (loss dense/sparse, FIM in PSM and SPM order, next line), the
 #                                       export's files and logs to $OUT
 set -u -o pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 OUT=${OUT:-v04-out}; mkdir -p "$OUT"
-R=training/runs/v04; mkdir -p $R
-DATA_HOME=${DATA_HOME:-/root/glance-v04-data}
+# v0.4: RUN_NAME=v04 SPM_RATE=0.5 DENSE_STEPS=1800 (PSM and SPM); v0.5: the defaults below (SPM only, as shipped)
+RUN_NAME=${RUN_NAME:-v05}
+R=training/runs/$RUN_NAME; mkdir -p $R
+DATA_HOME=${DATA_HOME:-/root/glance-data}
 CFG=training/configs/glance-tiny.json
 TOK=models/glance-tiny                      # the shipped tokenizer (the shards were made with it)
 NGPU=${NGPU:-$(nvidia-smi -L | wc -l)}
 D=$DATA_HOME/shards
 C="--config $CFG --data $D --tokenizer $TOK"
-FIM="--fim-rate 0.9 --fim-per-piece 4 --spm-rate ${SPM_RATE:-0.5}"
+FIM="--fim-rate 0.9 --fim-per-piece 4 --spm-rate ${SPM_RATE:-1.0}"
 RUN="python3 -m torch.distributed.run --standalone --nproc-per-node"
 DENSE_MIN=${DENSE_MIN:-10.0}
 T0=$(date +%s)
@@ -57,6 +59,7 @@ start)
       --max-minutes $DENSE_MIN --data-workers 8 --eval-every 200 > $R/dense.log 2>&1 < /dev/null &
   echo $! > $R/dense.pid
   sleep 5
+  if [ "${MINI:-1}" = 1 ]; then    # MINI=0 when no training code changed since the last run
   M=training/runs/mini; rm -rf $M; mkdir -p $M
   MC="$C --seq-len 1024 --eval-seqs 2 --log-every 2 --compile off"
   say "mini pipeline on 2 GPUs beside it: dense 4 steps (PSM + SPM), indexer 2, sparse 2, export, eval"
@@ -71,6 +74,7 @@ start)
   timeout 150 python3 training/eval.py --model $M/glance-tiny --data $D --out $M/eval.json --skip-ref \
       --cases 4 --heldout-seqs 2 --ctx 2048 --max-new 24 --workers 2 2>&1 | tail -n 18
   say mini done
+  fi
   while [ $(( $(date +%s) - T0 )) -lt ${WATCH_S:-540} ] && kill -0 $(cat $R/dense.pid) 2>/dev/null; do sleep 10; done
   progress $R/dense.log 14
   tail -n 3 $R/dense.log
@@ -107,5 +111,5 @@ eval)
   ls -la $OUT
   say end of call
   ;;
-*) echo "usage: run_v04.sh stash|start|finish|eval"; exit 2;;
+*) echo "usage: run.sh stash|start|finish|eval"; exit 2;;
 esac
