@@ -41,6 +41,7 @@
         "kernels/cpu/hadamard.cc",
         "kernels/cpu/indexer.cc",
         "kernels/cpu/indexer_fp8.cc",
+        "kernels/cpu/indexer_fp8_amx.cc",
         "kernels/cpu/indexer_topk.cc",
         "kernels/cpu/mapped_file.cc",
         "kernels/cpu/matmul.cc",

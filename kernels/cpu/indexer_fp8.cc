@@ -24,6 +24,8 @@
 // rounded up to 8, zero padded); tiles of 6 keys x 16 heads broadcast the key elements against the panel's rows
 // (FMA bound), and the epilogue folds relu x weight into one 8-lane running sum per key, reduced once at the end.
 // fp32 accumulation everywhere; the key scale multiplies the head sum last.
+// Up to 16 heads with D = 64 or 128 on a CPU with AMX-BF16 (+ AVX-512 VBMI): the AMX body of indexer_fp8_amx.cc
+// instead (keys decoded to bf16 rows, 16 keys x 32 columns x 16 heads per tile instruction).
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -326,7 +328,21 @@ GLANCE_AVX2 void scores_heads_in_lanes(float* out, const float* kb, int64_t n, i
 Fp8IndexerBlock::Fp8IndexerBlock(const uint8_t* q, const float* weights, const uint8_t* keys, const float* key_scales,
                                  int64_t t0, int64_t TB, int64_t S, int64_t Hi, int64_t D, const int32_t* positions)
     : keys_(keys), key_scales_(key_scales), positions_(positions + t0), TB_(TB), S_(S), Hi_(Hi), D_(D) {
-  mode_ = !use_avx2() ? Mode::Scalar : Hi <= kLaneHeads ? Mode::KeysInLanes : Mode::HeadsInLanes;
+  mode_ = !use_avx2()                    ? Mode::Scalar
+          : amx_indexer_usable(Hi, D)     ? Mode::Amx
+          : Hi <= kLaneHeads              ? Mode::KeysInLanes
+                                          : Mode::HeadsInLanes;
+  if (mode_ == Mode::Amx) {  // the query as B tiles; none of the fp32 copies below
+    Hq_ = Dq_ = Dp_ = Hp_ = qsize_ = wsize_ = qstride_ = 0;
+    qbase_ = nullptr;
+    amx_.resize(static_cast<size_t>(TB));
+    need_ = 0;
+    for (int64_t i = 0; i < TB; i++) {
+      amx_prepare_query(amx_[i], q + (t0 + i) * Hi * D, weights + (t0 + i) * Hi, Hi, D);
+      need_ = std::max(need_, std::min<int64_t>(S, std::max<int64_t>(0, static_cast<int64_t>(positions_[i]) + 1)));
+    }
+    return;
+  }
   // Per-token fp32 copy of q and the weights, in the layout of the mode:
   //   Scalar:       q [Hi][D] exact, w [Hi];
   //   KeysInLanes:  qt [Hq][Dq][8] = q * 2^8 repeated in 8 lanes, zero for columns >= D (Hq = max(Hi, 1) with a
@@ -357,6 +373,7 @@ Fp8IndexerBlock::Fp8IndexerBlock(const uint8_t* q, const float* weights, const u
           case Mode::Scalar: qf[h * D + d] = v; break;
           case Mode::KeysInLanes: std::fill(qf + (h * Dq_ + d) * 8, qf + (h * Dq_ + d) * 8 + 8, v); break;
           case Mode::HeadsInLanes: qf[d * Hp_ + h] = v; break;
+          case Mode::Amx: break;  // returned above
         }
       }
       wf[h] = weights[t * Hi + h];
@@ -373,6 +390,7 @@ int64_t Fp8IndexerBlock::work() const { return need_ * TB_ * (Hi_ * D_ + D_) + T
 void Fp8IndexerBlock::score_chunk(int64_t ch, float* out, int64_t ldo) const {
   static thread_local std::vector<float> keybuf;
   static thread_local std::vector<uint8_t> padbuf;
+  static thread_local std::vector<uint16_t> amxrows;  // zero-filled: rows past n must be finite
   const float ninf = -std::numeric_limits<float>::infinity();
   const int64_t D = D_, Dq = Dq_, Dp = Dp_, TB = TB_;
   const int64_t s0 = ch * kKeyChunk, s1 = std::min(S_, s0 + kKeyChunk);
@@ -403,6 +421,10 @@ void Fp8IndexerBlock::score_chunk(int64_t ch, float* out, int64_t ldo) const {
       for (int64_t j = 0; j < n; j++) decode_key_avx2(kb + j * Dp, kc + j * D, D, Dp);
     }
 #endif
+    if (mode_ == Mode::Amx) {  // decode once for the block's tokens
+      if (amxrows.size() < static_cast<size_t>(kKeyChunk * D)) amxrows.assign(static_cast<size_t>(kKeyChunk * D), 0);
+      amx_decode_keys(amxrows.data(), kc, n, D);
+    }
     if (mode_ == Mode::Scalar) {
       kb = scratch(keybuf, static_cast<size_t>(kKeyChunk * D));
       for (int64_t j = 0; j < n * D; j++) kb[j] = e4m3_to_f32(kc[j]);
@@ -413,8 +435,8 @@ void Fp8IndexerBlock::score_chunk(int64_t ch, float* out, int64_t ldo) const {
     const int64_t ve = std::max(s0, std::min<int64_t>(s1, static_cast<int64_t>(positions_[i]) + 1));
     const int64_t m = ve - s0;
     if (m > 0) {
-      const float* qf = qbase_ + i * qstride_;
-      const float* wf = wbuf_.data() + i * wsize_;
+      const float* qf = mode_ == Mode::Amx ? nullptr : qbase_ + i * qstride_;
+      const float* wf = mode_ == Mode::Amx ? nullptr : wbuf_.data() + i * wsize_;
       const float* ks = key_scales_ + s0;
       switch (mode_) {
 #if GLANCE_X86
@@ -424,6 +446,7 @@ void Fp8IndexerBlock::score_chunk(int64_t ch, float* out, int64_t ldo) const {
           break;
         case Mode::HeadsInLanes: scores_heads_in_lanes(o + s0, kb, m, Dp, qf, wf, Hp_, D, ks); break;
 #endif
+        case Mode::Amx: amx_scores(o + s0, amxrows.data(), m, amx_[i], D, ks); break;
         default: scores_scalar(o + s0, kb, m, qf, wf, Hi_, D, ks); break;
       }
     }

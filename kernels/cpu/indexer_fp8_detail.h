@@ -11,6 +11,25 @@ namespace glance {
 constexpr int64_t kKeyChunk = 48;    // keys per work item (a multiple of the 8-key groups and 6-key tiles)
 constexpr int64_t kTokenBlock = 16;  // query tokens sharing one decode of a key chunk
 
+// ---- AMX body (indexer_fp8_amx.cc): up to 16 heads, D = 64 or 128, on CPUs with AMX-BF16 + AVX-512 VBMI ----
+
+// The AMX body can score this shape here (CPU, OS permission, GLANCE_SIMD not forcing avx2/scalar).
+bool amx_indexer_usable(int64_t Hi, int64_t D);
+
+// One token's query as AMX B tiles (bf16, columns in the A tiles' order) and its head weights, padded to hp heads.
+struct alignas(64) AmxQuery {
+  uint16_t b[4][16][32];
+  float wpat[16];  // weight of head (lane % hp), 0 for padding heads
+  int hp;          // heads padded to a power of two <= 16
+};
+void amx_prepare_query(AmxQuery& aq, const uint8_t* q, const float* weights, int64_t Hi, int64_t D);
+
+// rows [n][D] bf16 (the A tiles' column order) = keys [n][D] e4m3, n <= kKeyChunk.
+void amx_decode_keys(uint16_t* rows, const uint8_t* keys, int64_t n, int64_t D);
+
+// out[j] = ks[j] * sum_h w[h] relu(q_h . key_j) for j < n <= kKeyChunk; rows has kKeyChunk finite rows.
+void amx_scores(float* out, const uint16_t* rows, int64_t n, const AmxQuery& aq, int64_t D, const float* ks);
+
 // Tokens [t0, t0 + TB) of an indexer_scores_fp8 call (TB <= kTokenBlock) with their queries converted once.
 class Fp8IndexerBlock {
  public:
@@ -28,7 +47,7 @@ class Fp8IndexerBlock {
   void score_chunk(int64_t ch, float* out, int64_t ldo) const;
 
  private:
-  enum class Mode { Scalar, KeysInLanes, HeadsInLanes };
+  enum class Mode { Scalar, KeysInLanes, HeadsInLanes, Amx };
   const uint8_t* keys_;
   const float* key_scales_;
   const int32_t* positions_;  // of the block's first token
@@ -36,6 +55,7 @@ class Fp8IndexerBlock {
   Mode mode_;
   int64_t Hq_, Dq_, Dp_, Hp_, qsize_, wsize_, qstride_, need_;
   std::vector<float> qstore_, wbuf_;
+  std::vector<AmxQuery> amx_;  // per token, Mode::Amx only
   float* qbase_;
 };
 

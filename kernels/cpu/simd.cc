@@ -3,6 +3,12 @@
 #include <cstdlib>
 #include <cstring>
 
+#if GLANCE_AMX_BUILD
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace glance {
 
 static SimdLevel detect() {
@@ -30,6 +36,24 @@ bool use_avx512_bf16() {
 #if GLANCE_X86
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+  }();
+  return on;
+}
+
+bool use_amx_bf16() {
+  static const bool on = [] {
+    if (!use_avx512_bf16()) return false;
+#if GLANCE_AMX_BUILD
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool vbmi = (c >> 1) & 1, amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+    if (!vbmi || !amx_bf16 || !amx_tile) return false;
+    // Linux hands out the 8 KB tile state only on request; without it a tile instruction faults.
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
 #else
     return false;
 #endif

@@ -7,7 +7,8 @@
 //
 // GLANCE_SIMD=scalar in the environment (read once, when the addon loads) forces the scalar bodies; the tests
 // use it to check the fallback against the same references. A few kernels have a third body for AVX-512 with the
-// BF16 dot-product instructions (GLANCE_AVX512BF16, use_avx512_bf16()); GLANCE_SIMD=avx2 stops at the AVX2 bodies.
+// BF16 dot-product instructions (GLANCE_AVX512BF16, use_avx512_bf16()), and the FP8 indexer one for AMX
+// (GLANCE_AMX, use_amx_bf16()); GLANCE_SIMD=avx2 stops at the AVX2 bodies.
 #pragma once
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -19,6 +20,15 @@
 #define GLANCE_X86 0
 #define GLANCE_AVX2
 #define GLANCE_AVX512BF16
+#endif
+// AMX (tile registers, bf16 tile products) + AVX-512 VBMI: Linux on x86-64 only (the tile state is granted per
+// process by arch_prctl).
+#if GLANCE_X86 && defined(__linux__)
+#define GLANCE_AMX_BUILD 1
+#define GLANCE_AMX __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vbmi,amx-tile,amx-bf16")))
+#else
+#define GLANCE_AMX_BUILD 0
+#define GLANCE_AMX
 #endif
 
 namespace glance {
@@ -36,6 +46,10 @@ inline bool use_avx2() { return GLANCE_X86 && simd_level() == SimdLevel::Avx2; }
 // AVX2 level and the CPU has AVX-512 F/BW/VL + BF16 (vdpbf16ps), unless GLANCE_SIMD=avx2. Only kernels whose
 // contract allows bf16-rounded operands use it (the attention over a bf16 latent cache).
 bool use_avx512_bf16();
+
+// use_avx512_bf16() and the CPU has AMX-TILE + AMX-BF16 + AVX-512 VBMI and the OS granted this process the tile
+// state (asked once). Only the FP8 indexer uses it (indexer_fp8_amx.cc); GLANCE_SIMD=avx2 turns it off too.
+bool use_amx_bf16();
 
 #if GLANCE_X86
 // Horizontal sum of the 8 lanes.

@@ -20,7 +20,7 @@ import { rand, randInt, seedNote } from '../helpers/seeded-random';
 
 const native = loadNative();
 /** The addon attends over bf16 caches with AVX-512-BF16 dot products (bf16-rounded operands, not exact). */
-const BF16_DOT = (native.backends().cpu as { bf16Dot?: boolean }).bf16Dot === true;
+const BF16_DOT = native.backends().cpu.bf16Dot;
 const IS_CHILD = process.env.GLANCE_TEST_CHILD === '1';
 
 /** The k largest finite scores of each row, ties to the lower index, as a set in position order, −1 padded. */

@@ -170,6 +170,10 @@ test('version, backends and setThreads', () => {
   assert.ok(Number.isInteger(b.cpu.threads) && b.cpu.threads >= 1);
   assert.ok(['avx2+fma+f16c', 'scalar'].includes(b.cpu.simd), b.cpu.simd);
   if (process.env.GLANCE_SIMD === 'scalar') assert.equal(b.cpu.simd, 'scalar');
+  assert.equal(typeof b.cpu.bf16Dot, 'boolean');
+  assert.equal(typeof b.cpu.amxIndexer, 'boolean');
+  if (process.env.GLANCE_SIMD === 'scalar' || process.env.GLANCE_SIMD === 'avx2') assert.equal(b.cpu.amxIndexer, false);
+  if (b.cpu.amxIndexer) assert.ok(b.cpu.bf16Dot, 'the AMX indexer comes with the AVX-512-BF16 level');
   // CUDA is compiled in whenever nvcc was found at install time; without a usable device the addon still loads
   // and says why (here: no driver / no GPU).
   assert.equal(typeof b.cuda.built, 'boolean');
@@ -883,6 +887,11 @@ test('indexerScoresFp8: vs float64 reference; masking, positions beyond S or neg
     { T: 1, S: 300, Hi: 8, D: 32 }, // decode, 8 heads in one accumulator set
     { T: 1, S: 97, Hi: 6, D: 64 },
     { T: 1, S: 75, Hi: 3, D: 40 }, // decode straight from the bytes, padded columns
+    // the AMX body where the CPU has it (<= 16 heads, D 64 or 128): heads padded to 1/2/4/8/16, partial C tiles
+    { T: 1, S: 100, Hi: 1, D: 64 },
+    { T: 1, S: 47, Hi: 2, D: 128 }, // fewer keys than one chunk
+    { T: 3, S: 161, Hi: 16, D: 128 }, // several tokens share a chunk's decoded rows
+    { T: 18, S: 90, Hi: 5, D: 64 }, // two token blocks, causal
   ];
   for (const c of cases) {
     const cap = c.S + 1 + randInt(40); // cache capacity beyond S
@@ -1304,4 +1313,10 @@ test('arguments: wrong types and lengths throw, naming the argument and the expe
 
 test('the portable scalar kernels pass the same tests (child process, GLANCE_SIMD=scalar)', { skip: IS_CHILD }, () => {
   runTestFileWithSimd(__filename, 'scalar', 120_000);
+});
+
+// Where the CPU has AMX the parent run checks the AMX indexer body; the AVX2 bodies it replaces get this run.
+test('the AVX2 kernels pass the same tests on a CPU with AMX (child process, GLANCE_SIMD=avx2)', { skip: (IS_CHILD || !native.backends().cpu.amxIndexer) && 'child run, or no AMX path here' }, () => {
+  const out = runTestFileWithSimd(__filename, 'avx2', 120_000);
+  assert.match(out, /ok \d+ - indexerScoresFp8: vs float64 reference/, 'the avx2 run must have checked the indexer');
 });

@@ -18,7 +18,14 @@ export interface NativeWeight {
 }
 
 export interface BackendInfo {
-  cpu: { threads: number; simd: string };
+  cpu: {
+    threads: number;
+    simd: string;
+    /** attention over a bf16 latent cache uses AVX-512-BF16 dot products */
+    bf16Dot: boolean;
+    /** the FP8 indexer uses AMX tiles (up to 16 heads, D = 64 or 128) */
+    amxIndexer: boolean;
+  };
   cuda: { built: boolean; devices: number; error?: string };
 }
 
