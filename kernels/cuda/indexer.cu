@@ -39,7 +39,6 @@ constexpr float kAccScale = 65536.0f;  // f16 path: products come out x 2^-16
 constexpr float kAccScale = 1.0f;
 #endif
 
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 890
 __device__ __forceinline__ void mma_f16_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                               uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -47,7 +46,19 @@ __device__ __forceinline__ void mma_f16_16816(float (&c)[4], uint32_t a0, uint32
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+
+// Four e4m3 bytes -> two f16x2 words (bytes 0, 1 -> lo; 2, 3 -> hi), exact: the hardware conversion on sm_89+ (true
+// values), the integer one elsewhere (values x 2^-8, kAccScale undoes it). A and B go through the same function, so
+// the pairing of k slots is the same on both sides whatever order the halves come in.
+__device__ __forceinline__ void e4m3x4_to_f16x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n cvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+      : "=r"(lo), "=r"(hi)
+      : "r"(w));
+#else
+  e4m3x4_to_f16x2_scaled(w, lo, hi);
 #endif
+}
 
 // c += A[16 x 32] . B[32 x 8] with e4m3 operands in the m16n8k32 fragment layout (a0/a2: row g, a1/a3: row g+8).
 __device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -84,10 +95,129 @@ constexpr int q_row_units() {  // 16-byte units per q row in shared memory: D/16
   return DC * 4 + ((4 - (DC * 4) % 8) + 8) % 8;
 }
 
+// ---- the tile arithmetic shared by the kernels below --------------------------------------------------------------
+// kHoist (the default): Hopper has no warp-level FP8 MMA (FP8 is wgmma-only there), so an m16n8k32 e4m3 mma.sync is
+// lowered to conversions of both operands plus two f16 MMAs, every time it runs: ncu measured ~1,500 instructions
+// per warp and key tile, 1.67 issued per SM cycle, the kernel instruction-bound (prefill: math-pipe throttle). With
+// kHoist the key fragments are converted to f16 once per tile (reused by every head tile and query) and q is stored
+// in shared memory already as f16, so the inner loop is f16 mma.sync alone (products of e4m3 values are exact in
+// f16 x f16 -> fp32, as they are in the e4m3 MMA). !kHoist keeps the e4m3 MMA (GLANCE_INDEXER_PREFETCH=5, for A/B).
+//
+// q in shared memory, per (query, head) row: kHoist: D f16 (32-bit pairs in the order e4m3x4_to_f16x2 gives) + 16
+// bytes of padding (the 8 lanes of a 16-byte load phase then hit distinct banks); else D e4m3 bytes in
+// q_row_units<DC>() 16-byte units.
+template <int DC, bool kHoist>
+constexpr int q_row_bytes() {
+  return kHoist ? DC * 128 + 16 : q_row_units<DC>() * 16;
+}
+
+template <int QB, int DC, bool kHoist>
+__device__ __forceinline__ void load_q_smem(uint8_t* qs, const uint8_t* __restrict__ q, int t0, int nq, int Hi) {
+  constexpr int D = DC * 64;
+  constexpr int kRow = q_row_bytes<DC, kHoist>();
+  constexpr int kUnits = D / 16;
+  for (int i = threadIdx.x; i < QB * Hi * kUnits; i += kThreads) {
+    const int qi = i / (Hi * kUnits);
+    const int rem = i - qi * Hi * kUnits;
+    const int h = rem / kUnits, u = rem - h * kUnits;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (qi < nq) v = reinterpret_cast<const uint4*>(q + (static_cast<int64_t>(t0 + qi) * Hi + h) * D)[u];
+    uint8_t* row = qs + (qi * Hi + h) * kRow;
+    if constexpr (kHoist) {
+      uint4 lo, hi;  // f16 pairs of words x, y (lo) and z, w (hi)
+      e4m3x4_to_f16x2(v.x, lo.x, lo.y);
+      e4m3x4_to_f16x2(v.y, lo.z, lo.w);
+      e4m3x4_to_f16x2(v.z, hi.x, hi.y);
+      e4m3x4_to_f16x2(v.w, hi.z, hi.w);
+      reinterpret_cast<uint4*>(row)[2 * u] = lo;
+      reinterpret_cast<uint4*>(row)[2 * u + 1] = hi;
+    } else {
+      reinterpret_cast<uint4*>(row)[u] = v;
+    }
+  }
+}
+
+// part[qi][kg][r] += sum over this thread's heads h (columns tig*2, tig*2+1 of each 8-head tile) of
+// w[qi][h] * relu(key row (kg, r) . q[qi][h]), for the warp's 32 keys in a (rows g, g+8 of key groups kg = 0, 1; a
+// quad of lanes holds 64 contiguous bytes of a row per c).
+template <int QB, int DC, bool kHoist>
+__device__ __forceinline__ void score_keys(const uint4 (&a)[2][2][DC], const uint8_t* qs, const float* ws, int Hi,
+                                           int g, int tig, float (&part)[QB][2][2]) {
+  constexpr int kRow = q_row_bytes<DC, kHoist>();
+#pragma unroll
+  for (int qi = 0; qi < QB; qi++)
+#pragma unroll
+    for (int kg = 0; kg < 2; kg++) part[qi][kg][0] = part[qi][kg][1] = 0.0f;
+  if constexpr (kHoist) {
+    // one key group (16 rows) at a time: its f16 fragments take 32 registers (DC = 2) instead of 64, at the price
+    // of reading q's fragments from shared memory once per group
+#pragma unroll
+    for (int kg = 0; kg < 2; kg++) {
+      uint32_t af[2][DC][4][2];  // [r][c][word][lo, hi]
+#pragma unroll
+      for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int c = 0; c < DC; c++) {
+          e4m3x4_to_f16x2(a[kg][r][c].x, af[r][c][0][0], af[r][c][0][1]);
+          e4m3x4_to_f16x2(a[kg][r][c].y, af[r][c][1][0], af[r][c][1][1]);
+          e4m3x4_to_f16x2(a[kg][r][c].z, af[r][c][2][0], af[r][c][2][1]);
+          e4m3x4_to_f16x2(a[kg][r][c].w, af[r][c][3][0], af[r][c][3][1]);
+        }
+#pragma unroll
+      for (int qi = 0; qi < QB; qi++) {
+#pragma unroll 2
+        for (int nt = 0; nt < Hi / 8; nt++) {
+          // this lane's 16 f16 of head nt*8+g per c: d = c*64 + tig*16 .. +16, the bytes of its key fragments
+          const uint8_t* qrow = qs + (qi * Hi + nt * 8 + g) * kRow + tig * 32;
+          float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};  // two chains: even / odd words
+#pragma unroll
+          for (int c = 0; c < DC; c++) {
+            const uint4 b0 = *reinterpret_cast<const uint4*>(qrow + c * 128);
+            const uint4 b1 = *reinterpret_cast<const uint4*>(qrow + c * 128 + 16);
+            const uint32_t bw[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+            for (int wd = 0; wd < 4; wd++)
+              mma_f16_16816(acc[wd & 1], af[0][c][wd][0], af[1][c][wd][0], af[0][c][wd][1], af[1][c][wd][1],
+                            bw[2 * wd], bw[2 * wd + 1]);
+          }
+          const float2 w = *reinterpret_cast<const float2*>(ws + qi * Hi + nt * 8 + tig * 2);
+          const float x0 = acc[0][0] + acc[1][0], x1 = acc[0][1] + acc[1][1];
+          const float x2 = acc[0][2] + acc[1][2], x3 = acc[0][3] + acc[1][3];
+          part[qi][kg][0] += w.x * fmaxf(x0, 0.0f) + w.y * fmaxf(x1, 0.0f);
+          part[qi][kg][1] += w.x * fmaxf(x2, 0.0f) + w.y * fmaxf(x3, 0.0f);
+        }
+      }
+    }
+  } else {
+#pragma unroll
+    for (int qi = 0; qi < QB; qi++) {
+#pragma unroll 2
+      for (int nt = 0; nt < Hi / 8; nt++) {
+        const uint4* qrow = reinterpret_cast<const uint4*>(qs + (qi * Hi + nt * 8 + g) * kRow) + tig;
+        uint4 b[DC];
+#pragma unroll
+        for (int c = 0; c < DC; c++) b[c] = qrow[c * 4];
+        const float2 w = *reinterpret_cast<const float2*>(ws + qi * Hi + nt * 8 + tig * 2);
+#pragma unroll
+        for (int kg = 0; kg < 2; kg++) {
+          float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+          for (int c = 0; c < DC; c++) {
+            mma_e4m3(acc, a[kg][0][c].x, a[kg][1][c].x, a[kg][0][c].y, a[kg][1][c].y, b[c].x, b[c].y);
+            mma_e4m3(acc, a[kg][0][c].z, a[kg][1][c].z, a[kg][0][c].w, a[kg][1][c].w, b[c].z, b[c].w);
+          }
+          part[qi][kg][0] += w.x * fmaxf(acc[0], 0.0f) + w.y * fmaxf(acc[1], 0.0f);
+          part[qi][kg][1] += w.x * fmaxf(acc[2], 0.0f) + w.y * fmaxf(acc[3], 0.0f);
+        }
+      }
+    }
+  }
+}
+
 // PREFETCH: each block loops over several key tiles and loads the next tile's fragments before computing the
 // current one (more registers: one resident block per SM); otherwise two blocks per SM and no prefetch.
 // MINB: resident blocks per SM asked of the compiler (a register cap); more warps hide more memory latency.
-template <int QB, int DC, bool PREFETCH, int MINB>
+template <int QB, int DC, bool PREFETCH, int MINB, bool kHoist>
 __global__ void __launch_bounds__(kThreads, MINB) indexer_fp8_mma_kernel(
     float* __restrict__ out, int64_t ld_out, const uint8_t* __restrict__ q, const float* __restrict__ weights,
     const uint8_t* __restrict__ keys, const float* __restrict__ key_scales, int T, int S, int Hi,
@@ -97,12 +227,10 @@ __global__ void __launch_bounds__(kThreads, MINB) indexer_fp8_mma_kernel(
   // while this bandwidth-bound kernel still streams keys (measured at 128K: 36.2 µs with the early trigger, 32.5 µs
   // without PDL); each block's exit lets the dependents start instead.
   constexpr int D = DC * 64;
-  constexpr int kUnits = D / 16;
-  constexpr int kRowUnits = q_row_units<DC>();
   extern __shared__ uint4 smem[];
-  uint4* qs = smem;                                                 // [QB][Hi][kRowUnits]
-  float* ws = reinterpret_cast<float*>(qs + QB * Hi * kRowUnits);  // [QB][Hi]
-  uint32_t* hs = reinterpret_cast<uint32_t*>(ws + QB * Hi);        // [QB][2048] top-k level-1 histograms (fused)
+  uint8_t* qs = reinterpret_cast<uint8_t*>(smem);                                  // [QB][Hi] rows of q_row_bytes
+  float* ws = reinterpret_cast<float*>(qs + QB * Hi * q_row_bytes<DC, kHoist>());  // [QB][Hi]
+  uint32_t* hs = reinterpret_cast<uint32_t*>(ws + QB * Hi);  // [QB][2048] top-k level-1 histograms (fused)
   __shared__ int s_pos[QB];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tig = lane & 3;
@@ -129,14 +257,7 @@ __global__ void __launch_bounds__(kThreads, MINB) indexer_fp8_mma_kernel(
   const int tile_end = min(n_tiles, tile_begin + tiles_per_block);
   uint4 a[2][2][DC];
   if (tile_begin < tile_end) load_tile(a, tile_begin);
-  for (int i = tid; i < QB * Hi * kUnits; i += kThreads) {
-    const int qi = i / (Hi * kUnits);
-    const int rem = i - qi * Hi * kUnits;
-    const int h = rem / kUnits, u = rem - h * kUnits;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (qi < nq) v = reinterpret_cast<const uint4*>(q + (static_cast<int64_t>(t0 + qi) * Hi + h) * D)[u];
-    qs[(qi * Hi + h) * kRowUnits + u] = v;
-  }
+  load_q_smem<QB, DC, kHoist>(qs, q, t0, nq, Hi);
   for (int i = tid; i < QB * Hi; i += kThreads) {
     const int qi = i / Hi;
     ws[i] = qi < nq ? weights[static_cast<int64_t>(t0 + qi) * Hi + (i - qi * Hi)] * kAccScale : 0.0f;
@@ -171,33 +292,7 @@ __global__ void __launch_bounds__(kThreads, MINB) indexer_fp8_mma_kernel(
       if (tile != tile_begin) load_tile(a, tile);
     }
     float part[QB][2][2];
-#pragma unroll
-    for (int qi = 0; qi < QB; qi++)
-#pragma unroll
-      for (int kg = 0; kg < 2; kg++) part[qi][kg][0] = part[qi][kg][1] = 0.0f;
-
-#pragma unroll
-    for (int qi = 0; qi < QB; qi++) {
-#pragma unroll 2
-      for (int nt = 0; nt < Hi / 8; nt++) {
-        const uint4* qrow = qs + (qi * Hi + nt * 8 + g) * kRowUnits + tig;
-        uint4 b[DC];
-#pragma unroll
-        for (int c = 0; c < DC; c++) b[c] = qrow[c * 4];
-        const float2 w = *reinterpret_cast<const float2*>(ws + qi * Hi + nt * 8 + tig * 2);
-#pragma unroll
-        for (int kg = 0; kg < 2; kg++) {
-          float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-          for (int c = 0; c < DC; c++) {
-            mma_e4m3(acc, a[kg][0][c].x, a[kg][1][c].x, a[kg][0][c].y, a[kg][1][c].y, b[c].x, b[c].y);
-            mma_e4m3(acc, a[kg][0][c].z, a[kg][1][c].z, a[kg][0][c].w, a[kg][1][c].w, b[c].z, b[c].w);
-          }
-          part[qi][kg][0] += w.x * fmaxf(acc[0], 0.0f) + w.y * fmaxf(acc[1], 0.0f);
-          part[qi][kg][1] += w.x * fmaxf(acc[2], 0.0f) + w.y * fmaxf(acc[3], 0.0f);
-        }
-      }
-    }
+    score_keys<QB, DC, kHoist>(a, qs, ws, Hi, g, tig, part);
     // Sum over the quad (the other heads of each row), then lane tig stores key (kg, r) = (tig / 2, tig % 2).
     const int s = s_warp + (tig >> 1) * 16 + (tig & 1) * 8 + g;
     const float ks = s < S ? key_scales[s] : 0.0f;
@@ -274,7 +369,7 @@ int sm_count() {
   return cached;
 }
 
-template <int QB, int DC, bool PREFETCH, int MINB>
+template <int QB, int DC, bool PREFETCH, int MINB, bool kHoist>
 void launch_mma_variant(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
                 const float* key_scales, int T, int S, int Hi, const int32_t* positions, uint32_t* hist1,
                 int64_t hist_stride, cudaStream_t stream) {
@@ -289,42 +384,55 @@ void launch_mma_variant(float* out, int64_t ld_out, const uint8_t* q, const floa
     tiles_per_block = std::min(tiles_per_block, n_tiles);
   }
   const dim3 grid((n_tiles + tiles_per_block - 1) / tiles_per_block, q_chunks);
-  const size_t smem = static_cast<size_t>(QB) * Hi * q_row_units<DC>() * 16 + static_cast<size_t>(QB) * Hi * 4 +
-                      (hist1 != nullptr ? static_cast<size_t>(QB) * 2048 * 4 : 0);
+  auto bytes = [](int heads, bool hist) {
+    return static_cast<size_t>(QB) * heads * q_row_bytes<DC, kHoist>() + static_cast<size_t>(QB) * heads * 4 +
+           (hist ? static_cast<size_t>(QB) * 2048 * 4 : 0);
+  };
   // Raised once per kernel instantiation to the largest size it will ever need (QB * 128 heads, histograms
   // included), so that later calls, e.g. inside a CUDA graph capture, make no attribute calls.
-  static const bool smem_raised = [] {
-    const size_t most = static_cast<size_t>(QB) * 128 * q_row_units<DC>() * 16 + static_cast<size_t>(QB) * 128 * 4 +
-                        static_cast<size_t>(QB) * 2048 * 4;
-    GLANCE_CUDA_CHECK(cudaFuncSetAttribute(indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(most)));
+  static const bool smem_raised = [&] {
+    GLANCE_CUDA_CHECK(cudaFuncSetAttribute(indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB, kHoist>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes(128, true))));
     return true;
   }();
   (void)smem_raised;
-  launch_kernel("indexer_fp8_mma_kernel", indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB>, dim3(grid), dim3(kThreads), smem, stream, out, ld_out, q, weights, keys, key_scales, T, S,
-                                                                    Hi, positions, tiles_per_block, hist1,
-                                                                    hist_stride);
+  launch_kernel("indexer_fp8_mma_kernel", indexer_fp8_mma_kernel<QB, DC, PREFETCH, MINB, kHoist>, dim3(grid),
+                dim3(kThreads), bytes(Hi, hist1 != nullptr), stream, out, ld_out, q, weights, keys, key_scales, T, S,
+                Hi, positions, tiles_per_block, hist1, hist_stride);
   GLANCE_CUDA_CHECK_LAUNCH("indexer_fp8_mma_kernel");
 }
 
-// Variants, GLANCE_INDEXER_PREFETCH overriding the default for benchmarking: 1 = prefetch, one block per SM;
-// 0 = no prefetch, two blocks per SM (the default: 17.7 vs 21.3 µs for a 128K decode step on the H100);
-// 2 = no prefetch, three blocks per SM (register cap 85).
+// Variants, GLANCE_INDEXER_PREFETCH overriding the default for benchmarking (all but 5 with the f16 key fragments
+// converted once per tile, kHoist):
+//   0 = no prefetch, two blocks per SM (the default); 1 = prefetching the next tile, one block per SM;
+//   2 = no prefetch, three blocks per SM (register cap 85: spills);
+//   5 = variant 0 with the e4m3 mma.sync per fragment (the kernel before kHoist; on Hopper the MMA is emulated).
+// (Tried and dropped, 2026-11-22, H100: keys streamed through a 4- or 2-stage cp.async shared-memory ring by a
+// persistent grid, 21.6 / 18.7 µs against 17.2 µs for variant 0 at 128K: with 8 warps per SM the per-warp chain of
+// ~1,000 instructions per 256-key tile, not the memory stream, sets the time.)
 template <int QB, int DC>
 void launch_mma(float* out, int64_t ld_out, const uint8_t* q, const float* weights, const uint8_t* keys,
                 const float* key_scales, int T, int S, int Hi, const int32_t* positions, uint32_t* hist1,
                 int64_t hist_stride, cudaStream_t stream) {
   char variant = '0';
   if (const char* e = std::getenv("GLANCE_INDEXER_PREFETCH")) variant = e[0];
-  if (variant == '1')
-    launch_mma_variant<QB, DC, true, 1>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
-                                        hist_stride, stream);
-  else if (variant == '2')
-    launch_mma_variant<QB, DC, false, 3>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
-                                         hist_stride, stream);
-  else
-    launch_mma_variant<QB, DC, false, 2>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
-                                         hist_stride, stream);
+  switch (variant) {
+    case '1':
+      launch_mma_variant<QB, DC, true, 1, true>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
+                                                hist_stride, stream);
+      break;
+    case '2':
+      launch_mma_variant<QB, DC, false, 3, true>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
+                                                 hist_stride, stream);
+      break;
+    case '5':
+      launch_mma_variant<QB, DC, false, 2, false>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
+                                                  hist_stride, stream);
+      break;
+    default:
+      launch_mma_variant<QB, DC, false, 2, true>(out, ld_out, q, weights, keys, key_scales, T, S, Hi, positions, hist1,
+                                                 hist_stride, stream);
+  }
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }

@@ -29,7 +29,7 @@ constexpr int kMaxD = 640;
 
 struct Params {
   float* out;
-  float* part_o;   // [nsplit][T][H][DV]
+  float* part_o;   // [nsplit][T][H][DV] fp32, or bf16 (uint16) when part_bf16
   float* part_ml;  // [nsplit][T][H][2]
   unsigned* arrivals;  // [T][head blocks] split arrival counters (fold_combine), or null: the combine kernel
   const uint16_t* q;
@@ -38,6 +38,7 @@ struct Params {
   int S, T, H, DV, D, Dp, k;
   int tokens_per_split, nsplit;
   float scale_log2;
+  bool part_bf16;  // split partials stored as bf16 (half the bytes the combine reads; not with fold_combine)
 };
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
@@ -186,29 +187,30 @@ __global__ void __launch_bounds__(HG* WS * 32) sparse_mla_kernel(const Params p)
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.0f;
   }
+  // Row copies: one warp per row (rows warp, warp + kWarps, ...), its lanes over the row's 16-byte pieces, so the
+  // selected index is loaded once per row and no index arithmetic divides (a flat loop over rows × pieces with a
+  // division by the piece count and an index load per piece made the gather ~1,800 instructions per warp and tile).
   // q rows of this block's heads (heads >= H: zeros).
-  for (int i = tid; i < kRows * chunks; i += kThreads) {
-    const int r = i / chunks, c = i - r * chunks;
+  for (int r = warp; r < kRows; r += kWarps) {
     const int h = hb * kRows + r;
     const bool ok = h < p.H;
-    const uint16_t* src = p.q + (static_cast<int64_t>(t) * p.H + (ok ? h : 0)) * D + c * 8;
-    cp_async16(q_s + r * row + c * 8, src, ok ? 16 : 0);
+    const uint16_t* src = p.q + (static_cast<int64_t>(t) * p.H + (ok ? h : 0)) * D;
+    for (int c = lane; c < chunks; c += 32) cp_async16(q_s + r * row + c * 8, src + c * 8, ok ? 16 : 0);
   }
   auto gather = [&](int tile, int buf) {
     const int base = tok_begin + tile * kTile;
     __nv_bfloat16* dst = kv_s + buf * kTile * row;
-    for (int i = tid; i < kTile * chunks; i += kThreads) {
-      const int r = i / chunks, c = i - r * chunks;
-      const int pos = base + r;
-      const int id = pos < tok_end ? idx_t[pos] : -1;
+    // the tile's indices: lane j of every warp holds row j's (one load per warp, coalesced)
+    const int my_pos = base + lane;
+    const int my_id = my_pos < tok_end ? idx_t[my_pos] : -1;
+#pragma unroll 2
+    for (int r = warp; r < kTile; r += kWarps) {
+      const int id = __shfl_sync(0xffffffffu, my_id, r);
       const bool ok = id >= 0 && id < p.S;
-      cp_async16(dst + r * row + c * 8, p.kv + static_cast<int64_t>(ok ? id : 0) * D + c * 8, ok ? 16 : 0);
+      const uint16_t* src = p.kv + static_cast<int64_t>(ok ? id : 0) * D;
+      for (int c = lane; c < chunks; c += 32) cp_async16(dst + r * row + c * 8, src + c * 8, ok ? 16 : 0);
     }
-    if (tid < kTile) {
-      const int pos = base + tid;
-      const int id = pos < tok_end ? idx_t[pos] : -1;
-      valid_s[buf * kTile + tid] = id >= 0 && id < p.S;
-    }
+    if (warp == 0) valid_s[buf * kTile + lane] = my_id >= 0 && my_id < p.S;
   };
   if (n_tiles > 0) gather(0, 0);
   cp_async_commit();
@@ -364,11 +366,20 @@ __global__ void __launch_bounds__(HG* WS * 32) sparse_mla_kernel(const Params p)
       }
     } else {
       const int64_t slot = static_cast<int64_t>(split) * p.T * p.H + th;
-      float* o = p.part_o + slot * DV;
+      if (p.part_bf16) {
+        uint16_t* o = reinterpret_cast<uint16_t*>(p.part_o) + slot * DV;
 #pragma unroll
-      for (int i = 0; i < NT; i++) {
-        const int d = d0 + i * 8 + tig * 2;
-        if (d < DV) *reinterpret_cast<float2*>(o + d) = make_float2(acc[i][half * 2], acc[i][half * 2 + 1]);
+        for (int i = 0; i < NT; i++) {
+          const int d = d0 + i * 8 + tig * 2;
+          if (d < DV) *reinterpret_cast<uint32_t*>(o + d) = pack_bf16x2(acc[i][half * 2], acc[i][half * 2 + 1]);
+        }
+      } else {
+        float* o = p.part_o + slot * DV;
+#pragma unroll
+        for (int i = 0; i < NT; i++) {
+          const int d = d0 + i * 8 + tig * 2;
+          if (d < DV) *reinterpret_cast<float2*>(o + d) = make_float2(acc[i][half * 2], acc[i][half * 2 + 1]);
+        }
       }
       if (wsi == 0 && tig == 0) *reinterpret_cast<float2*>(p.part_ml + slot * 2) = make_float2(m, l);
     }
@@ -382,6 +393,20 @@ __global__ void __launch_bounds__(HG* WS * 32) sparse_mla_kernel(const Params p)
 // parts are added in order through shared memory. (One 128-thread block per (t, h) walking all splits took ~7 µs for
 // 128 heads × 32 splits: its loads came in four dependent rounds after a serial prologue.)
 constexpr int kCombineParts = 4, kCombineCols = 64;
+
+// 4 partial dims at base + i (fp32 or bf16 partials), through L2 (written by the split kernel).
+template <bool kBf16>
+__device__ __forceinline__ float4 load_partial4(const float* base, int64_t i) {
+  if constexpr (kBf16) {
+    const uint2 v = __ldcg(reinterpret_cast<const uint2*>(reinterpret_cast<const uint16_t*>(base) + i));
+    return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xFFFF0000u), __uint_as_float(v.y << 16),
+                       __uint_as_float(v.y & 0xFFFF0000u));
+  } else {
+    return __ldcg(reinterpret_cast<const float4*>(base + i));
+  }
+}
+
+template <bool kBf16>
 __global__ void __launch_bounds__(kCombineParts * kCombineCols) sparse_mla_combine_kernel(
     float* __restrict__ out, const float* __restrict__ part_o, const float* __restrict__ part_ml, int TH, int DV, int nsplit) {
   pdl_wait();
@@ -394,13 +419,13 @@ __global__ void __launch_bounds__(kCombineParts * kCombineCols) sparse_mla_combi
   __shared__ float s_inv;
   __shared__ float4 s_part[kCombineParts - 1][kCombineCols];
   const int64_t split_stride = static_cast<int64_t>(TH) * DV;
-  const float* base = part_o + static_cast<int64_t>(th) * DV + d;
+  const int64_t first = static_cast<int64_t>(th) * DV + d;  // element offset of split 0
   // this thread's first (up to) 8 splits, in flight while warp 0 computes the weights
   float4 v[8];
 #pragma unroll
   for (int j = 0; j < 8; j++) {
     const int i = part + kCombineParts * j;
-    v[j] = live && i < nsplit ? __ldcg(reinterpret_cast<const float4*>(base + i * split_stride)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    v[j] = live && i < nsplit ? load_partial4<kBf16>(part_o, first + i * split_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
@@ -437,7 +462,7 @@ __global__ void __launch_bounds__(kCombineParts * kCombineCols) sparse_mla_combi
     o.w += v[j].w * w;
   }
   for (int i = part + kCombineParts * 8; i < nsplit; i += kCombineParts) {  // splits beyond 32
-    const float4 x = live ? __ldcg(reinterpret_cast<const float4*>(base + i * split_stride)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    const float4 x = live ? load_partial4<kBf16>(part_o, first + i * split_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
     const float w = s_w[i];
     o.x += x.x * w;
     o.y += x.y * w;
@@ -464,8 +489,10 @@ constexpr int kMaxSplits = 64;
 
 struct Plan {
   bool wide;  // 64 heads per block (prefill)
+  int heads;  // heads per block: 64 (wide), else 32 or 16 (decode; GLANCE_MLA_DECODE_HEADS=16/32/64 overrides)
   int nsplit, tokens_per_split;
   bool fold;  // split-KV combine folded into the split kernel (fold_combine) instead of the combine kernel
+  bool part_bf16;  // bf16 split partials (GLANCE_MLA_PARTIAL_BF16=1), combine kernel only
 };
 
 // Partials of one head block up to this size are merged by the last split (fold_combine, one block); larger ones by
@@ -488,17 +515,27 @@ int device_sms() {
 }
 
 Plan make_plan(int64_t T, int64_t H, int64_t D, int64_t k) {
-  Plan pl{false, 1, static_cast<int>(std::max<int64_t>(k, 1)), false};
+  Plan pl{false, 16, 1, static_cast<int>(std::max<int64_t>(k, 1)), false, false};
   const int sms = device_sms();
   static const int max_smem = max_shared_memory_per_block();
   // The wide kernel's attribute is raised for D = 640 once; it must fit the device's limit.
   const size_t wide_smem = Smem(64, round_up16(kMaxD)).total;
   pl.wide = H > 16 && T * ((H + 63) / 64) >= sms && wide_smem <= static_cast<size_t>(max_smem);
-  const int64_t blocks = std::min<int64_t>(T, 65535) * ((H + (pl.wide ? 63 : 15)) / (pl.wide ? 64 : 16));
+  if (pl.wide) {
+    pl.heads = 64;
+  } else {
+    // Decode: 32 heads per block where there are that many (the gathered rows serve twice the heads of a 16-head
+    // block: 19.3 vs 20.6 µs at 128 heads, H100, same run; one block per SM by shared memory); GLANCE_MLA_DECODE_HEADS
+    // = 16 / 32 / 64 overrides (benchmarks; 64: 24.0 µs).
+    int want = H >= 32 ? 32 : 16;
+    if (const char* e = std::getenv("GLANCE_MLA_DECODE_HEADS")) want = e[0] == '3' ? 32 : (e[0] == '6' ? 64 : 16);
+    if (want > 16 && H > 16 && Smem(want, round_up16(kMaxD)).total <= static_cast<size_t>(max_smem)) pl.heads = want;
+  }
+  const int64_t blocks = std::min<int64_t>(T, 65535) * ((H + pl.heads - 1) / pl.heads);
   if (!pl.wide && blocks < sms && k > kTile) {
-    // aim at two blocks per SM (the narrow kernel's shared memory allows that); GLANCE_MLA_SPLIT_BLOCKS_PER_SM=1
-    // halves the splits (fewer partials for the combine, longer splits) for benchmarking.
-    int64_t per_sm = 2;
+    // aim at two blocks per SM for 16-head blocks (the narrow kernel's shared memory allows that), one for larger
+    // head blocks; GLANCE_MLA_SPLIT_BLOCKS_PER_SM=1 / 4 halves / doubles the splits (benchmarks).
+    int64_t per_sm = pl.heads == 16 ? 2 : 1;
     if (const char* e = std::getenv("GLANCE_MLA_SPLIT_BLOCKS_PER_SM")) per_sm = e[0] == '1' ? 1 : (e[0] == '4' ? 4 : 2);
     int64_t n = std::min<int64_t>({(k + kTile - 1) / kTile, (per_sm * sms + blocks - 1) / blocks, kMaxSplits});
     const int64_t tps = ((k + n - 1) / n + kTile - 1) / kTile * kTile;
@@ -506,12 +543,13 @@ Plan make_plan(int64_t T, int64_t H, int64_t D, int64_t k) {
     pl.nsplit = static_cast<int>((k + tps - 1) / tps);
   }
   if (pl.nsplit > 1 && !pl.wide) {
-    const size_t partial_bytes = static_cast<size_t>(16) * pl.nsplit * D * sizeof(float);
-    const size_t scratch = static_cast<size_t>(16) * (pl.nsplit + 1) * sizeof(float);
+    const size_t partial_bytes = static_cast<size_t>(pl.heads) * pl.nsplit * D * sizeof(float);
+    const size_t scratch = static_cast<size_t>(pl.heads) * (pl.nsplit + 1) * sizeof(float);
     const size_t kv_region = static_cast<size_t>(2) * kTile * (round_up16(static_cast<int>(D)) + 8) * 2;
     pl.fold = partial_bytes <= kFoldMaxBytes;
     if (const char* e = std::getenv("GLANCE_MLA_FOLD")) pl.fold = e[0] == '1';
-    pl.fold = pl.fold && scratch <= kv_region && std::min<int64_t>(T, 65535) * ((H + 15) / 16) <= kMaxArrivals;
+    pl.fold = pl.fold && scratch <= kv_region && std::min<int64_t>(T, 65535) * ((H + pl.heads - 1) / pl.heads) <= kMaxArrivals;
+    if (const char* e = std::getenv("GLANCE_MLA_PARTIAL_BF16")) pl.part_bf16 = !pl.fold && e[0] == '1';
   }
   return pl;
 }
@@ -568,6 +606,7 @@ void sparse_mla_attention(float* out, const uint16_t* q, const uint16_t* kv, int
   p.tokens_per_split = pl.tokens_per_split;
   p.nsplit = pl.nsplit;
   p.scale_log2 = scale * 1.4426950408889634f;
+  p.part_bf16 = pl.part_bf16;
   p.kv = kv;
   if (pl.nsplit > 1) {
     const size_t need = sparse_mla_workspace_bytes(T, H, kv_lora, rope, k);
@@ -591,11 +630,17 @@ void sparse_mla_attention(float* out, const uint16_t* q, const uint16_t* kv, int
       if (e != nullptr && e[0] == '8') launch<4, 2, 32>(p, Tc, H, stream);
       else launch<4, 4, 16>(p, Tc, H, stream);
     }
+    else if (pl.heads == 64) launch<4, 4, 16>(p, Tc, H, stream);
+    else if (pl.heads == 32) launch<2, 4, 16>(p, Tc, H, stream);
     else launch<1, 4, 16>(p, Tc, H, stream);
     if (pl.nsplit > 1 && !pl.fold) {
       const dim3 cgrid(static_cast<unsigned>(Tc * H), static_cast<unsigned>((p.DV + 4 * kCombineCols - 1) / (4 * kCombineCols)));
-      launch_kernel("sparse_mla_combine_kernel", sparse_mla_combine_kernel, cgrid, dim3(kCombineParts * kCombineCols), 0,
-                    stream, p.out, p.part_o, p.part_ml, static_cast<int>(Tc * H), p.DV, pl.nsplit);
+      if (pl.part_bf16)
+        launch_kernel("sparse_mla_combine_kernel", sparse_mla_combine_kernel<true>, cgrid, dim3(kCombineParts * kCombineCols), 0,
+                      stream, p.out, p.part_o, p.part_ml, static_cast<int>(Tc * H), p.DV, pl.nsplit);
+      else
+        launch_kernel("sparse_mla_combine_kernel", sparse_mla_combine_kernel<false>, cgrid, dim3(kCombineParts * kCombineCols), 0,
+                      stream, p.out, p.part_o, p.part_ml, static_cast<int>(Tc * H), p.DV, pl.nsplit);
       GLANCE_CUDA_CHECK_LAUNCH("sparse_mla_combine_kernel");
     }
   }

@@ -9,7 +9,7 @@
 //
 // Tensor cores (mma.m16n8k16 bf16, fp32 accumulate) for Q.K^T and P.V; the selected rows are gathered 32 at a time
 // into shared memory with cp.async, double-buffered, online softmax across tiles.
-//   Decode (few queries): 16 heads per block, and the k selected rows split over blocks (split-KV) so that the
+//   Decode (few queries): 32 heads per block (16 below 32 heads), and the k selected rows split over blocks (split-KV) so that the
 //   whole GPU works on one token; a combine kernel merges the splits by their log-sum-exp.
 //   Prefill (many queries): 64 heads per block (the gathered rows serve 4x more heads), no split.
 // Supported: D % 8 == 0, kv_lora % 16 == 0, kv_lora <= 512, D <= 640; other shapes throw std::invalid_argument.

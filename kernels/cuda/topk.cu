@@ -214,23 +214,32 @@ __global__ void __launch_bounds__(kThreads) topk_count_kernel(const float* __res
 }
 
 // Sums of the per-chunk (above, equal) counts over the chunks before `chunk` and over all chunks, run by the
-// block's first warp into s_before / s_total (the caller syncs). kVolatile reads the counts past the L1, for the
-// fused kernel whose other blocks wrote them after a grid barrier.
+// block's first warp into s_before / s_total (the caller syncs). kVolatile reads the counts past the L1 (__ldcg), for
+// the fused kernel whose other blocks wrote them before a grid barrier.
 template <bool kVolatile>
 __device__ __forceinline__ void chunk_count_sums(const uint32_t* ws_row, int chunk, int n_chunks, uint32_t* s_before,
                                                  uint32_t* s_total) {
   if (threadIdx.x >= 32) return;
   uint32_t a_before = 0, e_before = 0, a_all = 0, e_all = 0;
-  for (int c = threadIdx.x; c < n_chunks; c += 32) {
-    const uint32_t* at = ws_row + kOffCounts + 2 * c;
-    const uint32_t a = kVolatile ? *reinterpret_cast<const volatile uint32_t*>(at) : at[0];
-    const uint32_t e = kVolatile ? *reinterpret_cast<const volatile uint32_t*>(at + 1) : at[1];
-    if (c < chunk) {
-      a_before += a;
-      e_before += e;
+  for (int c0 = 0; c0 < n_chunks; c0 += 4 * 32) {
+    // four chunks per lane with their loads issued together (one L2 round trip instead of four for a 128K row)
+    uint2 v[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const int c = c0 + j * 32 + static_cast<int>(threadIdx.x);
+      const uint2* at = reinterpret_cast<const uint2*>(ws_row + kOffCounts + 2 * c);
+      v[j] = c < n_chunks ? (kVolatile ? __ldcg(at) : *at) : make_uint2(0u, 0u);
     }
-    a_all += a;
-    e_all += e;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const int c = c0 + j * 32 + static_cast<int>(threadIdx.x);
+      if (c < chunk) {
+        a_before += v[j].x;
+        e_before += v[j].y;
+      }
+      a_all += v[j].x;
+      e_all += v[j].y;
+    }
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {

@@ -180,7 +180,7 @@ test('cuda.indexerScoresFp8 matches the CPU op (tensor-core and generic paths, c
     const x = indexerInputs(c);
     const ref = new Float32Array(c.T * c.S).fill(Number.NaN);
     native.indexerScoresFp8(ref, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions);
-    for (const prefetch of ['0', '1', '2']) {  // the variants of the tensor-core kernel
+    for (const prefetch of ['0', '1', '2', '5']) {  // the tensor-core kernel's variants (indexer.cu)
       process.env.GLANCE_INDEXER_PREFETCH = prefetch;
       const out = new Float32Array(c.T * c.S).fill(Number.NaN);
       scores(out, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions);
@@ -204,9 +204,22 @@ function tieScores(T: number, S: number): Float32Array {
   return a;
 }
 
+/** Continuous scores with `dupes` copies of the value ranked ~k·0.97, so that the threshold falls inside a run of
+ *  equal keys (level 3 resolves ties) in long rows of few distinct ties. */
+function dupeScores(T: number, S: number, k: number, dupes: number): Float32Array {
+  const a = randF32(T * S, 100);
+  for (let t = 0; t < T; t++) {
+    const row = a.subarray(t * S, (t + 1) * S);
+    const sorted = Float32Array.from(row).sort((x, y) => y - x);
+    const v = sorted[Math.min(S - 1, Math.floor(k * 0.97))];
+    for (let i = 0; i < dupes; i++) row[randInt(S)] = v;
+  }
+  return a;
+}
+
 test('cuda.topk is identical to the CPU op (ties, non-finite scores, k > S, multi-chunk rows)', { skip: SKIP }, () => {
   const topk = op('topk');
-  const cases = [
+  const cases: Array<{ T: number; S: number; k: number; ties: boolean; dupes?: number }> = [
     { T: 1, S: 1, k: 1, ties: false },
     { T: 3, S: 100, k: 150, ties: true },
     { T: 2, S: 4096, k: 2048, ties: false },
@@ -217,9 +230,14 @@ test('cuda.topk is identical to the CPU op (ties, non-finite scores, k > S, mult
     { T: 4, S: 9000, k: 9000, ties: true },
     { T: 2, S: 0, k: 5, ties: false },
     { T: 70, S: 9000, k: 600, ties: true },
+    // long decode rows (the single kernel's 1024-column chunks, and 4096 for two rows) with a run of ties at the threshold
+    { T: 1, S: 131072, k: 2048, ties: false, dupes: 300 },
+    { T: 1, S: 70001, k: 2048, ties: false, dupes: 5 },
+    { T: 2, S: 131072, k: 2048, ties: false, dupes: 300 },
+    { T: 3, S: 20000, k: 512, ties: false, dupes: 40 },
   ];
   for (const c of cases) {
-    const scores = c.ties ? tieScores(c.T, c.S) : randF32(c.T * c.S, 100);
+    const scores = c.ties ? tieScores(c.T, c.S) : c.dupes ? dupeScores(c.T, c.S, c.k, c.dupes) : randF32(c.T * c.S, 100);
     if (!c.ties && c.S > 10) for (let i = 0; i < 10; i++) scores[randInt(scores.length)] = Number.NEGATIVE_INFINITY;
     const ref = new Int32Array(c.T * c.k).fill(-2);
     native.topk(ref, scores, c.T, c.S, c.k);
@@ -247,11 +265,12 @@ test('cuda.indexerTopk selects the CPU op\'s tokens (tie-aware) and equals GPU s
     { T: 10, S: 5000, Hi: 32, D: 128, k: 300, chunkRows: 3, causal: true },
     { T: 6, S: 800, Hi: 4, D: 32, k: 100, chunkRows: 4, causal: true },
   ];
-  for (const c of cases) for (const single of ['1', '0']) {
+  for (const c of cases) for (const [single, prefetch] of [['1', '0'], ['0', '0'], ['1', '5']]) {
     process.env.GLANCE_TOPK_SINGLE = single;
+    process.env.GLANCE_INDEXER_PREFETCH = prefetch;
     const positions = c.causal ? Array.from({ length: c.T }, (_, t) => Math.floor(((t + 1) * c.S) / c.T) - 1) : undefined;
     const x = indexerInputs({ ...c, positions });
-    const label = `indexerTopk ${JSON.stringify(c)} single-kernel top-k ${single}`;
+    const label = `indexerTopk ${JSON.stringify(c)} single-kernel top-k ${single} indexer variant ${prefetch}`;
     const idx = new Int32Array(c.T * c.k).fill(-2);
     indexerTopk(idx, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions, c.k, c.chunkRows);
     // exact: GPU scores then GPU top-k
@@ -283,6 +302,7 @@ test('cuda.indexerTopk selects the CPU op\'s tokens (tie-aware) and equals GPU s
         if (!oursSet.has(s)) assert.ok(row[s] <= threshold + slack, `${label} row ${t}: dropped ${s} (score ${row[s]}) above the threshold ${threshold} ${seedNote}`);
     }
     delete process.env.GLANCE_TOPK_SINGLE;
+    delete process.env.GLANCE_INDEXER_PREFETCH;
   }
 });
 
@@ -294,6 +314,18 @@ test('cuda.sparseMlaAttention matches the CPU mlaAttention on the same bf16 inpu
     { T: 3, H: 20, L: 128, R: 0, S: 90, k: 37, holes: true },
     { T: 1, H: 128, L: 512, R: 64, S: 40, k: 2048, holes: true },
     { T: 136, H: 64, L: 512, R: 64, S: 1000, k: 128 },
+    { T: 1, H: 40, L: 512, R: 64, S: 3000, k: 700, holes: false },
+  ];
+  // kernel variants (sparse_mla.cu): the prefill kernel's two block shapes (GLANCE_MLA_WIDE_WARPS); decode with 16,
+  // 32 or 64 heads per block and fp32 or bf16 split partials (shapes that do not take a path ignore its switch)
+  const variants: Array<Record<string, string>> = [
+    { GLANCE_MLA_WIDE_WARPS: '16' },
+    { GLANCE_MLA_WIDE_WARPS: '8' },
+    { GLANCE_MLA_DECODE_HEADS: '32' },
+    { GLANCE_MLA_DECODE_HEADS: '64' },
+    { GLANCE_MLA_DECODE_HEADS: '16', GLANCE_MLA_PARTIAL_BF16: '1' },
+    { GLANCE_MLA_DECODE_HEADS: '32', GLANCE_MLA_PARTIAL_BF16: '1' },
+    { GLANCE_MLA_DECODE_HEADS: '64', GLANCE_MLA_PARTIAL_BF16: '1' },
   ];
   for (const c of cases) {
     const D = c.L + c.R;
@@ -306,14 +338,14 @@ test('cuda.sparseMlaAttention matches the CPU mlaAttention on the same bf16 inpu
     const positions = new Int32Array(c.T).fill(c.S - 1);
     const ref = new Float32Array(c.T * c.H * c.L).fill(Number.NaN);
     native.mlaAttention(ref, q.values, kv.values, c.S, c.T, c.H, c.L, c.R, scale, indices, c.k, positions);
-    for (const warps of ['16', '8']) {  // the prefill kernel's two block shapes (decode shapes ignore this)
-      process.env.GLANCE_MLA_WIDE_WARPS = warps;
+    for (const env of variants) {
+      Object.assign(process.env, env);
       const out = new Float32Array(c.T * c.H * c.L).fill(Number.NaN);
       sparseMla(out, q.bits, kv.bits, c.S, c.T, c.H, c.L, c.R, scale, indices, c.k);
-      assertClose(out, ref, `sparseMlaAttention ${JSON.stringify(c)} wide warps ${warps}`, 1e-2);
+      for (const name of Object.keys(env)) delete process.env[name];
+      assertClose(out, ref, `sparseMlaAttention ${JSON.stringify(c)} ${JSON.stringify(env)}`, 1e-2);
       if (c.holes) for (let i = 0; i < c.H * c.L; i++) assert.equal(out[i], 0, 'a query with no valid index gives 0');
     }
-    delete process.env.GLANCE_MLA_WIDE_WARPS;
   }
   assert.throws(() => sparseMla(new Float32Array(8), new Uint16Array(1 * 1 * 12), new Uint16Array(12), 1, 1, 1, 8, 4, 1, Int32Array.of(0), 1), RangeError);
   assert.throws(() => sparseMla(new Float32Array(16), new Uint16Array(16), new Uint16Array(16), 1, 1, 1, 16, 0, 1, Int32Array.of(1), 1), /outside \[-1, S\)/);
