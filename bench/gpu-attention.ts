@@ -41,6 +41,22 @@ function progress(msg: string): void {
   process.stderr.write(`bench:gpu: ${msg}\n`);
 }
 
+/** Runs f with the given environment variables set (the kernels read their variant switches at call time). */
+function withEnv<T>(env: Record<string, string>, f: () => T): T {
+  const saved = Object.keys(env).map((k) => [k, process.env[k]] as const);
+  Object.assign(process.env, env);
+  try {
+    return f();
+  } finally {
+    for (const [k, v] of saved) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+type IndexerDecodeOpts = Parameters<NonNullable<NativeAddon['cuda']['benchIndexerDecode']>>[0];
+
 export function attentionRows(ctx: GpuBenchContext): GpuRow[] {
   const cuda = ctx.native.cuda;
   const rows: GpuRow[] = [];
@@ -56,25 +72,28 @@ export function attentionRows(ctx: GpuBenchContext): GpuRow[] {
   progress('indexer + top-k decode, 32K and 128K (both indexer kernel variants)');
   let indexer128: { indexerGraphUs: number; keyBytes: number; variant: string } | null = null;
   for (const S of [32768, 131072]) {
-    // The indexer kernel has three variants (0: two blocks per SM; 1: prefetching the next key tile, one block per
-    // SM; 2: three blocks per SM under a register cap) and top-k two (one kernel with per-row barriers, or one kernel per pass); the combinations are
-    // measured and the fastest is reported.
+    // The indexer kernel has four variants (GLANCE_INDEXER_PREFETCH, indexer.cu: 0: two blocks per SM; 1: prefetching
+    // the next key tile, one block per SM; 2: three blocks per SM under a register cap; 5: variant 0 with the e4m3
+    // mma.sync per fragment instead of f16 fragments converted once per tile) and top-k two (one kernel with per-row
+    // barriers, or one kernel per pass); the combinations are measured and the fastest is reported.
     // coarse: the single-kernel top-k with 4096-column chunks (GLANCE_TOPK_PER_THREAD=16) instead of 1024
-    const variants = [
+    const variants: Array<{ prefetch: number; topkSingle: 0 | 1; coarse: boolean }> = [
       { prefetch: 0, topkSingle: 1, coarse: false },
       { prefetch: 2, topkSingle: 1, coarse: false },
       { prefetch: 1, topkSingle: 1, coarse: false },
+      { prefetch: 5, topkSingle: 1, coarse: false },
       { prefetch: 0, topkSingle: 1, coarse: true },
       { prefetch: 0, topkSingle: 0, coarse: false },
-    ] as const;
+    ];
     const runs = variants.map(({ coarse, ...v }) => {
-      if (coarse) process.env.GLANCE_TOPK_PER_THREAD = '16';
-      const r = benchIndexerDecode({ S, Hi: 64, D: 128, k: 2048, T: 1, iters: 100, ...v });
-      delete process.env.GLANCE_TOPK_PER_THREAD;
+      const env: Record<string, string> = coarse ? { GLANCE_TOPK_PER_THREAD: '16' } : {};
+      // prefetch 5 is newer than the addon's typed contract (sidecar/src/native/contract.ts says 0 | 1 | 2)
+      const opts = { S, Hi: 64, D: 128, k: 2048, T: 1, iters: 100, ...v } as unknown as IndexerDecodeOpts;
+      const r = withEnv(env, () => benchIndexerDecode(opts));
       return { ...v, coarse, r };
     });
-    progress(`  ${S / 1024}K: ` + runs.map((x) => `prefetch ${x.prefetch} single-kernel top-k ${x.topkSingle}${x.coarse ? ' (4096-column chunks)' : ''}: ` +
-      `${fmt(x.r.graphUs)} µs (scores ${fmt(x.r.indexerGraphUs)}, top-k ${fmt(x.r.topkGraphUs)})`).join('; '));
+    progress(`  ${S / 1024}K: ` + runs.map((x) => `prefetch ${x.prefetch} single-kernel top-k ${x.topkSingle}${x.coarse ? ' (4096-column chunks)' : ''}` +
+      `: ${fmt(x.r.graphUs)} µs (scores ${fmt(x.r.indexerGraphUs)}, top-k ${fmt(x.r.topkGraphUs)})`).join('; '));
     const best = runs.reduce((a, b) => (b.r.graphUs < a.r.graphUs ? b : a));
     const bestScores = runs.reduce((a, b) => (b.r.indexerGraphUs < a.r.indexerGraphUs ? b : a));
     const r = best.r;
@@ -82,14 +101,15 @@ export function attentionRows(ctx: GpuBenchContext): GpuRow[] {
       indexer128 = {
         indexerGraphUs: bestScores.r.indexerGraphUs,
         keyBytes: r.keyBytes,
-        variant: runs.filter((x) => x.topkSingle === 1).map((x) => `variant ${x.prefetch}: ${fmt(x.r.indexerGraphUs)} µs`).join(', '),
+        variant: runs.filter((x) => x.topkSingle === 1 && !x.coarse).map((x) => `variant ${x.prefetch}: ${fmt(x.r.indexerGraphUs)} µs`).join(', '),
       };
     const ref = refNumber(ctx, 'indexerTopkDecodeUs', String(S));
     rows.push({
       figure: 'indexer + top-k, decode, per layer',
       shape: `64 heads × 128, FP8 keys, top-k 2048, context ${S / 1024}K`,
       ours: `${fmt(r.graphUs)} µs (one graph; scores alone ${fmt(r.indexerGraphUs)}, stand-alone top-k ${fmt(r.topkGraphUs)}; ` +
-        `${fmt(r.streamUs)} µs launched one by one; indexer variant ${best.prefetch}, single-kernel top-k ${best.topkSingle})`,
+        `${fmt(r.streamUs)} µs launched one by one; indexer variant ${best.prefetch}, single-kernel top-k ${best.topkSingle}` +
+        `${best.coarse ? ', 4096-column chunks' : ''})`,
       reference: ref === null ? 'n/a' : `PyTorch ${fmt(ref)} µs`,
       target: S === 131072 ? '≤ 25 µs' : '—',
       met: S === 131072 ? (r.graphUs <= 25 ? 'yes' : 'no') : '—',
@@ -109,25 +129,30 @@ export function attentionRows(ctx: GpuBenchContext): GpuRow[] {
   }
 
   progress('sparse MLA decode');
-  // Split-KV sizing variants (blocks per SM the splits aim at); the fastest is reported.
-  const decRuns = ['2', '1', '4'].map((perSm) => {
-    process.env.GLANCE_MLA_SPLIT_BLOCKS_PER_SM = perSm;
-    const r = benchSparseMla({ S: 131072, T: 1, H: 128, kvLora: 512, rope: 64, k: 2048, iters: 100 });
-    progress(`  sparse MLA decode, splits for ${perSm} block(s) per SM: ${fmt(r.graphUs)} µs (graph)`);
-    return { perSm, r };
+  // Variants (sparse_mla.cu): heads per block (GLANCE_MLA_DECODE_HEADS 16 / 32 / 64: more heads per gathered row),
+  // split partials in fp32 or bf16 (GLANCE_MLA_PARTIAL_BF16), and the split count (GLANCE_MLA_SPLIT_BLOCKS_PER_SM);
+  // the fastest is reported.
+  const decVariants: Array<Record<string, string>> = [];
+  for (const heads of ['16', '32', '64'])
+    for (const bf16 of ['0', '1']) decVariants.push({ GLANCE_MLA_DECODE_HEADS: heads, GLANCE_MLA_PARTIAL_BF16: bf16 });
+  decVariants.push({ GLANCE_MLA_DECODE_HEADS: '16', GLANCE_MLA_SPLIT_BLOCKS_PER_SM: '1' });
+  decVariants.push({ GLANCE_MLA_DECODE_HEADS: '32', GLANCE_MLA_SPLIT_BLOCKS_PER_SM: '2', GLANCE_MLA_PARTIAL_BF16: '1' });
+  const label = (e: Record<string, string>): string => Object.entries(e).map(([k, v]) => `${k.replace('GLANCE_MLA_', '')}=${v}`).join(' ');
+  const decRuns = decVariants.map((env) => {
+    const r = withEnv(env, () => benchSparseMla({ S: 131072, T: 1, H: 128, kvLora: 512, rope: 64, k: 2048, iters: 100 }));
+    progress(`  sparse MLA decode, ${label(env)}: ${fmt(r.graphUs)} µs (graph), ${fmt(r.streamUs)} µs launched`);
+    return { env, r };
   });
-  delete process.env.GLANCE_MLA_SPLIT_BLOCKS_PER_SM;
   // the combine folded into the last split (one block merges 16 heads × 32 splits) instead of the combine kernel
-  process.env.GLANCE_MLA_FOLD = '1';
-  const folded = benchSparseMla({ S: 131072, T: 1, H: 128, kvLora: 512, rope: 64, k: 2048, iters: 100 });
-  delete process.env.GLANCE_MLA_FOLD;
+  const folded = withEnv({ GLANCE_MLA_FOLD: '1' }, () => benchSparseMla({ S: 131072, T: 1, H: 128, kvLora: 512, rope: 64, k: 2048, iters: 100 }));
   progress(`  sparse MLA decode, combine folded into the last split: ${fmt(folded.graphUs)} µs (graph)`);
-  const dec = decRuns.reduce((a, b) => (b.r.graphUs < a.r.graphUs ? b : a)).r;
+  const decBest = decRuns.reduce((a, b) => (b.r.graphUs < a.r.graphUs ? b : a));
+  const dec = decBest.r;
   const refDec = refNumber(ctx, 'sparseMlaDecodeUs');
   rows.push({
     figure: 'sparse MLA decode',
     shape: '128 heads, 512 + 64 latent, top-k 2048, bf16 KV',
-    ours: `${fmt(dec.graphUs)} µs (graph; ${fmt(dec.streamUs)} µs launched; ${fmt(dec.flops / (dec.graphUs * 1e-6) / 1e12)} TFLOP/s)`,
+    ours: `${fmt(dec.graphUs)} µs (graph; ${fmt(dec.streamUs)} µs launched; ${fmt(dec.flops / (dec.graphUs * 1e-6) / 1e12)} TFLOP/s; ${label(decBest.env)})`,
     reference: refDec === null ? 'n/a' : `PyTorch gather + attention ${fmt(refDec)} µs`,
     target: '≤ 20 µs',
     met: dec.graphUs <= 20 ? 'yes' : 'no',
@@ -157,6 +182,14 @@ export function attentionRows(ctx: GpuBenchContext): GpuRow[] {
   });
 
   progress('indexer prefill (64K, 128K)');
+  if (!ctx.quick) {
+    // query chunks smaller than the default (~1 GiB of logits: 4096 rows at 64K) keep the logits of a chunk in L2
+    // for the top-k passes, at the price of more launches
+    for (const chunkRows of [256, 1024]) {
+      const r = benchIndexerPrefill({ T: 65536, Hi: 64, D: 128, k: 2048, iters: 2, chunkRows });
+      progress(`  indexer prefill 64K, ${chunkRows}-query chunks: ${fmt(r.ms)} ms (scores alone ${fmt(r.scoresMs)} ms)`);
+    }
+  }
   for (const Tp of ctx.quick ? [16384] : [65536, 131072]) {
     const r = benchIndexerPrefill({ T: Tp, Hi: 64, D: 128, k: 2048, iters: 2 });
     rows.push({

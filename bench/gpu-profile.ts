@@ -1,34 +1,63 @@
-// One call of each decode-path attention op at the benchmark shapes, for a profiler to look at:
-//   ncu --kernel-name regex:"indexer_fp8|topk_|sparse_mla" --section SpeedOfLight node dist/bench/gpu-profile.js
-// (host-array bindings: the uploads are not kernels, so only the ops' kernels show up).
+// One run of one attention op at its benchmark shape, on device-generated inputs, for a profiler to look at
+// (bench/gpu-profile.sh runs Nsight Compute over each case and summarises the kernels with bench/ncu_summary.py):
+//   node dist/bench/gpu-profile.js CASE      CASE: indexer-decode | sparse-mla-decode | sparse-mla-prefill |
+//                                                  indexer-prefill | all
+// The bench* bindings with {once: true} generate the inputs (fill kernels, not matched by the profiler's kernel
+// filter) and run the op exactly once: no warm-up, no timing loop, no graphs. Kernel variants follow the same
+// environment switches as the benchmark (GLANCE_INDEXER_PREFETCH, GLANCE_MLA_DECODE_HEADS, ...).
 
 import { loadNative } from '../sidecar/src/native/index';
 
-const native = loadNative();
-if (!native.cudaInfo().available) {
-  console.log(`no usable CUDA device: ${native.cudaInfo().reason}`);
-  process.exit(0);
-}
-const cuda = native.cuda;
-const S = 131072, Hi = 64, D = 128, k = 2048;
-const bytes = (n: number): Uint8Array => {
-  const a = new Uint8Array(n);
-  for (let i = 0; i < n; i++) {
-    let b = (Math.random() * 256) | 0;
-    if ((b & 0x7f) === 0x7f) b ^= 1;
-    a[i] = b;
-  }
-  return a;
+const cases: Record<string, { shape: string; run: (cuda: Record<string, unknown>) => void }> = {
+  'indexer-decode': {
+    shape: 'indexer scores + top-k 2048, 64 heads × 128 FP8, 128K keys, one query',
+    // the binding sets (or clears) the indexer / top-k variant switches from its options: pass the environment's on
+    run: (c) => call(c, 'benchIndexerDecode', {
+      S: 131072, Hi: 64, D: 128, k: 2048, T: 1,
+      ...(process.env.GLANCE_INDEXER_PREFETCH ? { prefetch: Number(process.env.GLANCE_INDEXER_PREFETCH) } : {}),
+      ...(process.env.GLANCE_TOPK_SINGLE ? { topkSingle: Number(process.env.GLANCE_TOPK_SINGLE) } : {}),
+    }),
+  },
+  'sparse-mla-decode': {
+    shape: 'sparse MLA decode, 128 heads, 512 + 64, top-k 2048, 128K bf16 cache',
+    run: (c) => call(c, 'benchSparseMla', { S: 131072, T: 1, H: 128, kvLora: 512, rope: 64, k: 2048 }),
+  },
+  'sparse-mla-prefill': {
+    shape: 'sparse MLA prefill, 8192 queries × 128 heads, 512 + 64, top-k 2048, 128K bf16 cache',
+    run: (c) => call(c, 'benchSparseMla', { S: 131072, T: 8192, H: 128, kvLora: 512, rope: 64, k: 2048, graph: false }),
+  },
+  'indexer-prefill': {
+    shape: 'indexer prefill (scores + top-k), 64 × 128 FP8, 64K tokens, causal, 4096-query chunks',
+    run: (c) => call(c, 'benchIndexerPrefill', { T: 65536, Hi: 64, D: 128, k: 2048 }),
+  },
 };
-const q = bytes(Hi * D), keys = bytes(S * D);
-const keyScales = new Float32Array(S).map(() => 2 ** (-12 + ((Math.random() * 7) | 0)));
-const weights = new Float32Array(Hi).map(() => Math.random() * 0.03 - 0.01);
-const idx = new Int32Array(k);
-cuda.indexerTopk!(idx, q, weights, keys, keyScales, 1, S, Hi, D, Int32Array.of(S - 1), k, 0);
 
-const L = 512, R = 64, H = 128, Skv = 16384;
-const bf16 = (n: number): Uint16Array => new Uint16Array(n).map(() => 0x3c00 + ((Math.random() * 0x400) | 0) - (Math.random() < 0.5 ? 0 : 0x8000));
-const out = new Float32Array(H * L);
-const sel = new Int32Array(k).map(() => (Math.random() * Skv) | 0);
-cuda.sparseMlaAttention!(out, bf16(H * (L + R)), bf16(Skv * (L + R)), Skv, 1, H, L, R, 0.1, sel, k);
-console.log('profiled: indexerTopk (S = 131072) and sparseMlaAttention (128 heads, k = 2048)');
+function call(cuda: Record<string, unknown>, name: string, opts: Record<string, unknown>): void {
+  const f = cuda[name];
+  if (typeof f !== 'function') throw new Error(`this addon build has no cuda.${name}`);
+  // {once: true} is a profiling switch of the bench bindings (kernels/binding/cuda_attention.cc), not part of the
+  // typed contract, hence the untyped call.
+  const r = (f as (o: Record<string, unknown>) => { once?: boolean }).call(cuda, { ...opts, once: true });
+  if (r.once !== true) throw new Error(`cuda.${name} ignored {once: true}: the addon predates the profiling switch`);
+}
+
+function main(): void {
+  const which = process.argv[2];
+  if (!which || (which !== 'all' && !(which in cases))) {
+    console.error(`usage: node dist/bench/gpu-profile.js ${Object.keys(cases).join(' | ')} | all`);
+    process.exit(2);
+  }
+  const native = loadNative();
+  const info = native.cudaInfo();
+  if (!info.available) {
+    console.log(`gpu-profile: no usable CUDA device (${info.reason}); nothing to profile.`);
+    return;
+  }
+  for (const name of which === 'all' ? Object.keys(cases) : [which]) {
+    const t0 = Date.now();
+    cases[name].run(native.cuda as unknown as Record<string, unknown>);
+    console.log(`gpu-profile: ${name} (${cases[name].shape}) ran once in ${Date.now() - t0} ms`);
+  }
+}
+
+main();

@@ -1,7 +1,7 @@
 // GPU benchmark: one table, every figure of ours beside a reference measured in the same run on the same GPU
 // (PyTorch, bench/gpu_reference.py) or, where the issue names one, a published figure.
 //
-//   npm run bench:gpu [-- --quick]
+//   npm run bench:gpu [-- --quick] [-- --only attention|model]
 //
 // Rows come from row providers: bench/gpu-attention.ts (indexer, top-k, sparse MLA) and, when it exists,
 // bench/gpu-model.ts (end-to-end decode and prefill; it exports `modelRows` with the same signature).
@@ -34,18 +34,25 @@ function runReference(quick: boolean): { data: Record<string, unknown> | null; n
 
 async function main(): Promise<void> {
   const quick = process.argv.includes('--quick');
+  const onlyAt = process.argv.indexOf('--only');
+  const only = onlyAt >= 0 ? process.argv[onlyAt + 1] : undefined;
+  if (only !== undefined && only !== 'attention' && only !== 'model') {
+    console.error(`bench:gpu: --only takes attention or model, not ${String(only)}`);
+    process.exit(2);
+  }
   const native = loadNative();
   const info = native.cudaInfo();
   if (!info.available) {
     console.log(`bench:gpu: no usable CUDA device (${info.reason}); nothing to measure.`);
     return;
   }
-  const ref = runReference(quick);
+  // the model rows run their own HF reference; the PyTorch attention references are only needed for the attention rows
+  const ref = only === 'model' ? { data: null, note: '' } : runReference(quick);
   if (ref.note) console.log(ref.note);
   const ctx: GpuBenchContext = { native, info, reference: ref.data, quick };
-  const providers: Array<(c: GpuBenchContext) => GpuRow[] | Promise<GpuRow[]>> = [attentionRows];
+  const providers: Array<(c: GpuBenchContext) => GpuRow[] | Promise<GpuRow[]>> = only === 'model' ? [] : [attentionRows];
   const modelFile = path.join(__dirname, 'gpu-model.js');
-  if (fs.existsSync(modelFile)) {
+  if (only !== 'attention' && fs.existsSync(modelFile)) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const mod = require(modelFile) as { modelRows?: (c: GpuBenchContext) => GpuRow[] | Promise<GpuRow[]> };
     if (mod.modelRows) providers.push(mod.modelRows);
