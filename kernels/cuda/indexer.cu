@@ -96,9 +96,9 @@ constexpr int q_row_units() {  // 16-byte units per q row in shared memory: D/16
 }
 
 // ---- the tile arithmetic shared by the kernels below --------------------------------------------------------------
-// kHoist (the default): Hopper has no warp-level FP8 MMA (FP8 is wgmma-only there), so an m16n8k32 e4m3 mma.sync is
-// lowered to conversions of both operands plus two f16 MMAs, every time it runs: ncu measured ~1,500 instructions
-// per warp and key tile, 1.67 issued per SM cycle, the kernel instruction-bound (prefill: math-pipe throttle). With
+// kHoist (the default): Hopper's FP8 tensor path is wgmma; an m16n8k32 e4m3 mma.sync behaves as conversions of both
+// operands plus f16 MMAs every time it runs (inferred from ncu's instruction count, SASS not inspected: ~1,500 per
+// warp and key tile, 1.7 issued per SM cycle, the prefill kernel math-pipe throttled). With
 // kHoist the key fragments are converted to f16 once per tile (reused by every head tile and query) and q is stored
 // in shared memory already as f16, so the inner loop is f16 mma.sync alone (products of e4m3 values are exact in
 // f16 x f16 -> fp32, as they are in the e4m3 MMA). !kHoist keeps the e4m3 MMA (GLANCE_INDEXER_PREFETCH=5, for A/B).
