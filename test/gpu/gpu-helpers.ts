@@ -5,7 +5,12 @@ import assert from 'node:assert/strict';
 
 import type { NativeAddon, NativeWeight, WeightDType } from '../../sidecar/src/native/contract';
 import { loadNative } from '../../sidecar/src/native/index';
+import { assertExact } from '../helpers/kernel-checks';
 import { encodeValues, quantizeFp8Blockwise } from '../helpers/safetensors-writer';
+import { SEED, poisoned, rand, randF32, randInt, seedNote } from '../helpers/seeded-random';
+
+// The seeded RNG (GLANCE_TEST_SEED replays) and assertExact are the unit tests' own; the GPU tests import them from here.
+export { SEED, assertExact, poisoned, rand, randF32, randInt, seedNote };
 
 export const native: NativeAddon = loadNative();
 
@@ -15,29 +20,6 @@ export function gpuSkipReason(): string | false {
   if (!info.built) return `no GPU test: ${info.reason}`;
   if (!info.available) return `no GPU test: ${info.reason}`;
   return false;
-}
-
-export const SEED = process.env.GLANCE_TEST_SEED !== undefined ? Number(process.env.GLANCE_TEST_SEED) : (Date.now() ^ (process.pid << 8)) >>> 0;
-let state = SEED >>> 0;
-export const seedNote = `(seed ${SEED}; replay with GLANCE_TEST_SEED=${SEED})`;
-
-export function rand(): number {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let t = state;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-export function randInt(n: number): number {
-  return Math.floor(rand() * n);
-}
-export function randF32(n: number, scale = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = (rand() * 2 - 1) * scale;
-  return a;
-}
-export function poisoned(n: number): Float32Array {
-  return new Float32Array(n).fill(NaN);
 }
 
 /** ‖ours − ref‖/‖ref‖ over the finite entries of ref; non-finite entries of ref must match exactly; a non-finite
@@ -60,15 +42,6 @@ export function assertClose(ours: ArrayLike<number>, ref: ArrayLike<number>, lab
   const rel = den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
   assert.ok(rel <= tol, `${label}: relative error ${rel.toExponential(3)} > ${tol} ${seedNote}`);
   return rel;
-}
-
-export function assertExact(ours: ArrayLike<number>, ref: ArrayLike<number>, label: string): void {
-  assert.equal(ours.length, ref.length, `${label}: length`);
-  for (let i = 0; i < ref.length; i++) {
-    if (!Object.is(ours[i], ref[i]) && !(Number.isNaN(ours[i]) && Number.isNaN(ref[i]))) {
-      assert.fail(`${label}: element ${i} is ${ours[i]}, expected ${ref[i]} ${seedNote}`);
-    }
-  }
 }
 
 export const DTYPES: WeightDType[] = ['F32', 'BF16', 'F16', 'F8_E4M3'];

@@ -1,4 +1,4 @@
-// Checks shared by the native kernel tests (test/unit/kernels*.test.ts).
+// Checks shared by the native kernel tests (test/unit/kernels*.test.ts, and through test/gpu/gpu-helpers.ts the GPU tests).
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
