@@ -15,6 +15,7 @@ import assert from 'node:assert/strict';
 
 import { loadNative } from '../../sidecar/src/native/index';
 import type { CudaOps } from '../../sidecar/src/native/index';
+import { assertClose, assertExact, rand, randF32, randInt, seedNote } from './gpu-helpers';
 
 const native = loadNative();
 const info = native.cudaInfo();
@@ -30,21 +31,6 @@ function op<K extends keyof CudaOps>(name: K): NonNullable<CudaOps[K]> {
 
 // ---- random numbers -----------------------------------------------------------------------------------------
 
-const SEED = process.env.GLANCE_TEST_SEED !== undefined ? Number(process.env.GLANCE_TEST_SEED) : (Date.now() ^ (process.pid << 8)) >>> 0;
-let rngState = SEED >>> 0;
-function rand(): number {
-  rngState = (rngState + 0x6d2b79f5) >>> 0;
-  let t = rngState;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-const randInt = (n: number): number => Math.floor(rand() * n);
-function randF32(n: number, scale = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = (rand() * 2 - 1) * scale;
-  return a;
-}
 /** e4m3 bytes without the NaN codes. */
 function randE4m3(n: number): Uint8Array {
   const a = new Uint8Array(n);
@@ -60,35 +46,8 @@ function randPow2(n: number, emin: number, emax: number): Float32Array {
   for (let i = 0; i < n; i++) a[i] = 2 ** (emin + randInt(emax - emin + 1));
   return a;
 }
-const seedNote = `(seed ${SEED}; replay with GLANCE_TEST_SEED=${SEED})`;
 
-// ---- comparisons --------------------------------------------------------------------------------------------
-
-function assertClose(ours: ArrayLike<number>, ref: ArrayLike<number>, label: string, tol: number): void {
-  assert.equal(ours.length, ref.length, `${label}: length`);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const r = ref[i];
-    const o = ours[i];
-    if (!Number.isFinite(r)) {
-      assert.ok(Object.is(o, r) || (Number.isNaN(r) && Number.isNaN(o)), `${label}: element ${i} is ${o}, expected ${r} ${seedNote}`);
-      continue;
-    }
-    assert.ok(Number.isFinite(o), `${label}: element ${i} is ${o}, expected ${r} ${seedNote}`);
-    num += (o - r) ** 2;
-    den += r * r;
-  }
-  const rel = den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
-  assert.ok(rel <= tol, `${label}: relative error ${rel.toExponential(3)} > ${tol} ${seedNote}`);
-}
-
-function assertIdentical(ours: ArrayLike<number>, ref: ArrayLike<number>, label: string): void {
-  assert.equal(ours.length, ref.length, `${label}: length`);
-  for (let i = 0; i < ref.length; i++)
-    if (!Object.is(ours[i], ref[i]) && !(Number.isNaN(ours[i]) && Number.isNaN(ref[i])))
-      assert.fail(`${label}: element ${i} is ${ours[i]}, expected ${ref[i]} ${seedNote}`);
-}
+// ---- bf16 -------------------------------------------------------------------------------------------------
 
 /** bf16 bits of x (round to nearest even) and the value they hold. */
 function toBf16(x: Float32Array): { bits: Uint16Array; values: Float32Array } {
@@ -127,7 +86,7 @@ test('cuda.hadamardRows is bit-identical to the CPU op', { skip: SKIP }, () => {
     native.hadamardRows(cpu, N, D);
     const gpu = x.slice();
     hadamard(gpu, N, D);
-    assertIdentical(gpu, cpu, `hadamardRows N=${N} D=${D}`);
+    assertExact(gpu, cpu, `hadamardRows N=${N} D=${D}`);
   }
   assert.throws(() => hadamard(new Float32Array(12), 1, 12), RangeError);
 });
@@ -148,8 +107,8 @@ test('cuda.quantizeFp8Rows gives the CPU op\'s bytes and scales, non-finite rows
     const outG = new Uint8Array(N * D).fill(0x55);
     const scG = new Float32Array(N).fill(-2);
     quantize(outG, scG, x, N, D);
-    assertIdentical(outG, outC, `quantizeFp8Rows bytes N=${N} D=${D}`);
-    assertIdentical(scG, scC, `quantizeFp8Rows scales N=${N} D=${D}`);
+    assertExact(outG, outC, `quantizeFp8Rows bytes N=${N} D=${D}`);
+    assertExact(scG, scC, `quantizeFp8Rows scales N=${N} D=${D}`);
   }
 });
 
@@ -245,14 +204,14 @@ test('cuda.topk is identical to the CPU op (ties, non-finite scores, k > S, mult
       process.env.GLANCE_TOPK_SINGLE = single;
       const out = new Int32Array(c.T * c.k).fill(-2);
       topk(out, scores, c.T, c.S, c.k);
-      assertIdentical(out, ref, `topk ${JSON.stringify(c)} single-kernel ${single}`);
+      assertExact(out, ref, `topk ${JSON.stringify(c)} single-kernel ${single}`);
     }
     delete process.env.GLANCE_TOPK_SINGLE;
   }
   // every row -inf: all -1
   const out = new Int32Array(8).fill(-2);
   topk(out, new Float32Array(2 * 50).fill(Number.NEGATIVE_INFINITY), 2, 50, 4);
-  assertIdentical(out, new Int32Array(8).fill(-1), 'topk all -inf');
+  assertExact(out, new Int32Array(8).fill(-1), 'topk all -inf');
 });
 
 test('cuda.indexerTopk selects the CPU op\'s tokens (tie-aware) and equals GPU scores + GPU top-k exactly', { skip: SKIP }, () => {
@@ -278,7 +237,7 @@ test('cuda.indexerTopk selects the CPU op\'s tokens (tie-aware) and equals GPU s
     scoresGpu(gs, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions);
     const gi = new Int32Array(c.T * c.k).fill(-2);
     topkGpu(gi, gs, c.T, c.S, c.k);
-    assertIdentical(idx, gi, `${label} vs GPU scores + GPU top-k`);
+    assertExact(idx, gi, `${label} vs GPU scores + GPU top-k`);
     // tie-aware against the CPU
     const cs = new Float32Array(c.T * c.S);
     native.indexerScoresFp8(cs, x.q, x.weights, x.keys, x.keyScales, c.T, c.S, c.Hi, c.D, x.positions);
