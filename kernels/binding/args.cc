@@ -50,7 +50,7 @@ ArrayArg<uint8_t> Args::u8(size_t i, const char* name) const {
 }
 
 ArrayArg<uint16_t> Args::u16(size_t i, const char* name) const {
-  return typed_array<uint16_t, napi_uint16_array>(*this, i, name, "a Uint16Array");
+  return typed_array<uint16_t, napi_uint16_array>(*this, i, name, "a Uint16Array (bf16 bit patterns)");
 }
 
 bool Args::is_u16(size_t i) const { return is_typed(info_[i], napi_uint16_array); }

@@ -80,18 +80,6 @@ void download(T* host, const DeviceBuffer& d, int64_t count, cudaStream_t s) {
     GLANCE_CUDA_CHECK(cudaMemcpyAsync(host, d.as<void>(), static_cast<size_t>(count) * sizeof(T), cudaMemcpyDeviceToHost, s));
 }
 
-ArrayArg<uint16_t> u16(const Args& a, size_t i, const char* name) {
-  const Napi::Value v = a.info()[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array)
-    a.type_error(std::string(name) + " must be a Uint16Array (bf16 bit patterns)");
-  Napi::Uint16Array arr = v.As<Napi::Uint16Array>();
-  ArrayArg<uint16_t> r;
-  r.data = arr.Data();
-  r.length = static_cast<int64_t>(arr.ElementLength());
-  r.name = name;
-  return r;
-}
-
 void ensure_device(const Args& a) {
   static int state = 0;  // 0 unknown, 1 usable
   if (state == 1) return;
@@ -255,8 +243,8 @@ Napi::Value TopK(const Napi::CallbackInfo& info) {
 Napi::Value SparseMlaAttention(const Napi::CallbackInfo& info) {
   Args a(info, "cuda.sparseMlaAttention", 11);
   auto out = a.f32(0, "out");
-  auto q = u16(a, 1, "q");
-  auto kv = u16(a, 2, "kv");
+  auto q = a.u16(1, "q");
+  auto kv = a.u16(2, "kv");
   const int64_t S = a.integer(3, "S", 0, kMaxDim);
   const int64_t T = a.integer(4, "T", 0, kMaxDim);
   const int64_t H = a.integer(5, "H", 0, kMaxDim);
