@@ -13,6 +13,7 @@ import { EditProposals } from './edits/proposals';
 import { InlineCompletionProvider } from './completion/provider';
 import { StatusBar } from './status/statusBar';
 import { RemoteTokenStore } from './supervisor/remoteToken';
+import { SET_REMOTE_TOKEN_COMMAND, SET_REMOTE_TOKEN_TITLE } from './supervisor/remoteTokenCommand';
 import { SidecarSupervisor, type SupervisorState } from './supervisor/supervisor';
 import { WorkspaceSync } from './sync/workspaceSync';
 
@@ -80,7 +81,7 @@ export function activate(context: vscode.ExtensionContext): void {
     vscode.commands.registerCommand('glance.acceptFileEdit', (uri?: vscode.Uri) => proposals.acceptFile(uri)),
     vscode.commands.registerCommand('glance.rejectFileEdit', (uri?: vscode.Uri) => proposals.rejectFile(uri)),
     vscode.commands.registerCommand('glance.showLogs', () => log.show()),
-    vscode.commands.registerCommand('glance.setRemoteToken', async () => {
+    vscode.commands.registerCommand(SET_REMOTE_TOKEN_COMMAND, async () => {
       if (!(await remoteToken.promptAndStore())) return;
       if (readConfig().remoteUrl !== '') await sup.restart(); // reconnect with the new token
       else void vscode.window.showInformationMessage('Glance: token stored. Set glance.remote.url to connect to the remote sidecar.');
@@ -125,7 +126,7 @@ async function statusMenu(state: SupervisorState): Promise<void> {
   ];
   const detail =
     state.kind === 'error' ? `${state.message}. ${state.advice}` : state.kind === 'connected' ? `connected (${state.origin})` : state.kind;
-  if (state.kind === 'error' && state.tokenProblem) items.unshift({ label: '$(key) Set Remote Sidecar Token', command: 'glance.setRemoteToken' });
+  if (state.kind === 'error' && state.tokenProblem) items.unshift({ label: `$(key) ${SET_REMOTE_TOKEN_TITLE}`, command: SET_REMOTE_TOKEN_COMMAND });
   const pick = await vscode.window.showQuickPick(items, { title: `Glance: ${detail}`, placeHolder: 'Glance' });
   if (pick) await vscode.commands.executeCommand(pick.command);
 }

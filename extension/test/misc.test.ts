@@ -1,10 +1,13 @@
-// Unit tests: workspace file rules, status bar text, chat helpers, edit report summaries.
+// Unit tests: workspace file rules, status bar text, chat helpers, edit report summaries, remote token command names.
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { test } from 'node:test';
 
 import type { StatusResult } from '../../sidecar/src/protocol';
 import { extractMentions, trimHistory } from '../src/chat/history';
 import { type MentionCandidate, resolveMention, splitFolderQualified } from '../src/chat/mentions';
+import { SET_REMOTE_TOKEN_COMMAND, SET_REMOTE_TOKEN_PALETTE_NAME, SET_REMOTE_TOKEN_TITLE } from '../src/supervisor/remoteTokenCommand';
 import { planTokenMigration } from '../src/supervisor/tokenMigration';
 import { summariseReports } from '../src/edits/summary';
 import { formatStatus, formatTokens } from '../src/status/format';
@@ -122,4 +125,18 @@ test('a remote token in settings moves out: the one in effect is kept and every 
   assert.deepEqual(planTokenMigration({ globalValue: 'user', workspaceValue: 'ws' }), { token: 'ws', clear: ['workspace', 'global'] });
   assert.deepEqual(planTokenMigration({ workspaceFolderValue: 'f', globalValue: 'user' }), { token: 'f', clear: ['workspaceFolder', 'global'] });
   assert.equal(planTokenMigration({ globalValue: 42 }), null); // not a string: nothing to move
+});
+
+test('the Set Remote Sidecar Token constants match the command package.json contributes', () => {
+  // compiled to extension/out/extension/test: the manifest is three folders up
+  const manifestPath = path.join(__dirname, '..', '..', '..', 'package.json');
+  const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf8')) as {
+    name: string;
+    contributes: { commands: { command: string; title: string; category?: string }[] };
+  };
+  assert.equal(manifest.name, 'glance', `${manifestPath} is not the extension's manifest`);
+  const entries = manifest.contributes.commands.filter((c) => c.command === SET_REMOTE_TOKEN_COMMAND);
+  assert.equal(entries.length, 1, `package.json contributes.commands has ${entries.length} entries for ${SET_REMOTE_TOKEN_COMMAND}`);
+  assert.equal(entries[0].title, SET_REMOTE_TOKEN_TITLE);
+  assert.equal(`${entries[0].category}: ${entries[0].title}`, SET_REMOTE_TOKEN_PALETTE_NAME);
 });

@@ -3,6 +3,7 @@
 // versions, or a user pasting it there) is moved into SecretStorage, removed from settings, and the user is told.
 import * as vscode from 'vscode';
 
+import { SET_REMOTE_TOKEN_PALETTE_NAME } from './remoteTokenCommand';
 import { type TokenSettingScope, planTokenMigration } from './tokenMigration';
 
 const SECRET_KEY = 'glance.remote.token';
@@ -58,7 +59,7 @@ export class RemoteTokenStore {
     this.log.warn(`moved the remote sidecar token from ${where} settings into secret storage${left.length ? `; could not remove it from ${left.join(', ')}` : ''}`);
     const message = left.length
       ? `Glance: the remote sidecar token found in settings is now in VS Code's secret storage, but it could not be removed from ${left.join(', ')}. Remove glance.remote.token from settings by hand.`
-      : `Glance: the remote sidecar token was in ${where} settings (plain text). It is now in VS Code's secret storage and removed from settings; use "Glance: Set Remote Sidecar Token" to change it.`;
+      : `Glance: the remote sidecar token was in ${where} settings (plain text). It is now in VS Code's secret storage and removed from settings; use "${SET_REMOTE_TOKEN_PALETTE_NAME}" to change it.`;
     void vscode.window.showWarningMessage(message);
     return true;
   }

@@ -1,6 +1,7 @@
 // The WebSocket URL of a remote sidecar from the glance.remote.url setting, and what to tell the user when it fails.
 import { WEBSOCKET_PATH } from '../../../sidecar/src/protocol';
 import { SidecarConnectError } from '../client/wsTransport';
+import { SET_REMOTE_TOKEN_PALETTE_NAME } from './remoteTokenCommand';
 
 /** Accepts ws://, wss://, http:// or https://, with or without the path, or a bare host:port. */
 export function remoteSocketUrl(setting: string): string {
@@ -27,7 +28,7 @@ export interface RemoteFailure {
   advice: string;
   /** worth retrying with backoff (the machine may be starting); a refused token is not */
   retry: boolean;
-  /** the user can fix it with "Glance: Set Remote Sidecar Token" */
+  /** the user can fix it with the Set Remote Sidecar Token command (SET_REMOTE_TOKEN_COMMAND) */
   tokenProblem: boolean;
 }
 
@@ -45,7 +46,7 @@ const START_REMOTE = 'Check glance.remote.url, and that `glance serve --host 0.0
 
 /** Turns an error of openSidecarSocket (or a missing token) into a specific message and advice. */
 export function describeRemoteFailure(url: string, error: unknown): RemoteFailure {
-  const setToken = 'Run "Glance: Set Remote Sidecar Token" with the content of the remote sidecar\'s --token-file.';
+  const setToken = `Run "${SET_REMOTE_TOKEN_PALETTE_NAME}" with the content of the remote sidecar's --token-file.`;
   if (error === 'no-token') {
     return {
       short: 'remote token missing',

@@ -17,6 +17,7 @@ import { classifySidecarError } from './errorClassifier';
 import { type SidecarExpectation, incompatibility, inspectLockFile, lockFilePath } from './lockFile';
 import { parseReadyLine } from './readyLine';
 import type { RemoteTokenStore } from './remoteToken';
+import { SET_REMOTE_TOKEN_COMMAND } from './remoteTokenCommand';
 import { type RemoteFailure, describeRemoteFailure, remoteSocketUrl } from './remoteUrl';
 import { LineRing, RestartPolicy } from './restartPolicy';
 
@@ -357,7 +358,7 @@ export class SidecarSupervisor implements vscode.Disposable {
     void vscode.window.showErrorMessage(`Glance: ${message}. ${advice}`, ...actions).then((choice) => {
       if (choice === 'Show Logs') this.log.show();
       if (choice === 'Restart') void this.restart();
-      if (choice === 'Set Remote Token') void vscode.commands.executeCommand('glance.setRemoteToken');
+      if (choice === 'Set Remote Token') void vscode.commands.executeCommand(SET_REMOTE_TOKEN_COMMAND);
     });
   }
 
