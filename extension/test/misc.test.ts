@@ -6,7 +6,7 @@ import { test } from 'node:test';
 
 import type { StatusResult } from '../../sidecar/src/protocol';
 import { extractMentions, trimHistory } from '../src/chat/history';
-import { type MentionCandidate, resolveMention, splitFolderQualified } from '../src/chat/mentions';
+import { type MentionCandidate, normalizeMention, resolveMention, splitFolderQualified } from '../src/chat/mentions';
 import { SET_REMOTE_TOKEN_COMMAND, SET_REMOTE_TOKEN_PALETTE_NAME, SET_REMOTE_TOKEN_TITLE } from '../src/supervisor/remoteTokenCommand';
 import { planTokenMigration } from '../src/supervisor/tokenMigration';
 import { summariseReports } from '../src/edits/summary';
@@ -115,6 +115,27 @@ test('@file mentions resolve across the folders of a multi-root workspace, folde
   assert.deepEqual(splitFolderQualified('web/src/index.ts', ['api', 'web']), { folder: 'web', rest: 'src/index.ts' });
   assert.equal(splitFolderQualified('src/index.ts', ['api', 'web']), null);
   assert.equal(splitFolderQualified('web/', ['web']), null);
+});
+
+test('a mention written with backslashes (as Windows users type it) works as with slashes, folder-qualified too', () => {
+  // the chat text as typed: one backslash each (the TypeScript literal doubles them); kept as typed for the notices
+  assert.deepEqual(extractMentions('compare @web\\src\\index.ts with @.\\api\\src\\index.ts, and @web/src/index.ts.'), [
+    'web\\src\\index.ts',
+    '.\\api\\src\\index.ts',
+    'web/src/index.ts',
+  ]);
+  // what the chat view globs for in every folder (a glob reads a backslash as an escape)
+  assert.equal(normalizeMention('.\\api\\src\\index.ts'), 'api/src/index.ts');
+  assert.equal(normalizeMention('./web/lib/geometry.ts'), 'web/lib/geometry.ts');
+  // the folder named by the first segment picks that folder's file (the chat view searches it for `rest`)
+  assert.deepEqual(splitFolderQualified('web\\src\\index.ts', ['api', 'web']), { folder: 'web', rest: 'src/index.ts' });
+  assert.deepEqual(splitFolderQualified('.\\api\\src\\index.ts', ['api', 'web']), { folder: 'api', rest: 'src/index.ts' });
+  assert.equal(splitFolderQualified('web\\', ['web']), null);
+  const c = (folder: string, relativePath: string): MentionCandidate => ({ folder, relativePath, uri: `file:///w/${folder}/${relativePath}` });
+  const candidates = [c('api', 'src/index.ts'), c('web', 'src/index.ts')];
+  assert.deepEqual(resolveMention('web\\src\\index.ts', 2, candidates), { kind: 'file', uri: 'file:///w/web/src/index.ts', display: 'web/src/index.ts' });
+  assert.deepEqual(resolveMention('.\\api\\src\\index.ts', 2, candidates), { kind: 'file', uri: 'file:///w/api/src/index.ts', display: 'api/src/index.ts' });
+  assert.deepEqual(resolveMention('src\\index.ts', 2, candidates), { kind: 'ambiguous', options: ['api/src/index.ts', 'web/src/index.ts'] });
 });
 
 test('a remote token in settings moves out: the one in effect is kept and every scope holding one is cleared', () => {

@@ -19,7 +19,7 @@ import { nextRequestId } from '../log';
 import type { LastRequest } from '../status/format';
 import type { SidecarSupervisor } from '../supervisor/supervisor';
 import { extractMentions, trimHistory } from './history';
-import { type MentionCandidate, resolveMention, splitFolderQualified } from './mentions';
+import { type MentionCandidate, normalizeMention, resolveMention, splitFolderQualified } from './mentions';
 import type { FromWebview, ToWebview } from './messages';
 
 const HISTORY_KEY = 'glance.chat.history';
@@ -193,7 +193,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
           candidates.push({ folder: folder.name, relativePath, uri: uri.toString() });
         }
       };
-      for (const folder of folders) await add(folder, `**/${mention}`);
+      for (const folder of folders) await add(folder, `**/${normalizeMention(mention)}`); // a glob reads a backslash as an escape
       const qualified = splitFolderQualified(mention, folders.map((f) => f.name));
       const named = qualified ? folders.find((f) => f.name === qualified.folder) : undefined;
       if (qualified && named) await add(named, qualified.rest);

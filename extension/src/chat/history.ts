@@ -8,10 +8,10 @@ export function trimHistory(messages: readonly ChatMessage[], max: number): Chat
   return kept;
 }
 
-/** `@path/to/file.ts` mentions (a path with an extension), without the @, deduplicated, in order. */
+/** `@path/to/file.ts` mentions (a path with an extension; `\` separators too), without the @, as typed, deduplicated, in order. */
 export function extractMentions(text: string): string[] {
   const out: string[] = [];
-  for (const m of text.matchAll(/(?:^|[\s(])@([\w./-]+\.[\w]+)/g)) {
+  for (const m of text.matchAll(/(?:^|[\s(])@([\w./\\-]+\.[\w]+)/g)) {
     const p = (m[1] ?? '').replace(/[.,;:]+$/, '');
     if (p !== '' && !out.includes(p)) out.push(p);
   }
