@@ -234,6 +234,13 @@ interface LayerCache {
   indexKeyScales: Float32Array | null;
 }
 
+/** Buffers that one forward pass reuses from layer to layer instead of allocating them per layer. */
+interface ForwardScratch {
+  /** the new tokens' latent KV rows [T, latent] where they cannot be written straight into the cache (a bf16 cache,
+   *  or several sequences): every layer overwrites all of it and stores it into the caches before the next one */
+  kvRows: Float32Array | null;
+}
+
 /** The new tokens of one sequence within a forward pass: `count` rows at positions start.. of `caches`. */
 interface Segment {
   caches: LayerCache[];
@@ -307,10 +314,11 @@ class ForwardPass {
     const h = new Float32Array(T * D);
     native.embedding(h, ids, this.embed);
     const x = new Float32Array(T * D);
+    const scratch: ForwardScratch = { kvRows: null };
     for (let l = 0; l < this.layers.length; l++) {
       const layer = this.layers[l];
       native.rmsNorm(x, h, T, D, layer.inputNorm, config.rmsNormEps);
-      const attnOut = this.attentionBlock(layer, l, segments, x, T, positions);
+      const attnOut = this.attentionBlock(layer, l, segments, x, T, positions, scratch);
       addInPlace(h, attnOut);
       native.rmsNorm(x, h, T, D, layer.postAttentionNorm, config.rmsNormEps);
       const mlpOut = layer.moe ? this.moeBlock(layer.moe, x, T) : this.mlp(layer.dense!, x, T);
@@ -327,7 +335,7 @@ class ForwardPass {
   }
 
   private attentionBlock(
-    layer: Layer, l: number, segments: readonly Segment[], x: Float32Array, T: number, positions: Int32Array,
+    layer: Layer, l: number, segments: readonly Segment[], x: Float32Array, T: number, positions: Int32Array, scratch: ForwardScratch,
   ): Float32Array {
     const { native, config } = this;
     const H = config.numHeads;
@@ -355,13 +363,13 @@ class ForwardPass {
     native.rope(q, T, H, qHead, nope, rope, positions, config.rope.invFreq, config.rope.attentionFactor, true);
 
     // Latent KV row of each new token: [c_kv (normalised) | k_pe (roped)]. One sequence with an fp32 cache writes
-    // straight into it; otherwise the rows are computed together and then stored (rounded to bf16 for a bf16 cache)
-    // each in its own sequence's cache.
+    // straight into it; otherwise the rows are computed together in the pass's scratch and then stored (rounded to
+    // bf16 for a bf16 cache) each in its own sequence's cache.
     const firstKv = segments[0].caches[l].kv;
     const direct = single && firstKv instanceof Float32Array;
     const kvRows = direct
       ? firstKv.subarray(segments[0].start * latent, (segments[0].start + T) * latent)
-      : new Float32Array(T * latent);
+      : (scratch.kvRows ??= new Float32Array(T * latent));
     native.matmul(kvRows, x, T, layer.kvA);
     rmsNormStrided(native, kvRows, T, latent, kvLora, layer.kvANorm, LATENT_NORM_EPS);
     native.rope(kvRows, T, 1, latent, kvLora, rope, positions, config.rope.invFreq, config.rope.attentionFactor, true);
