@@ -14,12 +14,13 @@
 // not care about order as long as both sides agree).
 //
 // Tiles: B in tmm0..tmm(D/32 - 1) (loaded per call: they depend on the token), C in tmm4..tmm6 (3 groups of 16
-// keys = one kKeyChunk), A in tmm7. The tile configuration is per thread; it is loaded when a thread first needs
-// it or when the head padding changes.
+// keys = one kKeyChunk), A in tmm7. The tile configuration is per thread (amx_tiles.h); it is loaded when a thread
+// first needs it or when another layout was loaded since.
 #include <algorithm>
 #include <cstring>
 
 #include "dtype.h"
+#include "amx_tiles.h"
 #include "indexer_fp8_detail.h"
 #include "simd.h"
 
@@ -57,18 +58,8 @@ struct DecodeTables {
 };
 const DecodeTables kTables;
 
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-// Loads this thread's tile configuration for a head padding hp, unless it is loaded already.
-GLANCE_AMX void configure_tiles(int hp) {
-  static thread_local int configured_hp = 0;
-  if (configured_hp == hp) return;
+// This thread's tiles for a head padding hp (configuration ids 1-16).
+void configure_tiles(int hp) {
   TileConfig cfg;
   for (int t = 0; t < 7; t++) {  // B tiles tmm0-3 and C tiles tmm4-6: hp fp32 / bf16 pairs per row
     cfg.rows[t] = 16;
@@ -76,8 +67,7 @@ GLANCE_AMX void configure_tiles(int hp) {
   }
   cfg.rows[7] = 16;  // A: 16 keys x 32 bf16
   cfg.colsb[7] = 64;
-  _tile_loadconfig(&cfg);
-  configured_hp = hp;
+  load_tile_config(cfg, static_cast<uint32_t>(hp));
 }
 
 // C tile CT = 16 key rows (from `rows`, 2D bytes apart) x every B tile. A macro, not a template: GCC's tile

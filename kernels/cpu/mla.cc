@@ -5,6 +5,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "amx_tiles.h"
 #include "dtype.h"
 #include "kernels.h"
 #include "microkernel.h"
@@ -369,6 +370,32 @@ GLANCE_AVX512BF16 void round_query_bf16(uint16_t* dst, const float* q, int64_t D
   }
 }
 
+// The online-softmax step of a block shared by the AVX-512-BF16 and AMX bodies: logits[g * kBlock + j] (scaled) ->
+// each head's new max and sum in st, its rescale factor in alpha, and p rounded to bf16 as (p_2i, p_2i+1) pairs in
+// ppair[g * kBlock / 2 + i].
+GLANCE_AVX512BF16 void softmax_block_bf16(const float* logits, int G, int nb, HeadState* st, float* alpha,
+                                          uint32_t* ppair) {
+  static_assert(kBlock == 16, "one zmm of probabilities per head");
+  const __mmask16 valid = static_cast<__mmask16>((1u << nb) - 1u);
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int g = 0; g < G; g++) {
+    const float* lg = logits + g * kBlock;
+    const __m512 v = _mm512_mask_loadu_ps(ninf, valid, lg);
+    const float mnew = std::max(st[g].m, _mm512_reduce_max_ps(v));
+    const float a = st[g].m == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(st[g].m - mnew);
+    const __m256 vm = _mm256_set1_ps(mnew);
+    const __m256 p0 = exp256(_mm256_sub_ps(_mm512_castps512_ps256(v), vm));
+    const __m256 p1 = exp256(_mm256_sub_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)), vm));
+    const __m512 p = _mm512_maskz_mov_ps(
+        valid, _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(p0)), _mm256_castps_pd(p1), 1)));
+    st[g].l = st[g].l * a + _mm512_reduce_add_ps(p);  // the fp32 probabilities, as the CUDA kernel sums them
+    st[g].m = mnew;
+    alpha[g] = a;
+    const __m256bh pb = _mm512_cvtneps_pbh(p);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ppair + g * (kBlock / 2)), reinterpret_cast<const __m256i&>(pb));
+  }
+}
+
 // qb[g]: bf16 query of head g (Dp elements, zero-padded); rows[0, kBlock): bf16 rows (those past nb point at a
 // zero row); acc[g]: head g's accumulator in pair order (Lp = round_up32(L) floats).
 GLANCE_AVX512BF16 void attend_block_bf16dot(const AttnArgs& A, const uint16_t* const* qb, int G,
@@ -416,25 +443,7 @@ GLANCE_AVX512BF16 void attend_block_bf16dot(const AttnArgs& A, const uint16_t* c
       if (two) _mm_storeu_ps(logits + (g + 1) * kBlock + j, _mm256_extractf128_ps(sums, 1));
     }
   }
-  static_assert(kBlock == 16, "one zmm of probabilities per head");
-  const __mmask16 valid = static_cast<__mmask16>((1u << nb) - 1u);
-  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  for (int g = 0; g < G; g++) {
-    float* lg = logits + g * kBlock;
-    const __m512 v = _mm512_mask_loadu_ps(ninf, valid, lg);
-    const float mnew = std::max(st[g].m, _mm512_reduce_max_ps(v));
-    const float a = st[g].m == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(st[g].m - mnew);
-    const __m256 vm = _mm256_set1_ps(mnew);
-    const __m256 p0 = exp256(_mm256_sub_ps(_mm512_castps512_ps256(v), vm));
-    const __m256 p1 = exp256(_mm256_sub_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)), vm));
-    const __m512 p = _mm512_maskz_mov_ps(
-        valid, _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(p0)), _mm256_castps_pd(p1), 1)));
-    st[g].l = st[g].l * a + _mm512_reduce_add_ps(p);  // the fp32 probabilities, as the CUDA kernel sums them
-    st[g].m = mnew;
-    alpha[g] = a;
-    const __m256bh pb = _mm512_cvtneps_pbh(p);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(ppair + g * (kBlock / 2)), reinterpret_cast<const __m256i&>(pb));
-  }
+  softmax_block_bf16(logits, G, nb, st, alpha, ppair);
   for (int64_t c = 0; c < L; c += 32) {
     const int64_t n = std::min<int64_t>(32, L - c);
     const __mmask32 cm = n == 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << n) - 1u);
@@ -463,6 +472,96 @@ GLANCE_AVX512BF16 void attend_block_bf16dot(const AttnArgs& A, const uint16_t* c
 }
 #endif
 
+#if GLANCE_AMX_BUILD
+// ---- bf16 cache on AMX (tdpbf16ps) ----
+// attend_block_bf16dot's precision contract and accumulator layout, with both products on tiles:
+//   logits = rows x q: A = the block's 16 rows copied contiguous (16 x 32 columns per tile), B = q as 32 columns x
+//            G heads (built once per item: amx_query_tiles), C = 16 rows x G heads;
+//   P.V:     A = p as G heads x 16 rows (ppair as it is), B = the unpacklo/hi vectors of attend_block_bf16dot (8 row
+//            pairs x 16 columns: the VNNI layout tdpbf16ps wants), C = a 16-column piece of every head's accumulator,
+//            loaded from and stored back to acc (G rows, Lp floats apart).
+// Registers: tmm0 logits, tmm1 rows, tmm2 q, tmm3 p, tmm4/tmm6 accumulator pieces, tmm5/tmm7 row-pair chunks.
+// AMX reads bf16 subnormals as zero and flushes subnormal results: only values below 1.2e-38 differ.
+
+GLANCE_AMX void amx_attention_tiles(int G) {
+  TileConfig cfg;
+  const uint16_t gb = static_cast<uint16_t>(4 * G);
+  cfg.rows[0] = 16, cfg.colsb[0] = gb;  // logits: 16 rows x G heads (fp32)
+  cfg.rows[1] = 16, cfg.colsb[1] = 64;  // 16 rows x 32 columns
+  cfg.rows[2] = 16, cfg.colsb[2] = gb;  // 16 column pairs x G heads
+  cfg.rows[3] = static_cast<uint8_t>(G), cfg.colsb[3] = 32;  // p: G heads x 16 rows
+  for (int t : {4, 6}) cfg.rows[t] = static_cast<uint8_t>(G), cfg.colsb[t] = 64;  // G heads x 16 columns (fp32)
+  for (int t : {5, 7}) cfg.rows[t] = 8, cfg.colsb[t] = 64;                         // 8 row pairs x 16 columns
+  load_tile_config(cfg, 0x100u | static_cast<uint32_t>(G));
+}
+
+// qt[(c * 16 + i) * 32 + 2g + e] = qb[g][32c + 2i + e]: the B tiles of the logits (rows of 64 bytes, G pairs used).
+void amx_query_tiles(uint16_t* qt, const uint16_t* const* qb, int G, int64_t Dp) {
+  for (int64_t c = 0; c < Dp / 32; c++)
+    for (int i = 0; i < 16; i++) {
+      uint16_t* row = qt + (c * 16 + i) * 32;
+      std::fill(row, row + 32, uint16_t{0});
+      for (int g = 0; g < G; g++) {
+        row[2 * g] = qb[g][32 * c + 2 * i];
+        row[2 * g + 1] = qb[g][32 * c + 2 * i + 1];
+      }
+    }
+}
+
+// As attend_block_bf16dot; rbuf: scratch of kBlock * Dp bf16; acc0 = acc[0], the heads' accumulators Lp floats apart.
+GLANCE_AMX void attend_block_amx(const AttnArgs& A, const uint16_t* qt, int G, const uint16_t* const* rows, int nb,
+                                 float* acc0, int64_t Lp, HeadState* st, uint16_t* rbuf) {
+  const int64_t D = A.D, L = A.L, Dp = round_up32(D);
+  for (int j = 0; j < kBlock; j++)  // contiguous rows for the tile loads (zero past D; the padding rows are zero)
+    for (int64_t d = 0; d < Dp; d += 32) {
+      const int64_t n = std::max<int64_t>(0, std::min<int64_t>(32, D - d));
+      const __mmask32 m = n == 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << n) - 1u);
+      _mm512_storeu_si512(rbuf + j * Dp + d, _mm512_maskz_loadu_epi16(m, rows[j] + d));
+    }
+  amx_attention_tiles(G);
+  _tile_zero(0);
+  for (int64_t c = 0; c < Dp / 32; c++) {
+    _tile_loadd(1, rbuf + c * 32, Dp * 2);
+    _tile_loadd(2, qt + c * 16 * 32, 64);
+    _tile_dpbf16ps(0, 1, 2);
+  }
+  alignas(64) float dots[kBlock * 16];
+  _tile_stored(0, dots, 64);
+  alignas(64) float logits[kGroup * kBlock];
+  for (int g = 0; g < G; g++)
+    for (int j = 0; j < kBlock; j++) logits[g * kBlock + j] = dots[j * 16 + g] * A.scale;
+  alignas(64) uint32_t ppair[kGroup * kBlock / 2];
+  float alpha[kGroup];
+  softmax_block_bf16(logits, G, nb, st, alpha, ppair);
+  for (int g = 0; g < G; g++) {  // rescale where the head's max moved (alpha is exactly 1 where it did not)
+    if (alpha[g] == 1.0f) continue;
+    const __m512 va = _mm512_set1_ps(alpha[g]);
+    float* a = acc0 + g * Lp;
+    for (int64_t c = 0; c < Lp; c += 16) _mm512_storeu_ps(a + c, _mm512_mul_ps(_mm512_loadu_ps(a + c), va));
+  }
+  _tile_loadd(3, ppair, 32);
+  alignas(64) uint16_t lo[kBlock / 2][32], hi[kBlock / 2][32];
+  for (int64_t c = 0; c < L; c += 32) {
+    for (int i = 0; i < kBlock / 2; i++) {  // columns past L are zero in rbuf only up to Dp: mask them
+      const int64_t n = std::min<int64_t>(32, L - c);
+      const __mmask32 cm = n == 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << n) - 1u);
+      const __m512i ra = _mm512_maskz_loadu_epi16(cm, rbuf + (2 * i) * Dp + c);
+      const __m512i rb = _mm512_maskz_loadu_epi16(cm, rbuf + (2 * i + 1) * Dp + c);
+      _mm512_store_si512(lo[i], _mm512_unpacklo_epi16(ra, rb));
+      _mm512_store_si512(hi[i], _mm512_unpackhi_epi16(ra, rb));
+    }
+    _tile_loadd(4, acc0 + c, Lp * 4);
+    _tile_loadd(5, lo, 64);
+    _tile_dpbf16ps(4, 3, 5);
+    _tile_stored(4, acc0 + c, Lp * 4);
+    _tile_loadd(6, acc0 + c + 16, Lp * 4);
+    _tile_loadd(7, hi, 64);
+    _tile_dpbf16ps(6, 3, 7);
+    _tile_stored(6, acc0 + c + 16, Lp * 4);
+  }
+}
+#endif
+
 #pragma GCC diagnostic pop
 
 #if GLANCE_X86
@@ -486,6 +585,15 @@ void bf16dot_rows(const AttnArgs& A, const uint16_t* kv, const int32_t* idx, int
     std::fill(acc[g], acc[g] + Lp, 0.0f);
     dst[g] = st[g].acc;
   }
+#if GLANCE_AMX_BUILD
+  const bool amx = use_amx_bf16();
+  static thread_local std::vector<uint16_t> qtiles, rowbuf;
+  if (amx) {
+    if (qtiles.size() < static_cast<size_t>(Dp / 32 * 16 * 32)) qtiles.resize(static_cast<size_t>(Dp / 32 * 16 * 32));
+    if (rowbuf.size() < static_cast<size_t>(kBlock * Dp)) rowbuf.resize(static_cast<size_t>(kBlock * Dp));
+    amx_query_tiles(qtiles.data(), qb, G, Dp);
+  }
+#endif
   const uint16_t* rows[kBlock];
   int64_t j = j0;
   while (j < j1) {
@@ -497,6 +605,12 @@ void bf16dot_rows(const AttnArgs& A, const uint16_t* kv, const int32_t* idx, int
     }
     if (nb == 0) continue;
     for (int i = nb; i < kBlock; i++) rows[i] = zero.data();
+#if GLANCE_AMX_BUILD
+    if (amx) {
+      attend_block_amx(A, qtiles.data(), G, rows, nb, accp, Lp, st, rowbuf.data());
+      continue;
+    }
+#endif
     attend_block_bf16dot(A, qb, G, rows, nb, acc, st);
   }
   for (int g = 0; g < G; g++) {

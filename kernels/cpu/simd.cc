@@ -1,5 +1,7 @@
 #include "simd.h"
 
+#include "amx_tiles.h"
+
 #include <cstdlib>
 #include <cstring>
 
@@ -60,6 +62,17 @@ bool use_amx_bf16() {
   }();
   return on;
 }
+
+#if GLANCE_AMX_BUILD
+GLANCE_AMX void load_tile_config(const TileConfig& cfg, uint32_t id) {
+  static thread_local uint32_t loaded = 0;
+  if (loaded == id) return;
+  _tile_loadconfig(&cfg);
+  loaded = id;
+}
+#else
+void load_tile_config(const TileConfig&, uint32_t) {}
+#endif
 
 const char* simd_name() { return simd_level() == SimdLevel::Avx2 ? "avx2+fma+f16c" : "scalar"; }
 
