@@ -13,7 +13,8 @@
 #   4. bash training/run.sh eval    eval.py (loss dense/sparse, FIM in PSM and SPM order, next line), the
 #                                       export's files and logs to $OUT
 set -u -o pipefail
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+. training/run_lib.sh
 OUT=${OUT:-v04-out}; mkdir -p "$OUT"
 # v0.4: RUN_NAME=v04 SPM_RATE=0.5 DENSE_STEPS=1800 (PSM and SPM); v0.5: the defaults below (SPM only, as shipped)
 RUN_NAME=${RUN_NAME:-v05}
@@ -27,9 +28,6 @@ C="--config $CFG --data $D --tokenizer $TOK"
 FIM="--fim-rate 0.9 --fim-per-piece 4 --spm-rate ${SPM_RATE:-1.0}"
 RUN="python3 -m torch.distributed.run --standalone --nproc-per-node"
 DENSE_MIN=${DENSE_MIN:-10.0}
-T0=$(date +%s)
-say() { echo "=== $* ($(( $(date +%s) - T0 ))s)"; }
-progress() { grep -h "step\|eval" "$1" 2>/dev/null | grep -v "^\s*$" | tail -n "${2:-6}"; }
 
 case "${1:-}" in
 stash)
@@ -92,10 +90,7 @@ finish)
       --max-minutes ${SPARSE_MIN:-1.6} --data-workers 8 --eval-every 1000 > $R/sparse.log 2>&1
   progress $R/sparse.log 3
   say export
-  python3 training/export.py --ckpt $R/sparse/ckpt.pt --config $CFG --tokenizer $TOK --out $R/glance-tiny \
-      --embeddings-bf16 --bf16-out $R/glance-tiny-bf16 --check-hf --info-out $R/export.json > $R/export.log 2>&1
-  tail -n 14 $R/export.log
-  cp $R/dense/log.jsonl $OUT/dense-log.jsonl; cp $R/export.json $OUT/ 2>/dev/null
+  export_run
   say end of call
   ;;
 eval)

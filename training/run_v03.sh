@@ -10,7 +10,7 @@
 #                                       an all-bf16 copy checked against HF transformers)
 #   3. bash training/run_v03.sh eval    eval.py on both exports (side by side), the chosen one's files to $OUT
 set -u -o pipefail
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+. training/run_lib.sh
 OUT=${OUT:-v03-out}; mkdir -p "$OUT"
 R=training/runs/v03; mkdir -p $R
 CFG=training/configs/glance-tiny.json
@@ -19,9 +19,6 @@ TOK=training/data/tokenizer; [ -f $TOK/tokenizer.json ] || TOK=models/glance-tin
 C="--config $CFG --data $D --tokenizer $TOK"
 FIM="--fim-rate 0.9 --fim-per-piece 4"
 DENSE_MIN=${DENSE_MIN:-12.0}
-T0=$(date +%s)
-say() { echo "=== $* ($(( $(date +%s) - T0 ))s)"; }
-progress() { grep -h "step\|eval" "$1" 2>/dev/null | grep -v "^\s*$" | tail -n "${2:-6}"; }
 
 case "${1:-}" in
 start)
@@ -66,10 +63,7 @@ finish)
       --max-minutes ${SPARSE_MIN:-2.0} --data-workers 8 > $R/sparse.log 2>&1
   progress $R/sparse.log 3
   say export
-  python3 training/export.py --ckpt $R/sparse/ckpt.pt --config $CFG --tokenizer $TOK --out $R/glance-tiny \
-      --embeddings-bf16 --bf16-out $R/glance-tiny-bf16 --check-hf --info-out $R/export.json > $R/export.log 2>&1
-  tail -n 14 $R/export.log
-  cp $R/dense/log.jsonl $OUT/dense-log.jsonl; cp $R/export.json $OUT/ 2>/dev/null
+  export_run
   say quick eval check, 2 workers
   timeout 120 python3 training/eval.py --model $R/glance-tiny --data $D --out $R/eval-quick.json --skip-ref \
       --cases 4 --heldout-seqs 2 --workers 2 2>&1 | tail -n 16
