@@ -10,7 +10,7 @@
 // orders do). Hardware DAZ/FTZ of AMX cannot bite: no operand or product here is an fp32/bf16 subnormal.
 //
 // Column order: unpacking the low/high byte vectors interleaves within 128-bit lanes, so A tile c holds the key's
-// columns in the order perm(c, pos) below; the query's B tiles are built in the same order (a dot product does
+// columns in the order amx_column(c, pos) below; the query's B tiles are built in the same order (a dot product does
 // not care about order as long as both sides agree).
 //
 // Tiles: B in tmm0..tmm(D/32 - 1) (loaded per call: they depend on the token), C in tmm4..tmm6 (3 groups of 16
@@ -19,11 +19,10 @@
 #include <algorithm>
 #include <cstring>
 
-#include "dtype.h"
 #include "amx_tiles.h"
+#include "dtype.h"
 #include "indexer_fp8_detail.h"
 #include "simd.h"
-
 
 namespace glance {
 
@@ -56,7 +55,7 @@ struct DecodeTables {
     }
   }
 };
-const DecodeTables kTables;
+const DecodeTables kTables;  // reads kE4M3Lut, which is constant-initialised (dequant.cc)
 
 // This thread's tiles for a head padding hp (configuration ids 1-16).
 void configure_tiles(int hp) {
