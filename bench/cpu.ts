@@ -3,9 +3,12 @@
 // decode roofline (bytes that must be read per token / bandwidth) printed beside our figures.
 //
 //   npm run bench:cpu [-- --contexts 1024,8192,32768 --decode 16 --attention sparse,dense --profile --threads N
-//                        --kv-cache fp32|bf16 (default: the checkpoint's precision, bf16 here)]
+//                        --kv-cache fp32|bf16 (default: the checkpoint's precision, bf16 here) --repeat N]
 //
-// Each (context, attention) case runs in its own child process so that its peak RSS is its own.
+// Each (context, attention) case runs in its own child process so that its peak RSS is its own. --repeat N runs the
+// whole set N times in turn (rounds), so that cases compared with each other are measured minutes apart, and adds
+// medians over the rounds and the per-round ratios: on a shared machine whose speed drifts within the hour, a ratio
+// of two cases of the same round is steadier than one of two separate runs.
 
 import { spawnSync } from 'node:child_process';
 import * as os from 'node:os';
@@ -34,7 +37,8 @@ const modelDir = path.resolve(__dirname, '..', '..', 'bench', 'out', 'ds32-50m')
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 /** Bytes a decode step must read: active weights plus the caches attention touches. */
@@ -142,8 +146,11 @@ async function main(): Promise<void> {
       profile: { type: 'boolean', default: false },
       threads: { type: 'string' },
       'kv-cache': { type: 'string' },
+      repeat: { type: 'string', default: '1' },
     },
   });
+  const rounds = Number(values.repeat);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--repeat must be a whole number of at least 1, got '${values.repeat}'`);
   const decodeTokens = Number(values.decode);
   const kvCacheArg = values['kv-cache'];
   if (kvCacheArg !== undefined && kvCacheArg !== 'fp32' && kvCacheArg !== 'bf16') {
@@ -180,28 +187,34 @@ async function main(): Promise<void> {
   console.log('| context | attention | prefill tok/s | decode tok/s | decode ms/tok | roofline tok/s | % of roofline | peak RSS MiB | KV+index cache MiB |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   const results: CaseResult[] = [];
-  for (const ctx of values.contexts!.split(',').map(Number)) {
-    for (const att of values.attention!.split(',') as AttentionMode[]) {
-      const child = spawnSync(process.execPath, [
-        __filename, '--child', `${ctx}:${att}`, '--decode', String(decodeTokens), '--indexer', values.indexer!,
-        ...(values.profile ? ['--profile'] : []),
-        ...(values.threads ? ['--threads', values.threads] : []),
-        ...(kvCache ? ['--kv-cache', kvCache] : []),
-      ], {
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'inherit'],
-        maxBuffer: 1 << 20,
-      });
-      if (child.status !== 0) throw new Error(`benchmark case ${ctx}:${att} failed (exit ${child.status})`);
-      const r = JSON.parse(child.stdout.trim().split('\n').pop()!) as CaseResult;
-      results.push(r);
-      const roof = (bandwidth * 1e9) / decodeBytes(cfg, 2, ctx, att, values.indexer as IndexerPrecision, kvCacheBytes(model.kvCacheDtype));
-      console.log(
-        `| ${ctx} | ${att} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ` +
-          `${roof.toFixed(1)} | ${((100 * r.decodeTokensPerSecond) / roof).toFixed(0)}% | ${r.peakRssMiB.toFixed(0)} | ${r.cacheMiB.toFixed(0)} |`,
-      );
+  const byRound: CaseResult[][] = [];
+  for (let round = 0; round < rounds; round++) {
+    byRound.push([]);
+    for (const ctx of values.contexts!.split(',').map(Number)) {
+      for (const att of values.attention!.split(',') as AttentionMode[]) {
+        const child = spawnSync(process.execPath, [
+          __filename, '--child', `${ctx}:${att}`, '--decode', String(decodeTokens), '--indexer', values.indexer!,
+          ...(values.profile ? ['--profile'] : []),
+          ...(values.threads ? ['--threads', values.threads] : []),
+          ...(kvCache ? ['--kv-cache', kvCache] : []),
+        ], {
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'inherit'],
+          maxBuffer: 1 << 20,
+        });
+        if (child.status !== 0) throw new Error(`benchmark case ${ctx}:${att} failed (exit ${child.status})`);
+        const r = JSON.parse(child.stdout.trim().split('\n').pop()!) as CaseResult;
+        byRound[round].push(r);
+        if (round === 0) results.push(r);
+        const roof = (bandwidth * 1e9) / decodeBytes(cfg, 2, ctx, att, values.indexer as IndexerPrecision, kvCacheBytes(model.kvCacheDtype));
+        console.log(
+          `| ${ctx} | ${att} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ` +
+            `${roof.toFixed(1)} | ${((100 * r.decodeTokensPerSecond) / roof).toFixed(0)}% | ${r.peakRssMiB.toFixed(0)} | ${r.cacheMiB.toFixed(0)} |`,
+        );
+      }
     }
   }
+  if (rounds > 1) printRounds(byRound);
   if (values.profile) {
     console.log('');
     console.log('per-op profile of a decode step (a timer around every native call; ms per token, all layers):');
@@ -229,6 +242,30 @@ async function main(): Promise<void> {
   console.log('');
   if (sparseHi && denseHi) console.log(`sparse vs dense decode at ${maxCtx}: ${(sparseHi.decodeTokensPerSecond / denseHi.decodeTokensPerSecond).toFixed(2)}× (target ≥ 2×)`);
   if (sparseHi && sparseLo) console.log(`sparse decode at ${maxCtx} vs ${minCtx}: ${(sparseHi.decodeTokensPerSecond / sparseLo.decodeTokensPerSecond).toFixed(2)} of its speed (target ≥ 0.5)`);
+}
+
+/** --repeat: decode ms per token of every case in every round, their medians, and the two target ratios per round. */
+function printRounds(byRound: CaseResult[][]): void {
+  const keys = byRound[0].map((r) => `${r.context} ${r.attention}`);
+  const ms = (round: CaseResult[], key: string) => round.find((r) => `${r.context} ${r.attention}` === key)?.decodeMsPerToken;
+  console.log('');
+  console.log(`decode ms per token over ${byRound.length} rounds (each case in its own process, the rounds in turn):`);
+  console.log('');
+  console.log(`| round | ${keys.join(' | ')} |`);
+  console.log(`|---|${keys.map(() => '---').join('|')}|`);
+  byRound.forEach((round, i) => console.log(`| ${i + 1} | ${keys.map((k) => ms(round, k)?.toFixed(2) ?? '–').join(' | ')} |`));
+  console.log(`| median | ${keys.map((k) => median(byRound.map((round) => ms(round, k) ?? NaN)).toFixed(2)).join(' | ')} |`);
+  const contexts = byRound[0].map((r) => r.context);
+  const hi = Math.max(...contexts), lo = Math.min(...contexts);
+  // speed of case a relative to case b in each round (a ratio of their ms per token, inverted)
+  const speedRatios = (a: string, b: string) => byRound.map((round) => (ms(round, b) ?? NaN) / (ms(round, a) ?? NaN));
+  const show = (label: string, xs: number[]) => {
+    if (xs.some((x) => !Number.isFinite(x))) return;
+    console.log(`${label}: ${xs.map((x) => x.toFixed(2)).join(', ')} (median ${median(xs).toFixed(2)})`);
+  };
+  console.log('');
+  show(`sparse vs dense decode at ${hi}, per round (target ≥ 2×)`, speedRatios(`${hi} sparse`, `${hi} dense`));
+  show(`sparse decode at ${hi} vs ${lo}, per round (target ≥ 0.5)`, speedRatios(`${hi} sparse`, `${lo} sparse`));
 }
 
 function bench50mDescription(c: ModelConfig): string {
