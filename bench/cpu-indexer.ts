@@ -57,7 +57,7 @@ function measure(S: number, Hi: number, D: number, k: number, reps: number): Fig
   const [topkCold, topkWarm] = time((kc) => native.indexerTopk(idx, q, weights, kc, scales, 1, S, Hi, D, positions, k));
   const [scoresCold, scoresWarm] = time((kc) => native.indexerScoresFp8(out, q, weights, kc, scales, 1, S, Hi, D, positions));
   const b = native.backends().cpu;
-  const label = `${b.amxIndexer ? 'AMX' : b.simd === 'scalar' ? 'scalar' : 'AVX2'} (${b.threads} threads)`;
+  const label = `${b.amx ? 'AMX' : b.simd === 'scalar' ? 'scalar' : 'AVX2'} (${b.threads} threads)`;
   return { label, topkCold, topkWarm, scoresCold, scoresWarm };
 }
 

@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { kvCacheBytes, loadModel, type AttentionMode, type IndexerPrecision, type KvCacheDtype } from '../sidecar/src/engine/model';
 import type { NativeAddon } from '../sidecar/src/native/contract';
 import type { ModelConfig } from '../sidecar/src/engine/types';
-import { loadNative } from '../sidecar/src/native/index';
+import { cpuKernels, loadNative } from '../sidecar/src/native/index';
 import { ensureRandomModel } from './random-model';
 
 interface CaseResult {
@@ -177,7 +177,7 @@ async function main(): Promise<void> {
   const cfg = model.config;
   const info = native.backends();
   console.log(`# Glance CPU benchmark — ${new Date().toISOString().slice(0, 10)}`);
-  console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} threads, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; addon: ${info.cpu.simd}${info.cpu.bf16Dot ? ' + avx512-bf16 attention' : ''}${info.cpu.amxIndexer ? ' + amx indexer' : ''}, ${info.cpu.threads} threads`);
+  console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} threads, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; addon: ${cpuKernels(info.cpu)}, ${info.cpu.threads} threads`);
   console.log(`model: random deepseek_v32, ${(model.weights.totalParams / 1e6).toFixed(1)}M params, bf16 weights (${bench50mDescription(cfg)})`);
   console.log(
     `measured read bandwidth: ${bandwidth.toFixed(1)} GB/s (reference for the roofline); indexer key cache: ${values.indexer}; ` +

@@ -36,8 +36,8 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   cpu.Set("simd", Napi::String::New(env, simd_name()));
   // attention over a bf16 latent cache with AVX-512-BF16 dot products (bf16-rounded q and probabilities)
   cpu.Set("bf16Dot", Napi::Boolean::New(env, use_avx512_bf16()));
-  // the FP8 indexer's AMX body (up to 16 heads, D = 64 or 128)
-  cpu.Set("amxIndexer", Napi::Boolean::New(env, use_amx_bf16()));
+  // AMX tiles for the FP8 indexer (up to 16 heads, D = 64 or 128) and the attention over a bf16 cache
+  cpu.Set("amx", Napi::Boolean::New(env, use_amx_bf16()));
   Napi::Object cuda = cuda_backend_summary(env);
   Napi::Object r = Napi::Object::New(env);
   r.Set("cpu", cpu);

@@ -542,9 +542,10 @@ GLANCE_AMX void attend_block_amx(const AttnArgs& A, const uint16_t* qt, int G, c
   _tile_loadd(3, ppair, 32);
   alignas(64) uint16_t lo[kBlock / 2][32], hi[kBlock / 2][32];
   for (int64_t c = 0; c < L; c += 32) {
-    for (int i = 0; i < kBlock / 2; i++) {  // columns past L are zero in rbuf only up to Dp: mask them
-      const int64_t n = std::min<int64_t>(32, L - c);
-      const __mmask32 cm = n == 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << n) - 1u);
+    // a last chunk past L would take the rope columns of rbuf's rows: masked off
+    const int64_t n = std::min<int64_t>(32, L - c);
+    const __mmask32 cm = n == 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << n) - 1u);
+    for (int i = 0; i < kBlock / 2; i++) {
       const __m512i ra = _mm512_maskz_loadu_epi16(cm, rbuf + (2 * i) * Dp + c);
       const __m512i rb = _mm512_maskz_loadu_epi16(cm, rbuf + (2 * i + 1) * Dp + c);
       _mm512_store_si512(lo[i], _mm512_unpacklo_epi16(ra, rb));
@@ -565,8 +566,9 @@ GLANCE_AMX void attend_block_amx(const AttnArgs& A, const uint16_t* qt, int G, c
 #pragma GCC diagnostic pop
 
 #if GLANCE_X86
-// Rows [j0, j1) of an item (the selection idx, or positions j0.. when idx is null) with attend_block_bf16dot; on
-// return st[g].acc holds the head's unnormalised accumulator in column order, m and l its max and sum.
+// Rows [j0, j1) of an item (the selection idx, or positions j0.. when idx is null) with attend_block_amx where AMX
+// is on, else attend_block_bf16dot; on return st[g].acc holds the head's unnormalised accumulator in column order, m
+// and l its max and sum.
 void bf16dot_rows(const AttnArgs& A, const uint16_t* kv, const int32_t* idx, int64_t j0, int64_t j1,
                   const float* const* qg, int G, HeadState* st, const char* kvBytes, int64_t rowBytes) {
   const int64_t D = A.D, L = A.L, Dp = round_up32(D), Lp = round_up32(L);

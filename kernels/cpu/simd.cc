@@ -48,6 +48,8 @@ bool use_avx512_bf16() {
 bool use_amx_bf16() {
   static const bool on = [] {
     if (!use_avx512_bf16()) return false;
+    const char* env = std::getenv("GLANCE_SIMD");
+    if (env != nullptr && std::strcmp(env, "avx512") == 0) return false;
 #if GLANCE_AMX_BUILD
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;

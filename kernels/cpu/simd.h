@@ -7,8 +7,9 @@
 //
 // GLANCE_SIMD=scalar in the environment (read once, when the addon loads) forces the scalar bodies; the tests
 // use it to check the fallback against the same references. A few kernels have a third body for AVX-512 with the
-// BF16 dot-product instructions (GLANCE_AVX512BF16, use_avx512_bf16()), and the FP8 indexer one for AMX
-// (GLANCE_AMX, use_amx_bf16()); GLANCE_SIMD=avx2 stops at the AVX2 bodies.
+// BF16 dot-product instructions (GLANCE_AVX512BF16, use_avx512_bf16()), and the FP8 indexer and the bf16-cache
+// attention one for AMX (GLANCE_AMX, use_amx_bf16()). GLANCE_SIMD=avx2 stops at the AVX2 bodies, GLANCE_SIMD=avx512
+// at the AVX-512-BF16 ones (how the tests reach every body on one CPU).
 #pragma once
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -48,7 +49,8 @@ inline bool use_avx2() { return GLANCE_X86 && simd_level() == SimdLevel::Avx2; }
 bool use_avx512_bf16();
 
 // use_avx512_bf16() and the CPU has AMX-TILE + AMX-BF16 + AVX-512 VBMI and the OS granted this process the tile
-// state (asked once). Only the FP8 indexer uses it (indexer_fp8_amx.cc); GLANCE_SIMD=avx2 turns it off too.
+// state (asked once), unless GLANCE_SIMD=avx512. Used by the FP8 indexer (indexer_fp8_amx.cc) and the attention over
+// a bf16 cache (mla.cc).
 bool use_amx_bf16();
 
 #if GLANCE_X86

@@ -242,6 +242,10 @@ test('info reports the native backends when the addon loads', async () => {
     const code = await main(['info', '--model', dir], io, { loadNative: () => native as never });
     assert.equal(code, 0, io.stderr);
     assert.match(io.stdout, /backends\s+cpu 4 threads \(avx2\); cuda not built/);
+    const io2 = memoryIo();
+    const fast = { backends: () => ({ cpu: { threads: 2, simd: 'avx2+fma+f16c', bf16Dot: true, amx: true }, cuda: { built: false, devices: 0 } }) };
+    assert.equal(await main(['info', '--model', dir], io2, { loadNative: () => fast as never }), 0, io2.stderr);
+    assert.match(io2.stdout, /backends\s+cpu 2 threads \(avx2\+fma\+f16c, avx512-bf16, amx\); cuda not built/);
     assert.match(io.stdout, /attention\s+MLA, 2 heads; q_lora_rank none \(q_proj\)/);
     assert.match(io.stdout, /experts\s+4 routed \(2 per token; softmax, greedy, scale 1\) \+ 1 shared; intermediate 16; packed layout/);
     assert.match(io.stdout, /tokenizer\s+none/);

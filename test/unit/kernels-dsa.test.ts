@@ -5,11 +5,12 @@
 //     AVX2 layouts of the indexer (heads ≤ 8 and > 8), positions before the end of the cache, negative positions,
 //     fewer keys than k, tied scores;
 //   - mlaAttention over a bf16 (Uint16Array) cache against the fp32 op on the widened values, dense and sparse,
-//     split-KV decode and prefill: exactly equal on the AVX2 and scalar paths; with AVX-512-BF16 dot products (q and
-//     the probabilities rounded to bf16, as the CUDA kernel does) within a bf16 bound; argument errors.
+//     split-KV decode and prefill: exactly equal on the AVX2 and scalar paths; with AVX-512-BF16 dot products or AMX
+//     tiles (q and the probabilities rounded to bf16, as the CUDA kernel does) within a bf16 bound; argument errors.
 // Inputs are seeded (GLANCE_TEST_SEED replays a failure). The whole file runs again with GLANCE_SIMD=scalar in a child
-// process (the last tests), which checks the portable bodies against the same references, and with GLANCE_SIMD=avx2
-// where the CPU has AVX-512-BF16, so that the AVX2 bodies stay tested on such machines.
+// process (the last tests), which checks the portable bodies against the same references, with GLANCE_SIMD=avx2
+// where the CPU has AVX-512-BF16 and with GLANCE_SIMD=avx512 where it has AMX, so that every body the CPU can run
+// stays tested on it.
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -191,6 +192,25 @@ function bf16Cache(n: number): { f32: Float32Array; bf16: Uint16Array } {
   return { f32, bf16 };
 }
 
+interface AttentionCase { T: number; S: number; H: number; L: number; R: number; k: number; sparse: boolean }
+
+/** Random q, positions and selection (some -1) for case c over a bf16 cache (longer than S: only S rows are read);
+ *  ref = the fp32 op on the widened rows; runBf16(out) runs the op on the bf16 cache. */
+function bf16AttentionCase(c: AttentionCase): { ref: Float32Array; runBf16: (out: Float32Array) => void } {
+  const D = c.L + c.R;
+  const { f32, bf16 } = bf16Cache((c.S + 3) * D);
+  const q = Float32Array.from({ length: c.T * c.H * D }, () => (rand() * 2 - 1) * 0.3);
+  const positions = Int32Array.from({ length: c.T }, (_, t) => c.S - c.T + t);
+  let indices: Int32Array | null = null;
+  if (c.sparse) {
+    indices = new Int32Array(c.T * c.k);
+    for (let i = 0; i < indices.length; i++) indices[i] = randInt(8) === 0 ? -1 : randInt(c.S);
+  }
+  const ref = new Float32Array(c.T * c.H * c.L).fill(NaN);
+  native.mlaAttention(ref, q, f32, c.S, c.T, c.H, c.L, c.R, 0.125, indices, c.k, positions);
+  return { ref, runBf16: (out) => native.mlaAttention(out, q, bf16, c.S, c.T, c.H, c.L, c.R, 0.125, indices, c.k, positions) };
+}
+
 test('mlaAttention with a bf16 cache equals the fp32 op on the widened rows (dense, sparse, split-KV, prefill)', { skip: BF16_DOT && 'AVX-512-BF16 path: see the next test' }, () => {
   const cases = [
     { T: 1, S: 3000, H: 8, L: 256, R: 32, k: 2048, sparse: true }, // decode: split-KV over the selected rows
@@ -199,20 +219,10 @@ test('mlaAttention with a bf16 cache equals the fp32 op on the widened rows (den
     { T: 37, S: 37, H: 4, L: 40, R: 8, k: 0, sparse: false }, // prefill, causal, odd sizes
   ];
   for (const c of cases) {
-    const D = c.L + c.R;
-    const { f32, bf16 } = bf16Cache((c.S + 3) * D); // longer than S: only S rows are read
-    const q = Float32Array.from({ length: c.T * c.H * D }, () => (rand() * 2 - 1) * 0.3);
-    const positions = Int32Array.from({ length: c.T }, (_, t) => c.S - c.T + t);
-    let indices: Int32Array | null = null;
-    if (c.sparse) {
-      indices = new Int32Array(c.T * c.k);
-      for (let i = 0; i < indices.length; i++) indices[i] = randInt(8) === 0 ? -1 : randInt(c.S);
-    }
-    const ref = new Float32Array(c.T * c.H * c.L).fill(NaN);
-    native.mlaAttention(ref, q, f32, c.S, c.T, c.H, c.L, c.R, 0.125, indices, c.k, positions);
+    const { ref, runBf16 } = bf16AttentionCase(c);
     for (const threads of [0, 1]) {
       const out = new Float32Array(c.T * c.H * c.L).fill(NaN);
-      const run = () => native.mlaAttention(out, q, bf16, c.S, c.T, c.H, c.L, c.R, 0.125, indices, c.k, positions);
+      const run = () => runBf16(out);
       if (threads === 0) run();
       else withThreads(threads, run);
       for (let i = 0; i < ref.length; i++) {
@@ -224,7 +234,7 @@ test('mlaAttention with a bf16 cache equals the fp32 op on the widened rows (den
 
 // Bound for bf16-rounded q and probabilities: each rounding is a relative 2^-9; over a softmax-weighted mean of rows
 // the errors partly cancel (measured ~2e-3 relative); a wrong row, column order or softmax gives O(1).
-test('mlaAttention with a bf16 cache on AVX-512-BF16 is within bf16 rounding of the fp32 op (dense, sparse, split-KV, prefill)', { skip: !BF16_DOT && 'no AVX-512-BF16 path on this CPU / GLANCE_SIMD' }, () => {
+test('mlaAttention with a bf16 cache on AVX-512-BF16 / AMX is within bf16 rounding of the fp32 op (dense, sparse, split-KV, prefill)', { skip: !BF16_DOT && 'no AVX-512-BF16 path on this CPU / GLANCE_SIMD' }, () => {
   const cases = [
     { T: 1, S: 40000, H: 8, L: 512, R: 64, k: 2048, sparse: true }, // the bench decode shape
     { T: 1, S: 3000, H: 8, L: 256, R: 32, k: 2048, sparse: true }, // split-KV over the selected rows
@@ -234,21 +244,11 @@ test('mlaAttention with a bf16 cache on AVX-512-BF16 is within bf16 rounding of 
     { T: 2, S: 50, H: 1, L: 33, R: 3, k: 7, sparse: true }, // one head, fewer rows than a block
   ];
   for (const c of cases) {
-    const D = c.L + c.R;
-    const { f32, bf16 } = bf16Cache((c.S + 3) * D);
-    const q = Float32Array.from({ length: c.T * c.H * D }, () => (rand() * 2 - 1) * 0.3);
-    const positions = Int32Array.from({ length: c.T }, (_, t) => c.S - c.T + t);
-    let indices: Int32Array | null = null;
-    if (c.sparse) {
-      indices = new Int32Array(c.T * c.k);
-      for (let i = 0; i < indices.length; i++) indices[i] = randInt(8) === 0 ? -1 : randInt(c.S);
-    }
-    const ref = new Float32Array(c.T * c.H * c.L).fill(NaN);
-    native.mlaAttention(ref, q, f32, c.S, c.T, c.H, c.L, c.R, 0.125, indices, c.k, positions);
+    const { ref, runBf16 } = bf16AttentionCase(c);
     let first: Float32Array | null = null;
     for (const threads of [0, 1]) {
       const out = new Float32Array(c.T * c.H * c.L).fill(NaN);
-      const run = () => native.mlaAttention(out, q, bf16, c.S, c.T, c.H, c.L, c.R, 0.125, indices, c.k, positions);
+      const run = () => runBf16(out);
       if (threads === 0) run();
       else withThreads(threads, run);
       for (let th = 0; th < c.T * c.H; th++) {
@@ -286,6 +286,12 @@ test('mlaAttention: a bf16 cache is length-checked like an fp32 one; other array
 
 test('the portable scalar kernels pass the same tests (child process, GLANCE_SIMD=scalar)', { skip: IS_CHILD }, () => {
   runTestFileWithSimd(__filename, 'scalar', 300_000);
+});
+
+// On a CPU with AMX the parent run checks the AMX attention body; the AVX-512-BF16 body it replaces gets this run.
+test('the AVX-512-BF16 kernels pass the same tests on a CPU with AMX (child process, GLANCE_SIMD=avx512)', { skip: (IS_CHILD || !native.backends().cpu.amx) && 'child run, or no AMX path here' }, () => {
+  const out = runTestFileWithSimd(__filename, 'avx512', 300_000);
+  assert.match(out, /ok \d+ - mlaAttention with a bf16 cache on AVX-512-BF16 \/ AMX is within bf16 rounding/, 'the avx512 run must have checked the bf16 attention');
 });
 
 test('the AVX2 kernels pass the same tests on a CPU with AVX-512-BF16 (child process, GLANCE_SIMD=avx2)', { skip: (IS_CHILD || !BF16_DOT) && 'child run, or no AVX-512-BF16 path here' }, () => {

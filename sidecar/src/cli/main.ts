@@ -15,7 +15,7 @@ import type { SamplerOptions } from '../engine/sampling';
 import { loadTokenizer, type Tokenizer } from '../engine/tokenizer';
 import type { ModelConfig } from '../engine/types';
 import { inspectWeights, parameterCounts, type CheckpointWeights } from '../engine/weights';
-import { findProjectRoot } from '../native/index';
+import { cpuKernels, findProjectRoot } from '../native/index';
 import { runServe } from './serve';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -734,7 +734,7 @@ function humanInfo(d: Record<string, unknown>, config: ModelConfig, weights: Che
   add('tokenizer', tk ? `${tk.vocabSize} tokens, bos ${tk.bos ?? 'none'}, eos ${tk.eos ?? 'none'}, FIM ${tk.fim ? tk.fim.join(' ') : 'none'}` : 'none (no tokenizer.json: use --ids)');
   const b = d.backends as BackendInfo | { error: string };
   if ('error' in b) add('backends', `none: ${b.error}`);
-  else add('backends', `cpu ${b.cpu.threads} threads (${b.cpu.simd}${b.cpu.bf16Dot ? ', avx512-bf16 attention' : ''}${b.cpu.amxIndexer ? ', amx indexer' : ''}); cuda ${b.cuda.built ? `built, ${b.cuda.devices} device(s)` : 'not built'}${b.cuda.error ? ` (${b.cuda.error})` : ''}`);
+  else add('backends', `cpu ${b.cpu.threads} threads (${cpuKernels(b.cpu)}); cuda ${b.cuda.built ? `built, ${b.cuda.devices} device(s)` : 'not built'}${b.cuda.error ? ` (${b.cuda.error})` : ''}`);
   const w = Math.max(...lines.map(([k]) => k.length));
   return lines.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n') + '\n';
 }

@@ -9,7 +9,7 @@
 // (budget too small, CUDA failures) are GlanceErrors naming the cause; with cpuFallback they fall back too.
 
 import type { NativeAddon } from '../native/contract';
-import { loadNative } from '../native/index';
+import { cpuKernels, loadNative } from '../native/index';
 import { readConfig } from './config';
 import { GlanceError } from './errors';
 import { loadGpuModel } from './gpu/gpu-model';
@@ -60,7 +60,7 @@ export function parseGpuMemory(v: number | string, deviceBytes: number): number 
 
 function cpuDescription(native: NativeAddon): string {
   const b = native.backends();
-  return `CPU ${b.cpu.threads} threads (${b.cpu.simd})`;
+  return `CPU ${b.cpu.threads} threads (${cpuKernels(b.cpu)})`;
 }
 
 export async function loadModelOnDevice(dir: string, opts: DeviceLoadOptions): Promise<DeviceModel> {

@@ -23,8 +23,8 @@ export interface BackendInfo {
     simd: string;
     /** attention over a bf16 latent cache uses AVX-512-BF16 dot products */
     bf16Dot: boolean;
-    /** the FP8 indexer uses AMX tiles (up to 16 heads, D = 64 or 128) */
-    amxIndexer: boolean;
+    /** AMX tiles run the FP8 indexer (up to 16 heads, D = 64 or 128) and the attention over a bf16 cache */
+    amx: boolean;
   };
   cuda: { built: boolean; devices: number; error?: string };
 }

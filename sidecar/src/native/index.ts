@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import type { NativeAddon } from './contract';
+import type { BackendInfo, NativeAddon } from './contract';
 
 export type {
   BackendInfo,
@@ -24,6 +24,11 @@ export type {
 } from './contract';
 
 /** Path of the compiled addon relative to the project root. */
+/** The CPU kernels the addon runs here, e.g. "avx2+fma+f16c, avx512-bf16, amx" (logs, `glance info`, benches). */
+export function cpuKernels(cpu: BackendInfo['cpu']): string {
+  return [cpu.simd, ...(cpu.bf16Dot ? ['avx512-bf16'] : []), ...(cpu.amx ? ['amx'] : [])].join(', ');
+}
+
 export const NATIVE_ADDON_RELATIVE_PATH = path.join('build', 'Release', 'glance_native.node');
 
 const PROJECT_NAME = 'glance';
