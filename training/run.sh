@@ -8,6 +8,7 @@
 #   2. bash training/run.sh start   dense stage 0 in its own session (setsid, --max-minutes $DENSE_MIN), resumed
 #                                       from models/glance-tiny (RESUME=), FIM with PSM and SPM orders; a miniature of
 #                                       the later stages beside it on 2 GPUs (new code paths), then progress
+#      bash training/run.sh watch   (as often as needed) keeps the machine held while stage 0 runs on
 #   3. bash training/run.sh finish  waits for dense, indexer warm-up, sparse (both data-parallel), FP8 export
 #                                       (+ an all-bf16 copy checked against HF transformers)
 #   4. bash training/run.sh eval    eval.py (loss dense/sparse, FIM in PSM and SPM order, next line), the
@@ -16,8 +17,9 @@ set -u -o pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 . training/run_lib.sh
 OUT=${OUT:-v04-out}; mkdir -p "$OUT"
-# v0.4: RUN_NAME=v04 SPM_RATE=0.5 DENSE_STEPS=1800 (PSM and SPM); v0.5: the defaults below (SPM only, as shipped)
-RUN_NAME=${RUN_NAME:-v05}
+# v0.4: RUN_NAME=v04 SPM_RATE=0.5 DENSE_STEPS=1800 (PSM and SPM); v0.5: RUN_NAME=v05 (SPM only, as shipped);
+# v0.6: the defaults (the config's wider experts grow the v0.5 export, train.py grow_model)
+RUN_NAME=${RUN_NAME:-v06}
 R=training/runs/$RUN_NAME; mkdir -p $R
 DATA_HOME=${DATA_HOME:-/root/glance-data}
 CFG=training/configs/glance-tiny.json
@@ -73,9 +75,15 @@ start)
       --cases 4 --heldout-seqs 2 --ctx 2048 --max-new 24 --workers 2 2>&1 | tail -n 18
   say mini done
   fi
+  grep -m 3 "grew the model\|Error\|error:" $R/dense.log   # a grown start logs its function check (train.py grow_model)
   while [ $(( $(date +%s) - T0 )) -lt ${WATCH_S:-540} ] && kill -0 $(cat $R/dense.pid) 2>/dev/null; do sleep 10; done
   progress $R/dense.log 14
   tail -n 3 $R/dense.log
+  say end of call
+  ;;
+watch)       # keeps the hold while stage 0 runs on (a call may last 10 minutes; the machine goes back after 30 s idle)
+  while [ $(( $(date +%s) - T0 )) -lt ${WATCH_S:-560} ] && kill -0 $(cat $R/dense.pid) 2>/dev/null; do sleep 10; done
+  progress $R/dense.log 10
   say end of call
   ;;
 finish)
@@ -106,5 +114,5 @@ eval)
   ls -la $OUT
   say end of call
   ;;
-*) echo "usage: run.sh stash|start|finish|eval"; exit 2;;
+*) echo "usage: run.sh stash|start|watch|finish|eval"; exit 2;;
 esac

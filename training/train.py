@@ -44,8 +44,8 @@ import torch.nn as nn  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import glance_data as gd  # noqa: E402
-from glance_model.model import (MLP, GlanceConfig, GlanceForCausalLM, count_parameters,  # noqa: E402
-                                load_hf)
+from glance_model.model import (GROWABLE_FIELDS, MLP, GlanceConfig, GlanceForCausalLM,  # noqa: E402
+                                count_parameters, grow_from, load_hf)
 
 STAGE_DEFAULTS = {
     # lr: main model peak LR; indexer_lr: indexer peak LR; batch x accum sequences of seq_len per optimizer step.
@@ -137,6 +137,25 @@ def build_model(args, hf_cfg: dict) -> GlanceForCausalLM:
     cfg = GlanceConfig.from_hf_dict(hf_cfg, **over)
     torch.manual_seed(args.seed)
     return GlanceForCausalLM(cfg)
+
+
+def grow_model(small: GlanceForCausalLM, big: GlanceForCausalLM) -> GlanceForCausalLM:
+    """--config wider than the --resume model: grow it (grow_from) and check that the function is unchanged."""
+    sizes = ", ".join(f"{k} {getattr(small.config, k)} -> {getattr(big.config, k)}" for k in GROWABLE_FIELDS)
+    try:
+        grown = grow_from(small, big)
+    except ValueError as e:
+        raise SystemExit(f"--resume model cannot become --config: {e}")
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(10, small.config.vocab_size, (2, 256), generator=g)
+    with torch.no_grad():
+        a, b = small(ids, sparse=False).logits, big(ids, sparse=False).logits
+    diff = float((a - b).abs().max())
+    log(f"grew the model ({sizes}; {len(grown)} tensors): params {count_parameters(small)['total'] / 1e6:.2f}M -> "
+        f"{count_parameters(big)['total'] / 1e6:.2f}M, max |logit difference| on random ids {diff:.2e}")
+    if diff > 1e-3 * max(1.0, float(a.abs().max())):
+        raise SystemExit(f"growing changed the model's function (max |logit difference| {diff:.3e})")
+    return big
 
 
 def set_trainable(model: GlanceForCausalLM, stage: str):
@@ -309,6 +328,8 @@ def main(argv=None):
             log(f"initialising from HF model dir {resume}")
             model = load_hf(resume)
             model.config.gradient_checkpointing = bool(args.grad_ckpt)
+            if any(hf_cfg.get(k) is not None and hf_cfg[k] != getattr(model.config, k) for k in GROWABLE_FIELDS):
+                model = grow_model(model, build_model(args, hf_cfg))
         else:
             ck = torch.load(resume, map_location="cpu", weights_only=False)
             full_resume = ck["stage"] == args.stage

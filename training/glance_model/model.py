@@ -801,6 +801,55 @@ def load_hf(path: str, device: str = "cpu", **config_overrides) -> GlanceForCaus
     return model.to(device)
 
 
+# Config fields that grow_from() may widen; everything else must match the smaller model exactly.
+GROWABLE_FIELDS = ("moe_intermediate_size", "intermediate_size")
+
+
+@torch.no_grad()
+def grow_from(small: GlanceForCausalLM, big: GlanceForCausalLM) -> list[str]:
+    """Copy a trained model into a wider one so that the wider one computes the same function.
+
+    Only MLP widths grow (routed and shared experts: moe_intermediate_size, dense layers: intermediate_size).
+    A grown MLP keeps the old hidden units first; the new units' gate/up rows keep `big`'s random init and their
+    down_proj columns are zeroed, so they add exactly nothing until training moves them (the zero columns get
+    gradients at once, the gate/up rows one step later, as with LoRA's zero-initialised B). Returns the grown
+    parameter names. Raises ValueError naming the first field or tensor that cannot be grown."""
+    sc, bc = small.config, big.config
+    for k in vars(sc):
+        if k in GROWABLE_FIELDS or k == "gradient_checkpointing":
+            continue
+        if getattr(sc, k) != getattr(bc, k, None):
+            raise ValueError(f"grow_from: config field {k!r} differs ({getattr(sc, k)!r} vs "
+                             f"{getattr(bc, k, None)!r}); only {', '.join(GROWABLE_FIELDS)} may grow")
+    for k in GROWABLE_FIELDS:
+        if getattr(bc, k) < getattr(sc, k):
+            raise ValueError(f"grow_from: {k} would shrink ({getattr(sc, k)} -> {getattr(bc, k)})")
+    src = small.state_dict()
+    grown = []
+    for name, dst in big.state_dict().items():
+        old = src[name]
+        if old.shape == dst.shape:
+            dst.copy_(old)
+            continue
+        grown.append(name)
+        if name.endswith(".experts.gate_up_proj"):        # [E, 2I, H]: gate rows [0, I), up rows [I, 2I)
+            i_old, i_new = old.shape[1] // 2, dst.shape[1] // 2
+            dst[:, :i_old] = old[:, :i_old]
+            dst[:, i_new:i_new + i_old] = old[:, i_old:]
+        elif name.endswith(".experts.down_proj"):         # [E, H, I]
+            dst.zero_()
+            dst[:, :, :old.shape[2]] = old
+        elif name.endswith((".gate_proj.weight", ".up_proj.weight")):   # [I, H]
+            dst[:old.shape[0]] = old
+        elif name.endswith(".down_proj.weight"):          # [H, I]
+            dst.zero_()
+            dst[:, :old.shape[1]] = old
+        else:
+            raise ValueError(f"grow_from: tensor {name} changes shape {tuple(old.shape)} -> {tuple(dst.shape)} "
+                             f"and is not an MLP projection")
+    return grown
+
+
 def count_parameters(model: nn.Module) -> dict:
     tot = sum(p.numel() for p in model.parameters())
     idx = sum(p.numel() for n, p in model.named_parameters() if ".indexer." in n)
