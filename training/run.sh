@@ -56,14 +56,14 @@ start)
   say "dense stage 0 on $NGPU GPUs in the background"
   setsid $RUN $NGPU training/train.py --stage dense $C --out $R/dense $FIM --total-steps ${DENSE_STEPS:-1700} \
       --resume ${RESUME:-models/glance-tiny} --lr ${DENSE_LR:-8e-4} --warmup ${WARMUP:-60} \
-      --max-minutes $DENSE_MIN --data-workers 8 --eval-every 200 > $R/dense.log 2>&1 < /dev/null &
+      --max-minutes $DENSE_MIN --fit-schedule --data-workers 8 --eval-every 200 > $R/dense.log 2>&1 < /dev/null &
   echo $! > $R/dense.pid
   sleep 5
   if [ "${MINI:-1}" = 1 ]; then    # MINI=0 when no training code changed since the last run
   M=training/runs/mini; rm -rf $M; mkdir -p $M
   MC="$C --seq-len 1024 --eval-seqs 2 --log-every 2 --compile off"
   say "mini pipeline on 2 GPUs beside it: dense 4 steps (PSM + SPM), indexer 2, sparse 2, export, eval"
-  timeout 150 $RUN 2 training/train.py --stage dense $MC $FIM --out $M/dense --steps 4 \
+  timeout 150 $RUN 2 training/train.py --stage dense $MC $FIM --out $M/dense --steps 44 --fit-schedule --max-minutes 2 \
       --total-steps 50 --warmup 2 --eval-every 100 --data-workers 3 2>&1 | grep -v "^\s*$" | tail -n 6
   timeout 90 $RUN 2 training/train.py --stage indexer $MC --out $M/indexer \
       --resume $M/dense/ckpt.pt --steps 2 --total-steps 50 --warmup 1 --eval-every 100 2>&1 | tail -n 2

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import statistics
 import sys
 import time
 
@@ -82,6 +83,8 @@ def parse_args(argv=None):
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) before this time")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps to run in this call at most")
     ap.add_argument("--total-steps", type=int, default=None, help="length of the LR schedule (stage default)")
+    ap.add_argument("--fit-schedule", action="store_true",
+                    help=f"after {FIT_SCHEDULE_AT} steps, set --total-steps so that the schedule ends inside --max-minutes")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--indexer-lr", type=float, default=None)
     ap.add_argument("--min-lr-ratio", type=float, default=None)
@@ -188,6 +191,21 @@ def make_optimizer(model: GlanceForCausalLM, args) -> torch.optim.Optimizer:
     except Exception as e:  # pragma: no cover
         log(f"fused AdamW unavailable ({e}); using foreach")
         return torch.optim.AdamW(out, foreach=True, **kw)
+
+
+# --fit-schedule: after this many steps of a call (torch.compile done, step time steady), the cosine's length is set
+# so that it ends just inside --max-minutes, whatever the model size and GPU make of the step time.
+FIT_SCHEDULE_AT = 40
+
+
+def fit_total_steps(args, step: int, step_times: list[float], elapsed_s: float, eval_s: float, ckpt_s: float) -> int:
+    """The step at which the time box ends, from the median of the recent step times, less the evals and
+    checkpoints still to come and a margin (rank 0 decides; train() broadcasts it)."""
+    per_step = statistics.median(step_times[-20:])
+    left = args.max_minutes * 60 - elapsed_s - 30.0
+    steps_left = left / per_step
+    left -= (steps_left / args.eval_every) * eval_s + (left / 60 / args.ckpt_minutes + 1) * ckpt_s
+    return max(step + 1, step + int(0.98 * left / per_step))
 
 
 def lr_factor(step: int, args) -> float:
@@ -591,10 +609,18 @@ def main(argv=None):
                 est += (last_eval or {}).get("eval_s", 10.0)
             stop = now - T_START + est > args.max_minutes * 60
         do_ckpt = now - last_ckpt > args.ckpt_minutes * 60
+        fitted = 0
+        if args.fit_schedule and args.max_minutes is not None and step == start_step + FIT_SCHEDULE_AT:
+            fitted = fit_total_steps(args, step, step_times, now - T_START, (last_eval or {}).get("eval_s", 10.0),
+                                     ckpt_cost)
         if dist is not None:
-            flags = torch.tensor([int(stop), int(do_ckpt)], device=dev)
+            flags = torch.tensor([int(stop), int(do_ckpt), fitted], device=dev)
             dist.broadcast(flags, 0)
-            stop, do_ckpt = bool(flags[0].item()), bool(flags[1].item())
+            stop, do_ckpt, fitted = bool(flags[0].item()), bool(flags[1].item()), int(flags[2].item())
+        if fitted > 0:
+            log(f"schedule fitted to the time box: total steps {args.total_steps} -> {fitted} "
+                f"({statistics.median(step_times[-20:]):.3f} s/step on rank 0's clock)")
+            args.total_steps = fitted
         if stop:
             stop_reason = "max_minutes"
             break
