@@ -74,3 +74,13 @@ test('glance-tiny: completes a TypeScript prompt (FP8 indexer cache, streamed ge
   // plausible TypeScript for a function body: a statement keyword on an indented line
   assert.match(text, /\n[ \t]+(return|const|let|if|for|while)\b/, `not a function body: ${JSON.stringify(text)}`);
 });
+
+test('glance-tiny: the shipped directory stays within the 64 MiB the extension embeds', () => {
+  const files = fs.readdirSync(modelDir).filter((f) => fs.statSync(path.join(modelDir, f)).isFile());
+  const total = files.reduce((sum, f) => sum + fs.statSync(path.join(modelDir, f)).size, 0);
+  assert.ok(total <= 64 * 2 ** 20, `models/glance-tiny is ${(total / 2 ** 20).toFixed(2)} MiB (${files.length} files)`);
+  for (const f of files.filter((name) => name.endsWith('.safetensors'))) {
+    const size = fs.statSync(path.join(modelDir, f)).size;
+    assert.ok(size <= 16 * 2 ** 20, `${f} is ${(size / 2 ** 20).toFixed(2)} MiB: shards are at most 16 MiB`);
+  }
+});
