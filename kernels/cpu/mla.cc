@@ -130,7 +130,7 @@ inline void prefetch_rows(const char* kv, int64_t rowBytes, const int32_t* idx, 
     const int64_t s = idx[j];
     if (s < 0) continue;
     const char* row = kv + s * rowBytes;
-    for (int64_t b = 0; b < rowBytes; b += 64) __builtin_prefetch(row + b, 0, 3);
+    for (int64_t b = 0; b < rowBytes; b += 64) prefetch_stream(Stream::Rows, row + b);
   }
 }
 
