@@ -3,7 +3,7 @@
 // decode roofline (bytes that must be read per token / bandwidth) printed beside our figures.
 //
 //   npm run bench:cpu [-- --contexts 1024,8192,32768 --decode 16 --attention sparse,dense --profile --threads N
-//                        --kv-cache fp32|bf16 (default: the checkpoint's precision, bf16 here) --repeat N]
+//                        --kv-cache fp32|bf16|fp8 (default: the checkpoint's precision, bf16 here) --repeat N]
 //
 // Each (context, attention) case runs in its own child process so that its peak RSS is its own. --repeat N runs the
 // whole set N times in turn (rounds), so that cases compared with each other are measured minutes apart, and adds
@@ -15,7 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { kvCacheBytes, loadModel, type AttentionMode, type IndexerPrecision, type KvCacheDtype } from '../sidecar/src/engine/model';
+import { KV_CACHE_DTYPES, latentRowBytes, loadModel, type AttentionMode, type IndexerPrecision, type KvCacheDtype } from '../sidecar/src/engine/model';
 import type { NativeAddon } from '../sidecar/src/native/contract';
 import type { ModelConfig } from '../sidecar/src/engine/types';
 import { cpuKernels, loadNative } from '../sidecar/src/native/index';
@@ -43,7 +43,7 @@ function median(xs: number[]): number {
 
 /** Bytes a decode step must read: active weights plus the caches attention touches. */
 function decodeBytes(
-  cfg: ModelConfig, bytesPerParam: number, context: number, attention: AttentionMode, indexer: IndexerPrecision, kvBytes: number,
+  cfg: ModelConfig, bytesPerParam: number, context: number, attention: AttentionMode, indexer: IndexerPrecision, latentBytes: number,
 ): number {
   const D = cfg.hiddenSize;
   const H = cfg.numHeads;
@@ -59,9 +59,9 @@ function decodeBytes(
       const ix = cfg.indexer!;
       params += ix.nHeads * ix.headDim * (cfg.qLoraRank ?? 0) + ix.headDim * D + ix.nHeads * D;
       const keyBytes = indexer === 'fp8' ? ix.headDim + 4 : ix.headDim * 4;
-      cacheBytes += context * keyBytes + Math.min(context, ix.topk) * latent * kvBytes;
+      cacheBytes += context * keyBytes + Math.min(context, ix.topk) * latentBytes;
     } else {
-      cacheBytes += context * latent * kvBytes;
+      cacheBytes += context * latentBytes;
     }
     if (cfg.mlpLayerTypes[l] === 'dense') params += 3 * D * cfg.intermediateSize;
     else {
@@ -117,9 +117,8 @@ async function runCase(
     timing.on = false;
     steps.push(Number(process.hrtime.bigint() - s) / 1e6);
   }
-  const latent = cfg.kvLoraRank + cfg.qkRopeHeadDim;
   const keyBytes = attention === 'sparse' && cfg.indexer ? (indexer === 'fp8' ? cfg.indexer.headDim + 4 : cfg.indexer.headDim * 4) : 0;
-  const rowBytes = latent * kvCacheBytes(model.kvCacheDtype) + keyBytes;
+  const rowBytes = latentRowBytes(model.kvCacheDtype, cfg.kvLoraRank, cfg.qkRopeHeadDim) + keyBytes;
   const ms = median(steps);
   return {
     context,
@@ -153,10 +152,10 @@ async function main(): Promise<void> {
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--repeat must be a whole number of at least 1, got '${values.repeat}'`);
   const decodeTokens = Number(values.decode);
   const kvCacheArg = values['kv-cache'];
-  if (kvCacheArg !== undefined && kvCacheArg !== 'fp32' && kvCacheArg !== 'bf16') {
-    throw new Error(`--kv-cache must be fp32 or bf16, got '${kvCacheArg}'`);
+  if (kvCacheArg !== undefined && !(KV_CACHE_DTYPES as readonly string[]).includes(kvCacheArg)) {
+    throw new Error(`--kv-cache must be fp32, bf16 or fp8, got '${kvCacheArg}'`);
   }
-  const kvCache: KvCacheDtype | undefined = kvCacheArg;
+  const kvCache = kvCacheArg as KvCacheDtype | undefined;
   if (values.threads !== undefined) {
     const threads = Number(values.threads);
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a whole number of at least 1, got '${values.threads}'`);
@@ -206,7 +205,7 @@ async function main(): Promise<void> {
         const r = JSON.parse(child.stdout.trim().split('\n').pop()!) as CaseResult;
         byRound[round].push(r);
         if (round === 0) results.push(r);
-        const roof = (bandwidth * 1e9) / decodeBytes(cfg, 2, ctx, att, values.indexer as IndexerPrecision, kvCacheBytes(model.kvCacheDtype));
+        const roof = (bandwidth * 1e9) / decodeBytes(cfg, 2, ctx, att, values.indexer as IndexerPrecision, latentRowBytes(model.kvCacheDtype, cfg.kvLoraRank, cfg.qkRopeHeadDim));
         console.log(
           `| ${ctx} | ${att} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ` +
             `${roof.toFixed(1)} | ${((100 * r.decodeTokensPerSecond) / roof).toFixed(0)}% | ${r.peakRssMiB.toFixed(0)} | ${r.cacheMiB.toFixed(0)} |`,

@@ -242,18 +242,34 @@ Napi::Value MlaExpandValue(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// kvLora must have an FP8 latent row form (tiles of 128 or 64 columns).
+void expect_fp8_kv_lora(const Args& a, int64_t L) {
+  if (L % 64 != 0)
+    a.range_error("kvLora = " + std::to_string(L) +
+                  " has no FP8 latent cache form: the per-tile exponents need kvLora to be a multiple of 64");
+}
+
 Napi::Value MlaAttention(const Napi::CallbackInfo& info) {
   Args a(info, "mlaAttention", 12);
   auto out = a.f32(0, "out");
   auto q = a.f32(1, "q");
-  // kv: the latent cache, fp32 (Float32Array) or bf16 bit patterns (Uint16Array)
-  const bool bf16 = a.is_u16(2);
+  // kv: the latent cache, fp32 (Float32Array), bf16 bit patterns (Uint16Array) or FP8 rows (Uint8Array, kernels.h)
+  enum class Cache { F32, Bf16, Fp8 } cache;
   ArrayArg<float> kv32;
   ArrayArg<uint16_t> kv16;
-  if (bf16) kv16 = a.u16(2, "kv");
-  else if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    a.type_error("kv must be a Float32Array or a Uint16Array (bf16)");
-  else kv32 = a.f32(2, "kv");
+  ArrayArg<uint8_t> kv8;
+  if (a.is_u16(2)) {
+    cache = Cache::Bf16;
+    kv16 = a.u16(2, "kv");
+  } else if (a.is_u8(2)) {
+    cache = Cache::Fp8;
+    kv8 = a.u8(2, "kv");
+  } else if (a.is_f32(2)) {
+    cache = Cache::F32;
+    kv32 = a.f32(2, "kv");
+  } else {
+    a.type_error("kv must be a Float32Array, a Uint16Array (bf16) or a Uint8Array (FP8 latent rows)");
+  }
   const int64_t S = a.integer(3, "S", 0, kMaxDim);
   const int64_t T = a.integer(4, "T", 0, kMaxDim);
   const int64_t H = a.integer(5, "H", 0, kMaxDim);
@@ -267,8 +283,14 @@ Napi::Value MlaAttention(const Napi::CallbackInfo& info) {
   auto positions = a.i32(11, "positions");
   const int64_t D = L + R;
   a.expect_length(q, a.product({T, H, D}, "T*H*(kvLora+rope)"), shape_str("T*H*(kvLora+rope)", {T, H, D}));
-  if (bf16) a.expect_min_length(kv16, a.product({S, D}, "S*(kvLora+rope)"), shape_str("S*(kvLora+rope)", {S, D}));
-  else a.expect_min_length(kv32, a.product({S, D}, "S*(kvLora+rope)"), shape_str("S*(kvLora+rope)", {S, D}));
+  if (cache == Cache::Bf16) a.expect_min_length(kv16, a.product({S, D}, "S*(kvLora+rope)"), shape_str("S*(kvLora+rope)", {S, D}));
+  else if (cache == Cache::F32) a.expect_min_length(kv32, a.product({S, D}, "S*(kvLora+rope)"), shape_str("S*(kvLora+rope)", {S, D}));
+  else {
+    expect_fp8_kv_lora(a, L);
+    const int64_t rb = latent_fp8_row_bytes(L, R);
+    a.expect_min_length(kv8, a.product({S, rb}, "S*rowBytes"), shape_str("S*rowBytes", {S, rb}));
+    if (reinterpret_cast<uintptr_t>(kv8.data) % 2 != 0) a.range_error("kv (FP8 latent rows) must start at an even byte offset");
+  }
   a.expect_length(out, a.product({T, H, L}, "T*H*kvLora"), shape_str("T*H*kvLora", {T, H, L}));
   a.expect_length(positions, T, shape_str("T", {T}));
   for (int64_t t = 0; t < T; t++)
@@ -283,15 +305,36 @@ Napi::Value MlaAttention(const Napi::CallbackInfo& info) {
                       " is out of range [-1, S = " + std::to_string(S) + ")");
   }
   a.expect_disjoint(out, q);
-  if (bf16) {
+  const int32_t* idx = sparse ? indices.data : nullptr;
+  if (cache == Cache::Bf16) {
     a.expect_disjoint(out, kv16);
-    mla_attention_bf16(out.data, q.data, kv16.data, S, T, H, L, R, static_cast<float>(scale),
-                       sparse ? indices.data : nullptr, k, positions.data);
+    mla_attention_bf16(out.data, q.data, kv16.data, S, T, H, L, R, static_cast<float>(scale), idx, k, positions.data);
+  } else if (cache == Cache::Fp8) {
+    a.expect_disjoint(out, kv8);
+    mla_attention_fp8(out.data, q.data, kv8.data, S, T, H, L, R, static_cast<float>(scale), idx, k, positions.data);
   } else {
     a.expect_disjoint(out, kv32);
-    mla_attention(out.data, q.data, kv32.data, S, T, H, L, R, static_cast<float>(scale),
-                  sparse ? indices.data : nullptr, k, positions.data);
+    mla_attention(out.data, q.data, kv32.data, S, T, H, L, R, static_cast<float>(scale), idx, k, positions.data);
   }
+  return info.Env().Undefined();
+}
+
+// quantizeLatentFp8(dst, rowOffset, src, rows, kvLora, rope): rows [rowOffset, rowOffset + rows) of an FP8 latent cache.
+Napi::Value QuantizeLatentFp8(const Napi::CallbackInfo& info) {
+  Args a(info, "quantizeLatentFp8", 6);
+  auto dst = a.u8(0, "dst");
+  const int64_t rowOffset = a.integer(1, "rowOffset", 0, kMaxDim);
+  auto src = a.f32(2, "src");
+  const int64_t rows = a.integer(3, "rows", 0, kMaxDim);
+  const int64_t L = a.integer(4, "kvLora", 0, kMaxDim);
+  const int64_t R = a.integer(5, "rope", 0, kMaxDim);
+  expect_fp8_kv_lora(a, L);
+  const int64_t rb = latent_fp8_row_bytes(L, R);
+  a.expect_length(src, a.product({rows, L + R}, "rows*(kvLora+rope)"), shape_str("rows*(kvLora+rope)", {rows, L + R}));
+  a.expect_min_length(dst, a.product({rowOffset + rows, rb}, "(rowOffset+rows)*rowBytes"),
+                      shape_str("(rowOffset+rows)*rowBytes", {rowOffset + rows, rb}));
+  a.expect_disjoint(dst, src);
+  quantize_latent_fp8(dst.data, rowOffset, src.data, rows, L, R);
   return info.Env().Undefined();
 }
 
@@ -540,6 +583,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"indexerTopk", IndexerTopk},
       {"hadamardRows", HadamardRows},
       {"quantizeFp8Rows", QuantizeFp8Rows},
+      {"quantizeLatentFp8", QuantizeLatentFp8},
       {"topk", TopK},
       {"moeRoute", MoeRoute},
       {"siluMul", SiluMul},

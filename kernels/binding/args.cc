@@ -54,6 +54,8 @@ ArrayArg<uint16_t> Args::u16(size_t i, const char* name) const {
 }
 
 bool Args::is_u16(size_t i) const { return is_typed(info_[i], napi_uint16_array); }
+bool Args::is_u8(size_t i) const { return is_typed(info_[i], napi_uint8_array); }
+bool Args::is_f32(size_t i) const { return is_typed(info_[i], napi_float32_array); }
 
 bool Args::is_null(size_t i) const {
   const Napi::Value v = info_[i];

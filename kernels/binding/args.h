@@ -41,6 +41,8 @@ class Args {
   ArrayArg<uint8_t> u8(size_t i, const char* name) const;  // a Uint8Array (raw bytes: e4m3 codes)
   ArrayArg<uint16_t> u16(size_t i, const char* name) const;  // a Uint16Array (bf16 bit patterns)
   bool is_u16(size_t i) const;  // whether argument i is a Uint16Array
+  bool is_u8(size_t i) const;   // whether argument i is a Uint8Array
+  bool is_f32(size_t i) const;  // whether argument i is a Float32Array
   bool is_null(size_t i) const;  // null or undefined
 
   // An integer-valued number in [lo, hi].

@@ -80,6 +80,38 @@ void mla_attention_bf16(float* out, const float* q, const uint16_t* kv, int64_t 
                         int64_t kvLora, int64_t rope, float scale, const int32_t* indices, int64_t k,
                         const int32_t* positions);
 
+// ---- the FP8 latent cache (quantize.cc: quantize_latent_fp8; mla.cc: mla_attention_fp8) -----------------------
+//
+// One row per token: [kvLora bytes e4m3fn (c_kv)][rope x bf16 (k_pe)][one int8 exponent e per tile of c_kv][0 or 1 pad
+// byte to an even count]. A tile is 128 columns of c_kv when kvLora % 128 == 0, else 64 (kvLora % 64 != 0 has no FP8
+// form; the binding refuses it). c_kv[c] = e4m3(byte[c]) * 2^e[c / tile]. The scales are powers of two (FlashMLA's
+// "V32_FP8Sparse" rounds them so too, stored there as fp32): with e in [-117, 119] every decoded value is an exact
+// normal fp32 *and* bf16 number (or zero or NaN), so the bf16 attention bodies read these rows without any new rounding.
+// kvLora 512 + rope 64: 512 + 128 + 4 = 644 bytes per token (FlashMLA: 656, its scales being fp32).
+constexpr int64_t kLatentFp8MinExp = -117;  // e4m3's smallest subnormal 2^-9 times 2^-117 = 2^-126, the smallest normal
+constexpr int64_t kLatentFp8MaxExp = 119;   // 448 * 2^119 < 2^128: still finite
+
+inline int64_t latent_fp8_tile(int64_t kvLora) { return kvLora % 128 == 0 ? 128 : 64; }
+inline int64_t latent_fp8_row_bytes(int64_t kvLora, int64_t rope) {
+  const int64_t n = kvLora + 2 * rope + kvLora / latent_fp8_tile(kvLora);
+  return n + (n & 1);
+}
+
+// Writes rows [rowOffset, rowOffset + rows) of an FP8 latent cache from src [rows, kvLora + rope] fp32. Per tile:
+// e = ceil(log2(amax / 448)) over the tile's finite values, computed exactly (frexp; amax = 0 gives e = 0), clamped to
+// [kLatentFp8MinExp, kLatentFp8MaxExp]; byte = e4m3fn(x / 2^e), round to nearest even, saturated to +-448 (infinities
+// too), NaN -> the NaN code 0x7F with the sign, -0 -> 0x80. Values below 2^-127 thus flush to zero (what AMX does to a
+// bf16 subnormal anyway). k_pe is rounded to bf16 (nearest even; NaN stays a quiet NaN) as the bf16 cache rounds it.
+// kvLora % 64 == 0. dst: at least (rowOffset + rows) * latent_fp8_row_bytes(kvLora, rope) bytes.
+void quantize_latent_fp8(uint8_t* dst, int64_t rowOffset, const float* src, int64_t rows, int64_t kvLora, int64_t rope);
+
+// mla_attention over an FP8 latent cache (rows as above, latent_fp8_row_bytes apart): each gathered row is decoded
+// exactly, into fp32 for the AVX2 and scalar bodies (then bit-identical to mla_attention on the dequantised rows) or into
+// bf16 for the AVX-512-BF16 and AMX bodies (mla_attention_bf16's contract on those rows). An exponent byte outside
+// [kLatentFp8MinExp, kLatentFp8MaxExp] is read as the nearest bound. kvLora % 64 == 0.
+void mla_attention_fp8(float* out, const float* q, const uint8_t* kv, int64_t S, int64_t T, int64_t H, int64_t kvLora,
+                       int64_t rope, float scale, const int32_t* indices, int64_t k, const int32_t* positions);
+
 // ---- indexer.cc -----------------------------------------------------------------------------------------
 
 // Lightning-indexer scores. q: [T, Hi, D]; weights: [T, Hi]; keys: [S, D]; out: [T, S].

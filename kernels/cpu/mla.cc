@@ -1,6 +1,14 @@
 // Multi-head Latent Attention in its absorbed (MQA) form: query absorption, latent attention, value expansion.
+//
+// The latent cache rows [c_kv (kvLora) | k_pe (rope)] come in three forms: fp32, bf16, and FP8 (DeepSeek's deployment
+// form for sparse MLA, cf. FlashMLA's V32_FP8Sparse): [kvLora bytes e4m3fn][rope x bf16][one int8 exponent e per tile of
+// c_kv][padding to an even byte count], tile = 128 columns when kvLora % 128 == 0 else 64, c_kv = e4m3 * 2^e with e in
+// [-117, 119] (quantize.cc writes them; kernels.h has the details). Power-of-two scales make the decode exact in fp32
+// and bf16 alike, so FP8 rows are decoded as they are gathered (into the fp32 or the bf16 block buffer) and the block
+// bodies below run unchanged; the prefetching walks the FP8 row stride.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -134,10 +142,10 @@ inline void prefetch_rows(const char* kv, int64_t rowBytes, const int32_t* idx, 
   }
 }
 
-// Where a block's rows come from: fp32 rows are used in place; bf16 rows are widened into a per-thread buffer of
-// kBlock rows (exact), so the block kernels below only ever see fp32.
-inline const float* row_ptr(const float* kv, int64_t s, int64_t D, float*, int) { return kv + s * D; }
-
+// Where a block's rows come from (a row source: the cache's bytes and row stride, and row s as fp32 for the AVX2 and
+// scalar bodies or as bf16 for the AVX-512-BF16 and AMX ones, "narrow" caches only). fp32 rows are used in place; bf16
+// rows are widened (exact) and FP8 rows decoded (exact, see kernels.h) into a per-thread buffer of kBlock rows, so the
+// fp32 block kernels below only ever see fp32.
 inline void widen_bf16_scalar(float* dst, const uint16_t* src, int64_t n) {
   for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
 }
@@ -156,17 +164,113 @@ GLANCE_AVX2 void widen_bf16_avx2(float* dst, const uint16_t* src, int64_t n) {
 }
 #endif
 
-inline const float* row_ptr(const uint16_t* kv, int64_t s, int64_t D, float* buf, int slot) {
-  float* dst = buf + slot * D;
+inline void widen_bf16(float* dst, const uint16_t* src, int64_t n) {
 #if GLANCE_X86
   if (use_avx2()) {
-    widen_bf16_avx2(dst, kv + s * D, D);
+    widen_bf16_avx2(dst, src, n);
+    return;
+  }
+#endif
+  widen_bf16_scalar(dst, src, n);
+}
+
+// ---- FP8 latent rows (layout: kernels.h) ----
+
+// The exponent byte of a tile, clamped to the range quantize_latent_fp8 writes.
+inline int64_t fp8_tile_exponent(uint8_t b) {
+  const int64_t e = static_cast<int8_t>(b);
+  return e < kLatentFp8MinExp ? kLatentFp8MinExp : e > kLatentFp8MaxExp ? kLatentFp8MaxExp : e;
+}
+
+inline float pow2f(int64_t e) { return bits_to_f32(static_cast<uint32_t>(e + 127) << 23); }  // e in [-126, 127]
+
+// dst[0, L + R) = the fp32 values of one FP8 row: e4m3 * 2^e is a normal fp32 (or zero or NaN), so the product is exact.
+void decode_fp8_f32_scalar(float* dst, const uint8_t* row, int64_t L, int64_t R, int64_t tile) {
+  const uint8_t* ex = row + L + 2 * R;
+  for (int64_t c0 = 0; c0 < L; c0 += tile) {
+    const float sc = pow2f(fp8_tile_exponent(ex[c0 / tile]));
+    for (int64_t c = c0; c < c0 + tile; c++) dst[c] = e4m3_to_f32(row[c]) * sc;
+  }
+  widen_bf16_scalar(dst + L, reinterpret_cast<const uint16_t*>(row + L), R);
+}
+
+#if GLANCE_X86
+// The same, 8 codes at a time with integer steps (no table gathers): magnitude m = code & 0x7F; m >= 8 (normal e4m3)
+// is the fp32 with bits (m << 20) + (120 << 23); m < 8 is m * 2^-9 (subnormal e4m3; m = 0 gives 0); m = 0x7F is NaN.
+GLANCE_AVX2 void decode_fp8_f32_avx2(float* dst, const uint8_t* row, int64_t L, int64_t R, int64_t tile) {
+  const uint8_t* ex = row + L + 2 * R;
+  const __m256i low7 = _mm256_set1_epi32(0x7F), eight = _mm256_set1_epi32(8), bias = _mm256_set1_epi32(120 << 23);
+  const __m256i signbit = _mm256_set1_epi32(0x80);
+  const __m256 sub_unit = _mm256_set1_ps(1.0f / 512.0f), nan = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
+  for (int64_t c0 = 0; c0 < L; c0 += tile) {
+    const __m256 sc = _mm256_set1_ps(pow2f(fp8_tile_exponent(ex[c0 / tile])));
+    for (int64_t c = c0; c < c0 + tile; c += 8) {
+      const __m256i code = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + c)));
+      const __m256i m = _mm256_and_si256(code, low7);
+      const __m256 normal = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(m, 20), bias));
+      const __m256 subnormal = _mm256_mul_ps(_mm256_cvtepi32_ps(m), sub_unit);
+      __m256 v = _mm256_blendv_ps(normal, subnormal, _mm256_castsi256_ps(_mm256_cmpgt_epi32(eight, m)));
+      v = _mm256_blendv_ps(v, nan, _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, low7)));
+      v = _mm256_or_ps(v, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(code, signbit), 24)));
+      _mm256_storeu_ps(dst + c, _mm256_mul_ps(v, sc));
+    }
+  }
+  widen_bf16_avx2(dst + L, reinterpret_cast<const uint16_t*>(row + L), R);
+}
+
+// bf16 form of one FP8 row for the AVX-512-BF16 / AMX bodies (defined with them below).
+GLANCE_AVX512BF16 void decode_fp8_bf16_avx512(uint16_t* dst, const uint8_t* row, int64_t L, int64_t R, int64_t tile);
+#endif
+
+struct F32Rows {
+  static constexpr bool kNarrow = false;
+  const float* kv;
+  int64_t D;
+  const char* bytes() const { return reinterpret_cast<const char*>(kv); }
+  int64_t row_bytes() const { return D * static_cast<int64_t>(sizeof(float)); }
+  const float* f32(int64_t s, float*, int) const { return kv + s * D; }
+};
+
+struct Bf16Rows {
+  static constexpr bool kNarrow = true;
+  const uint16_t* kv;
+  int64_t D;
+  const char* bytes() const { return reinterpret_cast<const char*>(kv); }
+  int64_t row_bytes() const { return D * static_cast<int64_t>(sizeof(uint16_t)); }
+  const float* f32(int64_t s, float* buf, int slot) const {
+    widen_bf16(buf + slot * D, kv + s * D, D);
+    return buf + slot * D;
+  }
+  const uint16_t* bf16(int64_t s, uint16_t*, int) const { return kv + s * D; }
+};
+
+struct Fp8Rows {
+  static constexpr bool kNarrow = true;
+  const uint8_t* kv;
+  int64_t L, R, tile, rb;
+  Fp8Rows(const uint8_t* kv_, int64_t L_, int64_t R_)
+      : kv(kv_), L(L_), R(R_), tile(latent_fp8_tile(L_)), rb(latent_fp8_row_bytes(L_, R_)) {}
+  const char* bytes() const { return reinterpret_cast<const char*>(kv); }
+  int64_t row_bytes() const { return rb; }
+  const float* f32(int64_t s, float* buf, int slot) const {
+    float* dst = buf + slot * (L + R);
+#if GLANCE_X86
+    if (use_avx2()) {
+      decode_fp8_f32_avx2(dst, kv + s * rb, L, R, tile);
+      return dst;
+    }
+#endif
+    decode_fp8_f32_scalar(dst, kv + s * rb, L, R, tile);
+    return dst;
+  }
+#if GLANCE_X86
+  const uint16_t* bf16(int64_t s, uint16_t* buf, int slot) const {
+    uint16_t* dst = buf + slot * (L + R);
+    decode_fp8_bf16_avx512(dst, kv + s * rb, L, R, tile);
     return dst;
   }
 #endif
-  widen_bf16_scalar(dst, kv + s * D, D);
-  return dst;
-}
+};
 
 // Running state of one head: acc[L] (unnormalised), m (max logit), l (sum of exp).
 struct HeadState {
@@ -370,6 +474,40 @@ GLANCE_AVX512BF16 void round_query_bf16(uint16_t* dst, const float* q, int64_t D
   }
 }
 
+// bf16 bits of the e4m3 magnitude codes 0..127 (every one a normal bf16 or zero; 0x7F the NaN): the byte tables of
+// indexer_fp8_amx.cc's decode as one 16-bit table, so that two vpermi2w (AVX-512 BW, no VBMI needed) look up 32 codes.
+struct Bf16OfE4m3 {
+  alignas(64) uint16_t v[128];
+  Bf16OfE4m3() {
+    for (int b = 0; b < 128; b++) v[b] = static_cast<uint16_t>(f32_to_bits(e4m3_to_f32(static_cast<uint8_t>(b))) >> 16);
+  }
+};
+const Bf16OfE4m3 kBf16OfE4m3;  // reads kE4M3Lut, which is constant-initialised (dequant.cc)
+
+// One FP8 row as bf16: the table value of each code, then e added to the exponent field of the non-zero, non-NaN lanes
+// (exact: the clamp of e keeps every result a normal bf16), then the sign; k_pe copied as it is.
+GLANCE_AVX512BF16 void decode_fp8_bf16_avx512(uint16_t* dst, const uint8_t* row, int64_t L, int64_t R, int64_t tile) {
+  const __m512i t0 = _mm512_load_si512(kBf16OfE4m3.v), t1 = _mm512_load_si512(kBf16OfE4m3.v + 32);
+  const __m512i t2 = _mm512_load_si512(kBf16OfE4m3.v + 64), t3 = _mm512_load_si512(kBf16OfE4m3.v + 96);
+  const __m512i low7 = _mm512_set1_epi16(0x7F), bit6 = _mm512_set1_epi16(0x40), signbit = _mm512_set1_epi16(0x80);
+  const uint8_t* ex = row + L + 2 * R;
+  for (int64_t c0 = 0; c0 < L; c0 += tile) {
+    const __m512i add = _mm512_set1_epi16(static_cast<int16_t>(fp8_tile_exponent(ex[c0 / tile]) * 128));
+    for (int64_t c = c0; c < c0 + tile; c += 32) {
+      const __m512i code = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c)));
+      const __m512i m = _mm512_and_si512(code, low7);
+      const __m512i lo = _mm512_permutex2var_epi16(t0, m, t1);  // codes 0..63 (index bits 0-5)
+      const __m512i hi = _mm512_permutex2var_epi16(t2, m, t3);  // codes 64..127
+      __m512i v = _mm512_mask_blend_epi16(_mm512_test_epi16_mask(m, bit6), lo, hi);
+      const __mmask32 live = _mm512_test_epi16_mask(m, m) & _mm512_cmpneq_epi16_mask(m, low7);
+      v = _mm512_mask_add_epi16(v, live, v, add);
+      v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(code, signbit), 8));
+      _mm512_storeu_si512(dst + c, v);
+    }
+  }
+  std::memcpy(dst + L, row + L, static_cast<size_t>(2 * R));
+}
+
 // The online-softmax step of a block shared by the AVX-512-BF16 and AMX bodies: logits[g * kBlock + j] (scaled) ->
 // each head's new max and sum in st, its rescale factor in alpha, and p rounded to bf16 as (p_2i, p_2i+1) pairs in
 // ppair[g * kBlock / 2 + i].
@@ -569,8 +707,9 @@ GLANCE_AMX void attend_block_amx(const AttnArgs& A, const uint16_t* qt, int G, c
 // Rows [j0, j1) of an item (the selection idx, or positions j0.. when idx is null) with attend_block_amx where AMX
 // is on, else attend_block_bf16dot; on return st[g].acc holds the head's unnormalised accumulator in column order, m
 // and l its max and sum.
-void bf16dot_rows(const AttnArgs& A, const uint16_t* kv, const int32_t* idx, int64_t j0, int64_t j1,
-                  const float* const* qg, int G, HeadState* st, const char* kvBytes, int64_t rowBytes) {
+template <class Rows>
+void bf16dot_rows(const AttnArgs& A, const Rows& src, const int32_t* idx, int64_t j0, int64_t j1,
+                  const float* const* qg, int G, HeadState* st) {
   const int64_t D = A.D, L = A.L, Dp = round_up32(D), Lp = round_up32(L);
   static thread_local std::vector<uint16_t> qbuf, zero;
   static thread_local std::vector<float> abuf;
@@ -596,6 +735,11 @@ void bf16dot_rows(const AttnArgs& A, const uint16_t* kv, const int32_t* idx, int
     amx_query_tiles(qtiles.data(), qb, G, Dp);
   }
 #endif
+  static thread_local std::vector<uint16_t> decoded;  // FP8 cache: this block's rows as bf16
+  if (!std::is_same<Rows, Bf16Rows>::value && decoded.size() < static_cast<size_t>(kBlock * D))
+    decoded.resize(static_cast<size_t>(kBlock * D));
+  const char* kvBytes = src.bytes();
+  const int64_t rowBytes = src.row_bytes();
   const uint16_t* rows[kBlock];
   int64_t j = j0;
   while (j < j1) {
@@ -603,7 +747,10 @@ void bf16dot_rows(const AttnArgs& A, const uint16_t* kv, const int32_t* idx, int
     int nb = 0;
     for (; j < j1 && nb < kBlock; j++) {
       const int64_t s = idx ? idx[j] : j;
-      if (s >= 0) rows[nb++] = kv + s * D;
+      if (s >= 0) {
+        rows[nb] = src.bf16(s, decoded.data(), nb);
+        nb++;
+      }
     }
     if (nb == 0) continue;
     for (int i = nb; i < kBlock; i++) rows[i] = zero.data();
@@ -623,9 +770,9 @@ void bf16dot_rows(const AttnArgs& A, const uint16_t* kv, const int32_t* idx, int
 }
 #endif
 
-// mla_attention for a cache of fp32 or bf16 rows (KV = float or uint16_t).
-template <class KV>
-void mla_attention_impl(float* out, const float* q, const KV* kv, int64_t T, int64_t H, int64_t kvLora, int64_t rope,
+// mla_attention for a cache of fp32, bf16 or FP8 rows (a row source above).
+template <class Rows>
+void mla_attention_impl(float* out, const float* q, const Rows& src, int64_t T, int64_t H, int64_t kvLora, int64_t rope,
                         float scale, const int32_t* indices, int64_t k, const int32_t* positions) {
   if (T <= 0 || H <= 0) return;
   const int64_t L = kvLora, D = kvLora + rope;
@@ -674,7 +821,7 @@ void mla_attention_impl(float* out, const float* q, const KV* kv, int64_t T, int
   const int64_t PS = L + 2;
   if (splits > 1) part.resize(static_cast<size_t>(T * H * splits * PS));
   const bool avx2 = use_avx2();
-  const bool bf16dot = !std::is_same<KV, float>::value && use_avx512_bf16();
+  const bool bf16dot = Rows::kNarrow && use_avx512_bf16();
   (void)bf16dot;
 
   // One work item: token t, heads [h0, h0 + nG), rows [j0, j1) of its selection.
@@ -697,15 +844,15 @@ void mla_attention_impl(float* out, const float* q, const KV* kv, int64_t T, int
     }
     const int32_t* idx = indices ? indices + t * k : nullptr;
     const float* rows[kBlock];
-    static thread_local std::vector<float> widened;  // bf16: this block's rows in fp32
-    float* wbuf = std::is_same<KV, float>::value ? nullptr : scratch(widened, static_cast<size_t>(kBlock * D));
-    const char* kvBytes = reinterpret_cast<const char*>(kv);
-    const int64_t rowBytes = D * static_cast<int64_t>(sizeof(KV));
+    static thread_local std::vector<float> widened;  // bf16, FP8: this block's rows in fp32
+    float* wbuf = Rows::kNarrow ? scratch(widened, static_cast<size_t>(kBlock * D)) : nullptr;
+    const char* kvBytes = src.bytes();
+    const int64_t rowBytes = src.row_bytes();
     if (idx) prefetch_rows(kvBytes, rowBytes, idx, j0, std::min(j1, j0 + kPrefetchAhead));
 #if GLANCE_X86
-    if constexpr (std::is_same<KV, uint16_t>::value) {
+    if constexpr (Rows::kNarrow) {
       if (bf16dot) {
-        bf16dot_rows(A, kv, idx, j0, j1, qg, nG, st, kvBytes, rowBytes);
+        bf16dot_rows(A, src, idx, j0, j1, qg, nG, st);
         j1 = j0;  // done: skip the fp32 loop below
       }
     }
@@ -717,7 +864,7 @@ void mla_attention_impl(float* out, const float* q, const KV* kv, int64_t T, int
       for (; j < j1 && nb < kBlock; j++) {
         const int64_t s = idx ? idx[j] : j;
         if (s >= 0) {
-          rows[nb] = row_ptr(kv, s, D, wbuf, nb);
+          rows[nb] = src.f32(s, wbuf, nb);
           nb++;
         }
       }
@@ -788,7 +935,7 @@ void mla_attention_impl(float* out, const float* q, const KV* kv, int64_t T, int
 void mla_attention(float* out, const float* q, const float* kv, int64_t S, int64_t T, int64_t H, int64_t kvLora,
                    int64_t rope, float scale, const int32_t* indices, int64_t k, const int32_t* positions) {
   (void)S;
-  mla_attention_impl(out, q, kv, T, H, kvLora, rope, scale, indices, k, positions);
+  mla_attention_impl(out, q, F32Rows{kv, kvLora + rope}, T, H, kvLora, rope, scale, indices, k, positions);
 }
 
 // The same over bf16 cache rows (widened exactly to fp32 as they are gathered).
@@ -796,7 +943,14 @@ void mla_attention_bf16(float* out, const float* q, const uint16_t* kv, int64_t 
                         int64_t kvLora, int64_t rope, float scale, const int32_t* indices, int64_t k,
                         const int32_t* positions) {
   (void)S;
-  mla_attention_impl(out, q, kv, T, H, kvLora, rope, scale, indices, k, positions);
+  mla_attention_impl(out, q, Bf16Rows{kv, kvLora + rope}, T, H, kvLora, rope, scale, indices, k, positions);
+}
+
+// The same over FP8 cache rows (decoded exactly as they are gathered; layout in kernels.h).
+void mla_attention_fp8(float* out, const float* q, const uint8_t* kv, int64_t S, int64_t T, int64_t H, int64_t kvLora,
+                       int64_t rope, float scale, const int32_t* indices, int64_t k, const int32_t* positions) {
+  (void)S;
+  mla_attention_impl(out, q, Fp8Rows(kv, kvLora, rope), T, H, kvLora, rope, scale, indices, k, positions);
 }
 
 }  // namespace glance

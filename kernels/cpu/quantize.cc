@@ -1,5 +1,7 @@
 // quantizeFp8Rows: DeepSeek's act_quant with one block per row (block = D) and scale_fmt "ue8m0", the
 // quantiser of the lightning indexer's keys and queries.
+// quantizeLatentFp8 (quantize_latent_fp8): the rows of the FP8 MLA latent cache (kernels.h), with the same e4m3
+// rounding (f32_to_e4m3) and a power-of-two scale per 128- or 64-column tile.
 //
 // Per row: amax = max(max |x|, fp32(1e-4)); scale = 2^ceil(log2(fp32(amax / 448))), found with frexp (exact, no
 // pow/log2); out = e4m3fn(x / scale), rounded to nearest, ties to even, saturated to +-448 (|x / scale| <= 448
@@ -15,6 +17,7 @@
 //     24-bit significand (implicit 1 included) shifted right by 141 - E, ties to even (8 is the smallest normal).
 // A row holding a NaN or an infinity has no meaningful scale: its scale is NaN and every byte the NaN code 0x7F.
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "dtype.h"
@@ -148,7 +151,62 @@ GLANCE_AVX2 void quantize_row_avx2(uint8_t* out, float* scale, const float* x, i
 }
 #endif
 
+// The int8 exponent of an FP8 latent tile whose finite magnitudes peak at amax: the least e with amax <= 448 * 2^e,
+// exactly (amax = m 2^p, m in [0.5, 1), 448 = 0.875 2^9), clamped to the range whose decoded values stay normal.
+int64_t latent_tile_exponent(float amax) {
+  if (amax == 0.0f) return 0;
+  int p = 0;
+  const float m = std::frexp(amax, &p);
+  const int64_t e = p - 9 + (m > 0.875f ? 1 : 0);
+  return e < kLatentFp8MinExp ? kLatentFp8MinExp : e > kLatentFp8MaxExp ? kLatentFp8MaxExp : e;
+}
+
+// fp32 -> bf16 bits, nearest even; NaN stays a quiet NaN (the engine's storeBf16).
+inline uint16_t round_bf16(float v) {
+  const uint32_t u = f32_to_bits(v);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+void quantize_latent_row(uint8_t* row, const float* x, int64_t L, int64_t R) {
+  const int64_t tile = latent_fp8_tile(L);
+  uint8_t* exps = row + L + 2 * R;
+  for (int64_t c0 = 0; c0 < L; c0 += tile) {
+    float amax = 0.0f;
+    for (int64_t c = c0; c < c0 + tile; c++) {
+      const float a = std::fabs(x[c]);
+      if (a <= std::numeric_limits<float>::max() && a > amax) amax = a;  // NaN and infinities left out
+    }
+    const int64_t e = latent_tile_exponent(amax);
+    // 2^-e is a normal fp32 for e in [-117, 119]; x * 2^-e is exact except where it is below 2^-126, far under e4m3's
+    // rounding threshold (2^-10): those still give code 0.
+    const float inv = bits_to_f32(static_cast<uint32_t>(127 - e) << 23);
+    for (int64_t c = c0; c < c0 + tile; c++) {
+      const float v = x[c];
+      row[c] = v != v ? static_cast<uint8_t>(kE4M3NaN | ((f32_to_bits(v) >> 24) & 0x80u)) : f32_to_e4m3(v * inv);
+    }
+    exps[c0 / tile] = static_cast<uint8_t>(static_cast<int8_t>(e));
+  }
+  for (int64_t r = 0; r < R; r++) {
+    const uint16_t b = round_bf16(x[L + r]);
+    std::memcpy(row + L + 2 * r, &b, 2);
+  }
+  const int64_t used = L + 2 * R + L / tile;
+  if (latent_fp8_row_bytes(L, R) > used) row[used] = 0;
+}
+
 }  // namespace
+
+void quantize_latent_fp8(uint8_t* dst, int64_t rowOffset, const float* src, int64_t rows, int64_t kvLora, int64_t rope) {
+  if (rows <= 0) return;
+  const int64_t rb = latent_fp8_row_bytes(kvLora, rope), D = kvLora + rope;
+  parallel_for(
+      rows,
+      [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; r++) quantize_latent_row(dst + (rowOffset + r) * rb, src + r * D, kvLora, rope);
+      },
+      threads_for(rows * (D > 0 ? D : 1), 1 << 15));
+}
 
 // out [N, D] e4m3fn bytes, scales [N] (powers of two), from x [N, D]; one ue8m0 block per row. Rows across threads.
 void quantize_fp8_rows(uint8_t* out, float* scales, const float* x, int64_t N, int64_t D) {

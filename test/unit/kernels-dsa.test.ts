@@ -278,7 +278,7 @@ test('mlaAttention: a bf16 cache is length-checked like an fp32 one; other array
   });
   assert.throws(
     () => native.mlaAttention(out, q, new Int16Array(240) as unknown as Uint16Array, 10, 1, 8, 16, 8, 1, null, 0, Int32Array.of(9)),
-    { name: 'TypeError', message: /mlaAttention: kv must be a Float32Array or a Uint16Array/ },
+    { name: 'TypeError', message: /mlaAttention: kv must be a Float32Array, a Uint16Array \(bf16\) or a Uint8Array/ },
   );
 });
 

@@ -64,6 +64,7 @@ export class UsageError extends Error {
 export type CommandName = 'logits' | 'generate' | 'info';
 export type Attention = 'sparse' | 'dense';
 export type IndexerPrecision = 'fp32' | 'fp8';
+export type KvCache = 'fp32' | 'bf16' | 'fp8';
 
 interface Common {
   model: string | null;
@@ -72,6 +73,8 @@ interface Common {
   device?: 'auto' | 'cuda' | 'cpu';
   /** --gpu-memory budget as given ("24GiB", "0.8"); set only when given */
   gpuMemory?: string;
+  /** --kv-cache (logits, generate): the latent cache dtype; set only when given */
+  kvCache?: KvCache;
 }
 
 export interface LogitsCommand extends Common {
@@ -131,8 +134,12 @@ const COMMON_HELP = `  --model DIR           model directory in Hugging Face lay
   --help, -h            show this help
 `;
 
+const KV_CACHE_HELP = `  --kv-cache DTYPE      latent cache rows: fp32, bf16 (default: the checkpoint's precision) or fp8 (CPU only:
+                        DeepSeek's deployment form, e4m3 with a power-of-two scale per tile, bf16 rope part)
+`;
+
 export const COMMAND_HELP: Record<CommandName, string> = {
-  logits: `usage: glance logits --ids 5,17,3 [--model DIR] [--attention sparse|dense]
+  logits: `usage: glance logits --ids 5,17,3 [--model DIR] [--attention sparse|dense] [--kv-cache fp32|bf16|fp8]
 
 Runs the token ids through the model and prints {"logits": [[…], …]}: one row of vocab_size logits per input
 position, every value at full float32 precision.
@@ -141,7 +148,7 @@ position, every value at full float32 precision.
   --attention MODE      sparse (DSA top-k, the default) or dense (attend to every position)
   --indexer PRECISION   fp32 (default here: exactly HF transformers' indexer math) or fp8 (DeepSeek's
                         deployment form: Hadamard-rotated e4m3 keys, a quarter of the bytes)
-${COMMON_HELP}`,
+${KV_CACHE_HELP}${COMMON_HELP}`,
   generate: `usage: glance generate (--prompt TEXT | --ids 5,17,3) --max-tokens N [options]
 
 Generates up to N tokens after the prompt and streams the text to stdout, or with --json prints
@@ -164,7 +171,7 @@ Generates up to N tokens after the prompt and streams the text to stdout, or wit
   --json                print {"ids": […], "text": "…"} when done instead of streaming
   --attention MODE      sparse (default) or dense
   --indexer PRECISION   fp8 (default: DeepSeek's FP8 key cache, fastest) or fp32 (exactly HF's math)
-${COMMON_HELP}`,
+${KV_CACHE_HELP}${COMMON_HELP}`,
   info: `usage: glance info [--model DIR] [--json]
 
 Describes the model: type, layers, hidden size, heads, MLA dimensions, indexer, experts, context, RoPE,
@@ -179,6 +186,7 @@ const OPTION_SPECS = {
     ids: { type: 'string' },
     attention: { type: 'string' },
     indexer: { type: 'string' },
+    'kv-cache': { type: 'string' },
   },
   generate: {
     prompt: { type: 'string' },
@@ -194,6 +202,7 @@ const OPTION_SPECS = {
     json: { type: 'boolean' },
     attention: { type: 'string' },
     indexer: { type: 'string' },
+    'kv-cache': { type: 'string' },
     file: { type: 'string' },
     raw: { type: 'boolean' },
   },
@@ -282,6 +291,11 @@ export function parseCommandLine(argv: readonly string[]): Parsed {
     common.device = device;
   }
   if (str('gpu-memory') !== undefined) common.gpuMemory = str('gpu-memory');
+  const kvCache = str('kv-cache');
+  if (kvCache !== undefined) {
+    if (kvCache !== 'fp32' && kvCache !== 'bf16' && kvCache !== 'fp8') throw new UsageError(`--kv-cache must be fp32, bf16 or fp8; got ${JSON.stringify(kvCache)}`, cmd);
+    common.kvCache = kvCache;
+  }
 
   if (cmd === 'info') return { kind: 'run', command: { ...common, command: 'info', json: values.json === true } };
 
@@ -405,13 +419,14 @@ function modelLoader(deps: CliDeps): LoadModel {
 
 /** Loads through engine/device.ts (--device, --gpu-memory); says where the model runs when verbose, and why the
  *  GPU was not used when --device cuda fell back or when verbose. */
-function deviceLoader(io: CliIo, verbose: boolean, target: Pick<Common, 'device' | 'gpuMemory'>): LoadModel {
+function deviceLoader(io: CliIo, verbose: boolean, target: Pick<Common, 'device' | 'gpuMemory' | 'kvCache'>): LoadModel {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { loadModelOnDevice } = require('../engine/device') as typeof import('../engine/device');
   return async (dir, opts) => {
     const r = await loadModelOnDevice(dir, {
       device: target.device ?? 'auto',
       ...(target.gpuMemory !== undefined ? { gpuMemory: target.gpuMemory } : {}),
+      ...(target.kvCache !== undefined ? { kvCache: target.kvCache } : {}),
       attention: opts.attention,
       ...(opts.indexerPrecision ? { indexerPrecision: opts.indexerPrecision } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
@@ -438,7 +453,7 @@ function progressReporter(io: CliIo, verbose: boolean): ((done: number, total: n
 
 async function openModel(
   dir: string, attention: Attention, indexerPrecision: IndexerPrecision, io: CliIo, verbose: boolean, deps: CliDeps,
-  target: Pick<Common, 'device' | 'gpuMemory'> = {},
+  target: Pick<Common, 'device' | 'gpuMemory' | 'kvCache'> = {},
 ): Promise<ModelLike> {
   const load = deps.loadModel ? modelLoader(deps) : deviceLoader(io, verbose, target);
   const t0 = Date.now();

@@ -13,7 +13,7 @@ import { cpuKernels, loadNative } from '../native/index';
 import { readConfig } from './config';
 import { GlanceError } from './errors';
 import { loadGpuModel } from './gpu/gpu-model';
-import { loadModel, type AttentionMode, type IndexerPrecision, type Model } from './model';
+import { loadModel, type AttentionMode, type IndexerPrecision, type KvCacheDtype, type Model } from './model';
 import { openWeights } from './weights';
 
 export type DeviceChoice = 'auto' | 'cuda' | 'cpu';
@@ -25,8 +25,9 @@ export interface DeviceLoadOptions {
   gpuMemory?: number | string;
   attention: AttentionMode;
   indexerPrecision?: IndexerPrecision;
-  /** GPU numerics (see engine/gpu/gpu-model.ts): latent cache dtype and prompt-GEMM precision */
-  kvCache?: 'bf16' | 'fp32';
+  /** latent cache dtype (CPU: default kvCacheDtypeFor(config); GPU: bf16 or fp32, see engine/gpu/gpu-model.ts; fp8 is
+   *  CPU-only: auto runs it on the CPU, cuda refuses it) and the GPU's prompt-GEMM precision */
+  kvCache?: KvCacheDtype;
   gemm?: 'split' | 'bf16';
   attentionKernels?: 'tuned' | 'generic';
   /** with device 'cuda': run on the CPU (and say why in `fallback`) instead of failing when the GPU is unusable */
@@ -75,10 +76,13 @@ export async function loadModelOnDevice(dir: string, opts: DeviceLoadOptions): P
   }
   const indexerPrecision = opts.indexerPrecision ?? 'fp8';
   const onCpu = async (fallback?: string): Promise<DeviceModel> => {
-    const model = await loadModel(dir, { attention: opts.attention, indexerPrecision, onProgress: opts.onProgress, native });
+    const model = await loadModel(dir, {
+      attention: opts.attention, indexerPrecision, onProgress: opts.onProgress, native, ...(opts.kvCache ? { kvCache: opts.kvCache } : {}),
+    });
     return { model, device: cpuDescription(native), kind: 'cpu', ...(fallback ? { fallback } : {}) };
   };
   if (opts.device === 'cpu') return onCpu();
+  if (opts.device === 'auto' && opts.kvCache === 'fp8') return onCpu('--kv-cache fp8 is CPU-only');
 
   const info = typeof native.cudaInfo === 'function' ? native.cudaInfo() : null;
   const why = info === null ? 'this build of the native addon predates CUDA support' : !info.available ? info.reason : null;

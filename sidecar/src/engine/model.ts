@@ -23,8 +23,11 @@ export type AttentionMode = 'sparse' | 'dense';
  *  token per layer), 4× fewer bytes streamed per decode step; top-k sets can differ from fp32 at near-ties. */
 export type IndexerPrecision = 'fp32' | 'fp8';
 
-/** Element type of the MLA latent cache rows [c_kv | k_pe]. */
-export type KvCacheDtype = 'fp32' | 'bf16';
+/** Element type of the MLA latent cache rows [c_kv | k_pe]. fp8: DeepSeek's deployment form for sparse MLA, c_kv as
+ *  e4m3 with one power-of-two scale per tile of 128 (or 64) columns and k_pe as bf16 (the native quantizeLatentFp8
+ *  layout, CPU only): 644 bytes per token at 512 + 64 instead of 1152 (bf16). */
+export type KvCacheDtype = 'fp32' | 'bf16' | 'fp8';
+export const KV_CACHE_DTYPES: readonly KvCacheDtype[] = ['fp32', 'bf16', 'fp8'];
 
 /** The latent cache follows the checkpoint's compute precision (config.json `dtype`, `torch_dtype` in older files):
  *  bf16 rows for bfloat16 checkpoints, which is what HF transformers itself caches when it runs them (and DeepSeek's
@@ -35,9 +38,17 @@ export function kvCacheDtypeFor(config: ModelConfig): KvCacheDtype {
   return dtype === 'bfloat16' ? 'bf16' : 'fp32';
 }
 
-/** Bytes per element of a latent cache of this dtype. */
-export function kvCacheBytes(dtype: KvCacheDtype): number {
-  return dtype === 'bf16' ? 2 : 4;
+/** Bytes of one FP8 latent row (quantizeLatentFp8's layout): kvLora e4m3 bytes, rope bf16, one exponent byte per tile
+ *  of 128 columns (64 when kvLora % 128 ≠ 0), padded to an even count. */
+export function latentFp8RowBytes(kvLora: number, rope: number): number {
+  const n = kvLora + 2 * rope + kvLora / (kvLora % 128 === 0 ? 128 : 64);
+  return n + (n & 1);
+}
+
+/** Bytes of one token's latent row [c_kv | k_pe] in a cache of this dtype. */
+export function latentRowBytes(dtype: KvCacheDtype, kvLora: number, rope: number): number {
+  if (dtype === 'fp8') return latentFp8RowBytes(kvLora, rope);
+  return (kvLora + rope) * (dtype === 'bf16' ? 2 : 4);
 }
 
 export interface ModelOptions {
@@ -147,6 +158,15 @@ export async function loadModel(dir: string, opts: ModelOptions): Promise<Model>
   const attention: AttentionMode = config.indexer ? opts.attention : 'dense';
   const indexerPrecision = opts.indexerPrecision ?? 'fp8';
   const kvCacheDtype = opts.kvCache ?? kvCacheDtypeFor(config);
+  if (!KV_CACHE_DTYPES.includes(kvCacheDtype)) {
+    throw new GlanceError('bad_input', `kvCache must be one of ${KV_CACHE_DTYPES.join(', ')}; got ${JSON.stringify(kvCacheDtype)}`);
+  }
+  if (kvCacheDtype === 'fp8' && config.kvLoraRank % 64 !== 0) {
+    throw new GlanceError(
+      'bad_input',
+      `an fp8 latent cache needs kv_lora_rank to be a multiple of 64 (one scale per 64- or 128-column tile); this model has kv_lora_rank ${config.kvLoraRank}: use --kv-cache bf16 or fp32`,
+    );
+  }
   const forward = new ForwardPass(native, config, layers, embed, lmHead, finalNorm, attention, indexerPrecision, kvCacheDtype);
   return {
     config,
@@ -224,11 +244,12 @@ function bindLayer(config: ModelConfig, w: WeightStore, l: number): Layer {
   };
 }
 
-/** Per-layer caches of one sequence: the MLA latent rows [c_kv | k_pe] (fp32, or bf16 bit patterns) and the indexer
+/** Per-layer caches of one sequence: the MLA latent rows [c_kv | k_pe] (fp32, bf16 bit patterns, or FP8 rows of
+ *  latentFp8RowBytes each) and the indexer
  *  keys, either fp32 rows or e4m3 rows with one fp32 power-of-two scale each (the 132-byte layout for a 128-dim
  *  indexer). */
 interface LayerCache {
-  kv: Float32Array | Uint16Array;
+  kv: Float32Array | Uint16Array | Uint8Array;
   indexKeys: Float32Array | null;
   indexKeysFp8: Uint8Array | null;
   indexKeyScales: Float32Array | null;
@@ -236,7 +257,7 @@ interface LayerCache {
 
 /** Buffers that one forward pass reuses from layer to layer instead of allocating them per layer. */
 interface ForwardScratch {
-  /** the new tokens' latent KV rows [T, latent] where they cannot be written straight into the cache (a bf16 cache,
+  /** the new tokens' latent KV rows [T, latent] where they cannot be written straight into the cache (a bf16 or fp8 cache,
    *  or several sequences): every layer overwrites all of it and stores it into the caches before the next one */
   kvRows: Float32Array | null;
 }
@@ -251,6 +272,8 @@ interface Segment {
 class ForwardPass {
   readonly latentDim: number;
   readonly qHeadDim: number;
+  /** bytes of one latent row in the cache (fp8 only: the others are typed arrays of latentDim elements) */
+  readonly fp8RowBytes: number;
 
   constructor(
     readonly native: NativeAddon,
@@ -265,6 +288,15 @@ class ForwardPass {
   ) {
     this.latentDim = config.kvLoraRank + config.qkRopeHeadDim;
     this.qHeadDim = config.qkNopeHeadDim + config.qkRopeHeadDim;
+    this.fp8RowBytes = latentFp8RowBytes(config.kvLoraRank, config.qkRopeHeadDim);
+  }
+
+  private newLatentCache(capacity: number): Float32Array | Uint16Array | Uint8Array {
+    switch (this.kvCacheDtype) {
+      case 'fp8': return new Uint8Array(capacity * this.fp8RowBytes);
+      case 'bf16': return new Uint16Array(capacity * this.latentDim);
+      default: return new Float32Array(capacity * this.latentDim);
+    }
   }
 
   newCaches(capacity: number): LayerCache[] {
@@ -272,7 +304,7 @@ class ForwardPass {
     const fp8 = useIndexer && this.indexerPrecision === 'fp8';
     const Di = this.config.indexer?.headDim ?? 0;
     return this.layers.map(() => ({
-      kv: this.kvCacheDtype === 'bf16' ? new Uint16Array(capacity * this.latentDim) : new Float32Array(capacity * this.latentDim),
+      kv: this.newLatentCache(capacity),
       indexKeys: useIndexer && !fp8 ? new Float32Array(capacity * Di) : null,
       indexKeysFp8: fp8 ? new Uint8Array(capacity * Di) : null,
       indexKeyScales: fp8 ? new Float32Array(capacity) : null,
@@ -288,6 +320,7 @@ class ForwardPass {
       const b = next[l];
       if (a.kv instanceof Float32Array && b.kv instanceof Float32Array) b.kv.set(a.kv.subarray(0, used * latent));
       else if (a.kv instanceof Uint16Array && b.kv instanceof Uint16Array) b.kv.set(a.kv.subarray(0, used * latent));
+      else if (a.kv instanceof Uint8Array && b.kv instanceof Uint8Array) b.kv.set(a.kv.subarray(0, used * this.fp8RowBytes));
       else throw new Error('latent caches of different dtypes');
       if (a.indexKeys && b.indexKeys) b.indexKeys.set(a.indexKeys.subarray(0, used * Di));
       if (a.indexKeysFp8 && b.indexKeysFp8) b.indexKeysFp8.set(a.indexKeysFp8.subarray(0, used * Di));
@@ -364,7 +397,7 @@ class ForwardPass {
 
     // Latent KV row of each new token: [c_kv (normalised) | k_pe (roped)]. One sequence with an fp32 cache writes
     // straight into it; otherwise the rows are computed together in the pass's scratch and then stored (rounded to
-    // bf16 for a bf16 cache) each in its own sequence's cache.
+    // bf16 for a bf16 cache, quantised to FP8 rows for an fp8 one) each in its own sequence's cache.
     const firstKv = segments[0].caches[l].kv;
     const direct = single && firstKv instanceof Float32Array;
     const kvRows = direct
@@ -379,7 +412,8 @@ class ForwardPass {
         const rows = kvRows.subarray(row * latent, (row + seg.count) * latent);
         const cache = seg.caches[l].kv;
         if (cache instanceof Float32Array) cache.set(rows, seg.start * latent);
-        else storeBf16(cache, seg.start * latent, rows);
+        else if (cache instanceof Uint16Array) storeBf16(cache, seg.start * latent, rows);
+        else native.quantizeLatentFp8(cache, seg.start, rows, seg.count, kvLora, rope);
         row += seg.count;
       }
     }

@@ -177,9 +177,12 @@ export interface NativeAddon {
    *  q: [T, H, kvLora + rope]; out: [T, H, kvLora]. fp32 arithmetic either way.
    *  p[t,h,s] = softmax_s(scale · q[t,h]·kv[s]); out[t,h] = Σ_s p[t,h,s] · kv[s][0:kvLora].
    *  indices = Int32Array [T, k]: s ranges over indices[t, 0..k) skipping −1 (sparse, DSA);
-   *  indices = null: s ranges over [0, positions[t]] (dense causal). Positions/indices ≥ S throw. */
+   *  indices = null: s ranges over [0, positions[t]] (dense causal). Positions/indices ≥ S throw.
+   *  kv may also be FP8 latent rows (Uint8Array, quantizeLatentFp8's layout, latentFp8RowBytes apart, starting at an
+   *  even byte offset; kvLora % 64 = 0): each row is decoded exactly, then fp32 math as for an fp32 cache on the AVX2 and
+   *  scalar bodies, the bf16 cache's contract (bf16 q and probabilities) on the AVX-512-BF16 / AMX ones. */
   mlaAttention(
-    out: Float32Array, q: Float32Array, kv: Float32Array | Uint16Array, S: number,
+    out: Float32Array, q: Float32Array, kv: Float32Array | Uint16Array | Uint8Array, S: number,
     T: number, H: number, kvLora: number, rope: number, scale: number,
     indices: Int32Array | null, k: number, positions: Int32Array,
   ): void;
@@ -230,6 +233,15 @@ export interface NativeAddon {
    *  2^-9, no infinities, 0x7F / 0xFF NaN), sign kept (−0 → 0x80). Dequantised: e4m3(out[n,d]) · scales[n].
    *  A row holding a NaN or ±Infinity has no meaningful scale: scales[n] = NaN and every byte of the row 0x7F. */
   quantizeFp8Rows(out: Uint8Array, scales: Float32Array, x: Float32Array, N: number, D: number): void;
+
+  /** Rows [rowOffset, rowOffset + rows) of an FP8 MLA latent cache (DeepSeek's deployment form, cf. FlashMLA's 656-byte
+   *  V32_FP8Sparse rows) from src [rows, kvLora + rope] fp32. Row layout, latentFp8RowBytes(kvLora, rope) bytes:
+   *  [kvLora × e4m3fn (c_kv)][rope × bf16 (k_pe)][one int8 exponent e per tile of c_kv][a 0 pad byte to an even count];
+   *  tile = 128 columns when kvLora % 128 = 0, else 64 (kvLora % 64 ≠ 0 throws). c_kv[c] = e4m3(byte) · 2^e.
+   *  Per tile: e = ceil(log2(amax / 448)) over its finite values, exact (amax 0 → e = 0), clamped to [−117, 119] so that
+   *  every decoded value is a normal fp32 and bf16 number (values below 2^−127 flush to 0); bytes = e4m3fn(x / 2^e),
+   *  nearest even, saturated to ±448 (±Infinity too), NaN → 0x7F with its sign. k_pe rounded to bf16, nearest even. */
+  quantizeLatentFp8(dst: Uint8Array, rowOffset: number, src: Float32Array, rows: number, kvLora: number, rope: number): void;
 
   /** Exact top-k per row. scores: [T, S]; idx: [T, k]. Row t gets the column indices of its k largest finite
    *  values (−Infinity is never selected); rows with fewer than k finite values are padded with −1.

@@ -12,7 +12,7 @@
 
 import type { NativeAddon, NativeWeight } from '../../native/contract';
 import { GlanceError } from '../errors';
-import type { AttentionMode, BatchStep, IndexerPrecision, Model, Sequence } from '../model';
+import type { AttentionMode, BatchStep, IndexerPrecision, KvCacheDtype, Model, Sequence } from '../model';
 import type { ModelConfig, WeightStore } from '../types';
 
 /** The addon's `cuda.GpuModel` / GpuSequence objects (kernels/binding/cuda_model.cc). */
@@ -45,8 +45,8 @@ export interface GpuModelOptions {
   indexerPrecision: IndexerPrecision;
   /** device-memory budget in bytes for weights + caches + scratch; undefined: 90% of the free memory */
   gpuMemoryBytes?: number;
-  /** latent KV cache rows: bf16 (default, half the bytes) or fp32 (the CPU engine's numbers) */
-  kvCache?: 'bf16' | 'fp32';
+  /** latent KV cache rows: bf16 (default, half the bytes) or fp32 (the CPU engine's numbers); fp8 is refused (CPU only) */
+  kvCache?: KvCacheDtype;
   /** prompt GEMMs on tensor cores: split (default: bf16 hi + lo parts, fp32-grade) or bf16 (faster, ≈4e-3 per product) */
   gemm?: 'split' | 'bf16';
   /** attention kernels: tuned (default: the multi-block top-k and tensor-core sparse MLA of kernels/cuda/{topk,sparse_mla}.cu
@@ -178,6 +178,9 @@ function buildSpec(config: ModelConfig, w: WeightStore, opts: GpuModelOptions): 
 export function loadGpuModel(
   dir: string, config: ModelConfig, weights: WeightStore, native: NativeAddon, opts: GpuModelOptions,
 ): GpuModel {
+  if (opts.kvCache === 'fp8') {
+    throw new GlanceError('bad_input', 'the CUDA backend keeps bf16 or fp32 latent rows; --kv-cache fp8 is CPU-only (use --device cpu)');
+  }
   const bindings = native.cuda as unknown as CudaModelBindings;
   if (typeof bindings.GpuModel !== 'function') {
     throw new GlanceError('device_unavailable', 'this build of the native addon has no GPU forward pass (built without nvcc); rebuild with CUDA or use --device cpu');
