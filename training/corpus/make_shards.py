@@ -63,8 +63,9 @@ def iter_python(tok_dir: str, corpus: str):
 
 def iter_node(tok_dir: str, corpus: str, verify: int = 3):
     script = os.path.join(TRAINING, "tokenizer", "encode_packages.mjs")
-    p = subprocess.Popen(["node", script, tok_dir, corpus, "--verify", str(verify)], stdout=subprocess.PIPE,
-                         cwd=TRAINING)
+    # absolute paths: the encoder runs in training/, so a path relative to the caller's folder would miss
+    p = subprocess.Popen(["node", script, os.path.abspath(tok_dir), os.path.abspath(corpus), "--verify", str(verify)],
+                         stdout=subprocess.PIPE, cwd=TRAINING)
     r = p.stdout
 
     def read(n):
@@ -134,6 +135,8 @@ def main():
     t0 = time.time()
     for split in ("train", "heldout"):
         corpus = os.path.join(args.corpus_dir, f"{split}.jsonl.xz")
+        if not os.path.exists(corpus):
+            raise SystemExit(f"--corpus-dir {args.corpus_dir}: no {split}.jsonl.xz (run build_corpus.py --out first)")
         docs = list(it(args.tokenizer, corpus))
         chars = 0
         with lzma.open(corpus, "rt", encoding="utf-8") as fh:
