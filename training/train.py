@@ -84,7 +84,8 @@ def parse_args(argv=None):
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps to run in this call at most")
     ap.add_argument("--total-steps", type=int, default=None, help="length of the LR schedule (stage default)")
     ap.add_argument("--fit-schedule", action="store_true",
-                    help=f"after {FIT_SCHEDULE_AT} steps, set --total-steps so that the schedule ends inside --max-minutes")
+                    help=f"after {FIT_SCHEDULE_AT[0]} steps (and again at {FIT_SCHEDULE_AT[1:]} while early), set "
+                         "--total-steps so that the schedule ends inside --max-minutes")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--indexer-lr", type=float, default=None)
     ap.add_argument("--min-lr-ratio", type=float, default=None)
@@ -193,9 +194,12 @@ def make_optimizer(model: GlanceForCausalLM, args) -> torch.optim.Optimizer:
         return torch.optim.AdamW(out, foreach=True, **kw)
 
 
-# --fit-schedule: after this many steps of a call (torch.compile done, step time steady), the cosine's length is set
-# so that it ends just inside --max-minutes, whatever the model size and GPU make of the step time.
-FIT_SCHEDULE_AT = 40
+# --fit-schedule: after these many steps of a call (torch.compile done, step time steady), the cosine's length is set
+# so that it ends just inside --max-minutes, whatever the model size and GPU make of the step time. Refitted later
+# while the schedule is still early (the cosine is flat there, so the LR barely moves): v0.6's only fit, at step 40,
+# measured steps slowed by the miniature pipeline sharing the GPUs and ended stage 0 5.6 minutes early.
+FIT_SCHEDULE_AT = (40, 500, 1000)
+FIT_SCHEDULE_BEFORE = 0.4   # refit only while step < this share of the current schedule
 
 
 def fit_total_steps(args, step: int, step_times: list[float], elapsed_s: float, eval_s: float, ckpt_s: float) -> int:
@@ -610,7 +614,8 @@ def main(argv=None):
             stop = now - T_START + est > args.max_minutes * 60
         do_ckpt = now - last_ckpt > args.ckpt_minutes * 60
         fitted = 0
-        if args.fit_schedule and args.max_minutes is not None and step == start_step + FIT_SCHEDULE_AT:
+        if (args.fit_schedule and args.max_minutes is not None and step - start_step in FIT_SCHEDULE_AT
+                and (step - start_step == FIT_SCHEDULE_AT[0] or step < FIT_SCHEDULE_BEFORE * args.total_steps)):
             fitted = fit_total_steps(args, step, step_times, now - T_START, (last_eval or {}).get("eval_s", 10.0),
                                      ckpt_cost)
         if dist is not None:
