@@ -25,16 +25,6 @@ static SimdLevel detect() {
   return SimdLevel::Scalar;
 }
 
-static int stream_hint(const char* var) {
-  const char* env = std::getenv(var);
-  if (env == nullptr) return 0;
-  if (std::strcmp(env, "t1") == 0) return 1;
-  if (std::strcmp(env, "t2") == 0) return 2;
-  if (std::strcmp(env, "nta") == 0) return 3;
-  return 0;
-}
-const int kStreamHint[3] = {stream_hint("GLANCE_PF_WEIGHTS"), stream_hint("GLANCE_PF_KEYS"), stream_hint("GLANCE_PF_ROWS")};
-
 SimdLevel simd_level() {
   static const SimdLevel level = detect();
   return level;
