@@ -26,3 +26,14 @@ export function runTestFileWithSimd(file: string, simd: string, timeoutMs: numbe
   assert.match(out, /# pass [1-9]\d*\n# fail 0/, `the ${simd} run must have run the tests`);
   return out;
 }
+
+/** Runs fn with the addon's CPU thread pool set to n threads, restoring the previous count afterwards. */
+export function withThreads<R>(native: { backends(): { cpu: { threads: number } }; setThreads(n: number): void }, n: number, fn: () => R): R {
+  const before = native.backends().cpu.threads;
+  native.setThreads(n);
+  try {
+    return fn();
+  } finally {
+    native.setThreads(before);
+  }
+}

@@ -16,7 +16,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 
 import { loadNative } from '../../sidecar/src/native/index';
-import { assertExact, runTestFileWithSimd } from '../helpers/kernel-checks';
+import { assertExact, runTestFileWithSimd, withThreads } from '../helpers/kernel-checks';
 import { rand, randInt, seedNote } from '../helpers/seeded-random';
 
 const native = loadNative();
@@ -39,16 +39,6 @@ function refTopk(scores: Float32Array, T: number, S: number, k: number): Int32Ar
     for (let j = 0; j < chosen.length; j++) idx[t * k + j] = chosen[j];
   }
   return idx;
-}
-
-function withThreads<R>(n: number, fn: () => R): R {
-  const before = native.backends().cpu.threads;
-  native.setThreads(n);
-  try {
-    return fn();
-  } finally {
-    native.setThreads(before);
-  }
 }
 
 // ---- topk, one long row -----------------------------------------------------------------------------------
@@ -78,7 +68,7 @@ test('topk: one long row split over the threads equals the reference (ties, narr
         const idx = new Int32Array(k).fill(-2);
         const run = () => native.topk(idx, scores, 1, S, k);
         if (threads === 0) run();
-        else withThreads(threads, run);
+        else withThreads(native, threads, run);
         assertExact(idx, ref, `topk ${kind} S=${S} threads=${threads || 'all'}`);
       }
     }
@@ -128,7 +118,7 @@ function runIndexerCase(c: IndexerCase, label: string): void {
     const idx = new Int32Array(T * k).fill(-2);
     const run = () => native.indexerTopk(idx, q, weights, keys, keyScales, T, S, Hi, D, positions, k);
     if (threads === 0) run();
-    else withThreads(threads, run);
+    else withThreads(native, threads, run);
     assertExact(idx, ref, `${label} threads=${threads || 'all'}`);
   }
   // and the selection itself is right (the two ops above are checked against references in kernels.test.ts)
@@ -224,7 +214,7 @@ test('mlaAttention with a bf16 cache equals the fp32 op on the widened rows (den
       const out = new Float32Array(c.T * c.H * c.L).fill(NaN);
       const run = () => runBf16(out);
       if (threads === 0) run();
-      else withThreads(threads, run);
+      else withThreads(native, threads, run);
       for (let i = 0; i < ref.length; i++) {
         if (!Object.is(out[i], ref[i])) assert.fail(`mlaAttention bf16 ${JSON.stringify(c)} threads=${threads}: element ${i} is ${out[i]}, fp32 op gives ${ref[i]} ${seedNote}`);
       }
@@ -250,7 +240,7 @@ test('mlaAttention with a bf16 cache on AVX-512-BF16 / AMX is within bf16 roundi
       const out = new Float32Array(c.T * c.H * c.L).fill(NaN);
       const run = () => runBf16(out);
       if (threads === 0) run();
-      else withThreads(threads, run);
+      else withThreads(native, threads, run);
       for (let th = 0; th < c.T * c.H; th++) {
         let num = 0;
         let den = 0;

@@ -27,7 +27,7 @@ import { loadTokenizer } from '../../sidecar/src/engine/tokenizer';
 import { openWeights } from '../../sidecar/src/engine/weights';
 import { loadNative } from '../../sidecar/src/native/index';
 import { argmax, fixturesDir, relativeError } from '../helpers/golden';
-import { runTestFileWithSimd } from '../helpers/kernel-checks';
+import { runTestFileWithSimd, withThreads } from '../helpers/kernel-checks';
 import { rand, randInt, seedNote } from '../helpers/seeded-random';
 
 const native = loadNative();
@@ -135,16 +135,6 @@ function assertBytes(ours: Uint8Array, ref: Uint8Array, label: string): void {
   }
 }
 
-function withThreads<R>(n: number, fn: () => R): R {
-  const before = native.backends().cpu.threads;
-  native.setThreads(n);
-  try {
-    return fn();
-  } finally {
-    native.setThreads(before);
-  }
-}
-
 // ---- quantizeLatentFp8 ------------------------------------------------------------------------------------------
 
 test('latentFp8RowBytes: [kvLora e4m3][rope bf16][an exponent per tile] padded to an even count', () => {
@@ -239,7 +229,7 @@ test('quantizeLatentFp8: random rows with a wide dynamic range equal the referen
     }
     const ref = refQuantize(src, rows, L, R);
     assertBytes(quantize(src, rows, L, R), ref, `random L=${L} R=${R}`);
-    for (const threads of [1]) withThreads(threads, () => assertBytes(quantize(src, rows, L, R), ref, `random L=${L} R=${R} 1 thread`));
+    for (const threads of [1]) withThreads(native, threads, () => assertBytes(quantize(src, rows, L, R), ref, `random L=${L} R=${R} 1 thread`));
     const rb = latentFp8RowBytes(L, R);
     const dst = new Uint8Array((rows + 7) * rb).fill(0x5a);
     native.quantizeLatentFp8(dst, 3, src, rows, L, R);
@@ -293,7 +283,7 @@ test('mlaAttention over FP8 rows equals the fp32 op on the dequantised rows (AVX
     const { fp8, deq, run } = fp8AttentionCase(c);
     const ref = run(deq);
     for (const threads of [0, 1]) {
-      const out = threads === 0 ? run(fp8) : withThreads(threads, () => run(fp8));
+      const out = threads === 0 ? run(fp8) : withThreads(native, threads, () => run(fp8));
       for (let i = 0; i < ref.length; i++) {
         if (!Object.is(out[i], ref[i])) assert.fail(`mlaAttention fp8 ${JSON.stringify(c)} threads=${threads}: element ${i} is ${out[i]}, fp32 op gives ${ref[i]} ${seedNote}`);
       }
@@ -309,7 +299,7 @@ test('mlaAttention over FP8 rows on AVX-512-BF16 / AMX equals the bf16 op on the
     const ref = run(deq);
     const viaBf16 = run(bf16);
     for (const threads of [0, 1]) {
-      const out = threads === 0 ? run(fp8) : withThreads(threads, () => run(fp8));
+      const out = threads === 0 ? run(fp8) : withThreads(native, threads, () => run(fp8));
       for (let i = 0; i < out.length; i++) {
         if (!Object.is(out[i], viaBf16[i])) assert.fail(`mlaAttention fp8 ${JSON.stringify(c)} threads=${threads}: element ${i} is ${out[i]}, the bf16 op gives ${viaBf16[i]} ${seedNote}`);
       }
