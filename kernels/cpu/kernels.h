@@ -91,6 +91,9 @@ void mla_attention_bf16(float* out, const float* q, const uint16_t* kv, int64_t 
 constexpr int64_t kLatentFp8MinExp = -117;  // e4m3's smallest subnormal 2^-9 times 2^-117 = 2^-126, the smallest normal
 constexpr int64_t kLatentFp8MaxExp = 119;   // 448 * 2^119 < 2^128: still finite
 
+inline int64_t clamp_latent_fp8_exponent(int64_t e) {
+  return e < kLatentFp8MinExp ? kLatentFp8MinExp : e > kLatentFp8MaxExp ? kLatentFp8MaxExp : e;
+}
 inline int64_t latent_fp8_tile(int64_t kvLora) { return kvLora % 128 == 0 ? 128 : 64; }
 inline int64_t latent_fp8_row_bytes(int64_t kvLora, int64_t rope) {
   const int64_t n = kvLora + 2 * rope + kvLora / latent_fp8_tile(kvLora);

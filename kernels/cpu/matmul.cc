@@ -100,7 +100,7 @@ GLANCE_AVX2 inline void gemv_span(__m256 (&acc)[R][T], float (&tail)[R][T], cons
     for (int i = 0; i < R; i++) {
       // Software prefetch ahead of each row stream: small matrices (a few hundred KB, most of a decode step)
       // come from DRAM with too few misses in flight for the hardware prefetchers alone.
-      if ((c * kBytes) % 64 == 0) prefetch_stream(Stream::Weights, rows[i] + c * kBytes + kGemvStreamPrefetch);
+      if ((c * kBytes) % 64 == 0) prefetch_far(rows[i] + c * kBytes + kGemvStreamPrefetch);
       __m256 lo, hi;
       wload16<D>(rows[i], c, lo, hi);
       for (int t = 0; t < T; t++) {
@@ -139,7 +139,7 @@ GLANCE_AVX2 inline bool gemv_span_fp8(__m256 (&acc)[R][T], float (&tail)[R][T], 
   __m256i nan = _mm256_setzero_si256();
   for (; c + 32 <= ce; c += 32) {
     for (int i = 0; i < R; i++) {
-      prefetch_stream(Stream::Weights, rows[i] + c + kGemvPrefetch);
+      prefetch_far(rows[i] + c + kGemvPrefetch);
       const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + c));
       nan = e4m3_nan_track(nan, b);
       __m256 v0, v1, v2, v3;

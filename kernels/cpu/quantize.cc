@@ -157,8 +157,7 @@ int64_t latent_tile_exponent(float amax) {
   if (amax == 0.0f) return 0;
   int p = 0;
   const float m = std::frexp(amax, &p);
-  const int64_t e = p - 9 + (m > 0.875f ? 1 : 0);
-  return e < kLatentFp8MinExp ? kLatentFp8MinExp : e > kLatentFp8MaxExp ? kLatentFp8MaxExp : e;
+  return clamp_latent_fp8_exponent(p - 9 + (m > 0.875f ? 1 : 0));
 }
 
 // fp32 -> bf16 bits, nearest even; NaN stays a quiet NaN (the engine's storeBf16).

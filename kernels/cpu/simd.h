@@ -53,16 +53,14 @@ bool use_avx512_bf16();
 // a bf16 cache (mla.cc).
 bool use_amx_bf16();
 
-// Software prefetch far ahead of the memory streams: weight rows in the GEMVs, indexer keys, gathered latent rows.
-// One place for the cache-level hint: T0 (into L1). Measured on the development VM's 32K decode step (session 5, A/B
-// per stream in alternating child processes): T1 for the weight rows 6.60 vs 6.77 ms (within the noise), T1 / T2 for
+// Software prefetch far ahead of a memory stream (weight rows in the GEMVs, indexer keys, gathered latent rows): one
+// place for the cache-level hint, T0 (into L1). Measured on the development VM's 32K decode step (session 5, A/B per
+// stream in alternating child processes): T1 for the weight rows 6.60 vs 6.77 ms (within the noise), T1 / T2 for
 // keys and rows no better, NTA for the keys worse (8.0-8.6 vs 6.7-7.5 ms).
-enum class Stream { Weights, Keys, Rows };
-
 #if GLANCE_X86
-inline void prefetch_stream(Stream, const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
+inline void prefetch_far(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 #else
-inline void prefetch_stream(Stream, const void* p) { __builtin_prefetch(p, 0, 3); }
+inline void prefetch_far(const void* p) { __builtin_prefetch(p, 0, 3); }
 #endif
 
 #if GLANCE_X86
