@@ -19,6 +19,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 OUT=${OUT:-v04-out}; mkdir -p "$OUT"
 # v0.4: RUN_NAME=v04 SPM_RATE=0.5 DENSE_STEPS=1800 (PSM and SPM); v0.5: RUN_NAME=v05 (SPM only, as shipped);
 # v0.6: the defaults (the config's wider experts grow the v0.5 export, train.py grow_model)
+# v0.7: RUN_NAME=v07 MINI=0 DENSE_MIN=16 DENSE_LR=4e-4 (the v0.6 export trained on, same corpus and config)
 RUN_NAME=${RUN_NAME:-v06}
 R=training/runs/$RUN_NAME; mkdir -p $R
 DATA_HOME=${DATA_HOME:-/root/glance-data}
