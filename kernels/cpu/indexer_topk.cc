@@ -25,7 +25,8 @@ constexpr int64_t kPrefillRows = 64;  // queries scored before their selection (
 struct DecodeScratch {
   std::vector<float> scores;
   std::vector<uint32_t> keys;
-  std::vector<uint32_t> hist;
+  std::vector<uint32_t> hist;   // [P][kHist1Buckets]: each part's level-1 histogram, as select_row reads it
+  std::vector<uint32_t> hist4;  // [P][4][kHist1Buckets]: the interleaved counts of keys_and_hist4
   std::vector<int64_t> bounds;
 };
 
@@ -45,22 +46,27 @@ void select_one_query(int32_t* idx, const uint8_t* q, const float* weights, cons
   // score_chunk writes whole chunks (-inf past the position)
   if (sc.scores.size() < static_cast<size_t>(chunks * kKeyChunk)) sc.scores.resize(static_cast<size_t>(chunks * kKeyChunk));
   const int P = static_cast<int>(std::min<int64_t>(threads_for(block.work(), 1 << 15), chunks));
-  sc.hist.assign(static_cast<size_t>(P) * kHist1Buckets, 0);
+  sc.hist.resize(static_cast<size_t>(P) * kHist1Buckets);
+  sc.hist4.resize(static_cast<size_t>(P) * 4 * kHist1Buckets);
   sc.bounds.resize(static_cast<size_t>(P) + 1);
   for (int p = 0; p <= P; p++) sc.bounds[p] = std::min(n, chunks * p / P * kKeyChunk);
   float* scores = sc.scores.data();
   uint32_t* keyv = sc.keys.data();
   const int64_t* bounds = sc.bounds.data();
   uint32_t* hist = sc.hist.data();
+  uint32_t* hist4 = sc.hist4.data();
   parallel_for(
       P,
       [&](int64_t b, int64_t e) {
         for (int64_t p = b; p < e; p++) {
+          uint32_t* h4 = hist4 + p * 4 * kHist1Buckets;
+          std::fill(h4, h4 + 4 * kHist1Buckets, 0u);
           for (int64_t s0 = bounds[p]; s0 < bounds[p + 1]; s0 += kKeyChunk) {
             block.score_chunk(s0 / kKeyChunk, scores, n);
             const int64_t m = std::min(kKeyChunk, bounds[p + 1] - s0);
-            topk_detail::keys_and_hist(keyv + s0, hist + p * kHist1Buckets, scores + s0, m);
+            topk_detail::keys_and_hist4(keyv + s0, h4, scores + s0, m);
           }
+          topk_detail::fold_hist4(hist + p * kHist1Buckets, h4);
         }
       },
       P);

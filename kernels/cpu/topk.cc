@@ -83,6 +83,48 @@ GLANCE_AVX2 int64_t keys_and_hist_avx2(uint32_t* keys, uint32_t* hist, const flo
 }
 #endif
 
+// Non-finite scores have key 0 and finite ones never land in buckets 0-3 (the smallest finite key, of the most
+// negative float, is 0x00800000), so keys_and_hist4 counts every key and fold_hist4 leaves bucket 0 out.
+void keys_and_hist4_scalar(uint32_t* keys, uint32_t* hist4, const float* scores, int64_t n) {
+  for (int64_t s = 0; s < n; s++) {
+    const uint32_t key = score_key(scores[s]);
+    keys[s] = key;
+    hist4[(s & 3) * kHist1Buckets + (key >> kHist1Shift)]++;
+  }
+}
+
+#if GLANCE_X86
+GLANCE_AVX2 void keys_and_hist4_avx2(uint32_t* keys, uint32_t* hist4, const float* scores, int64_t n) {
+  const __m256i expMask = _mm256_set1_epi32(0x7f800000);
+  const __m256i signBit = _mm256_set1_epi32(static_cast<int>(kNegZero));
+  uint32_t* h0 = hist4;
+  uint32_t* h1 = hist4 + kHist1Buckets;
+  uint32_t* h2 = hist4 + 2 * kHist1Buckets;
+  uint32_t* h3 = hist4 + 3 * kHist1Buckets;
+  alignas(32) uint32_t b[8];
+  int64_t s = 0;
+  for (; s + 8 <= n; s += 8) {  // score_key, 8 at a time (as keys_and_hist_avx2)
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scores + s));
+    const __m256i bad = _mm256_cmpeq_epi32(_mm256_and_si256(u, expMask), expMask);
+    const __m256i negZero = _mm256_cmpeq_epi32(u, signBit);
+    __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), signBit));
+    key = _mm256_blendv_epi8(key, signBit, negZero);
+    key = _mm256_andnot_si256(bad, key);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + s), key);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm256_srli_epi32(key, kHist1Shift));
+    h0[b[0]]++;
+    h1[b[1]]++;
+    h2[b[2]]++;
+    h3[b[3]]++;
+    h0[b[4]]++;
+    h1[b[5]]++;
+    h2[b[6]]++;
+    h3[b[7]]++;
+  }
+  keys_and_hist4_scalar(keys + s, hist4, scores + s, n - s);
+}
+#endif
+
 // What one part of a row contributes once the level-1 threshold bucket b1 is known.
 struct PartScratch {
   std::vector<int32_t> above;  // positions with a key in a bucket above b1: all selected
@@ -142,6 +184,22 @@ int64_t keys_and_hist(uint32_t* keys, uint32_t* hist, const float* scores, int64
   if (use_avx2() && n >= 1024) return keys_and_hist_avx2(keys, hist, scores, n);
 #endif
   return keys_and_hist_scalar(keys, hist, scores, n);
+}
+
+void keys_and_hist4(uint32_t* keys, uint32_t* hist4, const float* scores, int64_t n) {
+#if GLANCE_X86
+  if (use_avx2()) {
+    keys_and_hist4_avx2(keys, hist4, scores, n);
+    return;
+  }
+#endif
+  keys_and_hist4_scalar(keys, hist4, scores, n);
+}
+
+void fold_hist4(uint32_t* hist, const uint32_t* hist4) {
+  hist[0] = 0;
+  for (int i = 1; i < kHist1Buckets; i++)
+    hist[i] = hist4[i] + hist4[kHist1Buckets + i] + hist4[2 * kHist1Buckets + i] + hist4[3 * kHist1Buckets + i];
 }
 
 void select_row(int32_t* idx, int64_t k, const uint32_t* keys, const int64_t* bounds, const uint32_t* hist, int P) {

@@ -27,6 +27,13 @@ inline uint32_t score_key(float f) {
 // added to, not cleared). Returns how many were finite.
 int64_t keys_and_hist(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n);
 
+// keys_and_hist for a producer that hands over a row in short chunks (the fused indexer: 48 scores at a time): the
+// counts go to four interleaved histograms hist4 [4][kHist1Buckets], added to across calls, so that back-to-back
+// increments of one bucket (a row's scores crowd into a few) do not wait on each other; fold_hist4 then writes their
+// sum to hist [kHist1Buckets] (finite keys only, as keys_and_hist counts).
+void keys_and_hist4(uint32_t* keys, uint32_t* hist4, const float* scores, int64_t n);
+void fold_hist4(uint32_t* hist, const uint32_t* hist4);
+
 // One row's selection from its keys [0, n) cut into P contiguous parts: part p is [bounds[p], bounds[p + 1]) with
 // its level-1 histogram at hist + p * kHist1Buckets (as keys_and_hist leaves it). idx[0, k) gets the positions of
 // the k largest keys in ascending position order, ties at the threshold to the lower positions, -1 padded when
