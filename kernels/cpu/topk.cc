@@ -46,21 +46,28 @@ int64_t keys_and_hist_scalar(uint32_t* keys, uint32_t* hist, const float* scores
 #if GLANCE_X86
 // 8 keys at a time; the counts go to four interleaved histograms (scores of one row crowd into a few buckets, and
 // back-to-back increments of one counter would wait on each other), summed into hist at the end.
+// score_key of 8 scores (key 0 where *nonfinite has a lane set).
+GLANCE_AVX2 inline __m256i score_keys8(const float* scores, __m256i* nonfinite) {
+  const __m256i expMask = _mm256_set1_epi32(0x7f800000);
+  const __m256i signBit = _mm256_set1_epi32(static_cast<int>(kNegZero));
+  const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scores));
+  const __m256i bad = _mm256_cmpeq_epi32(_mm256_and_si256(u, expMask), expMask);
+  const __m256i negZero = _mm256_cmpeq_epi32(u, signBit);
+  __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), signBit));
+  key = _mm256_blendv_epi8(key, signBit, negZero);
+  *nonfinite = bad;
+  return _mm256_andnot_si256(bad, key);
+}
+
 GLANCE_AVX2 int64_t keys_and_hist_avx2(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n) {
   alignas(64) uint32_t sub[4][kHist1Buckets];
   std::memset(sub, 0, sizeof sub);
-  const __m256i expMask = _mm256_set1_epi32(0x7f800000);
-  const __m256i signBit = _mm256_set1_epi32(static_cast<int>(kNegZero));
   int64_t nonfinite = 0;
   int64_t s = 0;
   alignas(32) uint32_t b[8];
   for (; s + 8 <= n; s += 8) {
-    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scores + s));
-    const __m256i bad = _mm256_cmpeq_epi32(_mm256_and_si256(u, expMask), expMask);
-    const __m256i negZero = _mm256_cmpeq_epi32(u, signBit);
-    __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), signBit));
-    key = _mm256_blendv_epi8(key, signBit, negZero);
-    key = _mm256_andnot_si256(bad, key);
+    __m256i bad;
+    const __m256i key = score_keys8(scores + s, &bad);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + s), key);
     _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm256_srli_epi32(key, kHist1Shift));
     nonfinite += __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(bad))));
@@ -95,21 +102,15 @@ void keys_and_hist4_scalar(uint32_t* keys, uint32_t* hist4, const float* scores,
 
 #if GLANCE_X86
 GLANCE_AVX2 void keys_and_hist4_avx2(uint32_t* keys, uint32_t* hist4, const float* scores, int64_t n) {
-  const __m256i expMask = _mm256_set1_epi32(0x7f800000);
-  const __m256i signBit = _mm256_set1_epi32(static_cast<int>(kNegZero));
   uint32_t* h0 = hist4;
   uint32_t* h1 = hist4 + kHist1Buckets;
   uint32_t* h2 = hist4 + 2 * kHist1Buckets;
   uint32_t* h3 = hist4 + 3 * kHist1Buckets;
   alignas(32) uint32_t b[8];
   int64_t s = 0;
-  for (; s + 8 <= n; s += 8) {  // score_key, 8 at a time (as keys_and_hist_avx2)
-    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scores + s));
-    const __m256i bad = _mm256_cmpeq_epi32(_mm256_and_si256(u, expMask), expMask);
-    const __m256i negZero = _mm256_cmpeq_epi32(u, signBit);
-    __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), signBit));
-    key = _mm256_blendv_epi8(key, signBit, negZero);
-    key = _mm256_andnot_si256(bad, key);
+  for (; s + 8 <= n; s += 8) {  // non-finite scores count in bucket 0, which fold_hist4 leaves out
+    __m256i bad;
+    const __m256i key = score_keys8(scores + s, &bad);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + s), key);
     _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm256_srli_epi32(key, kHist1Shift));
     h0[b[0]]++;
