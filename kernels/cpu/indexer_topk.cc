@@ -46,7 +46,7 @@ void select_one_query(int32_t* idx, const uint8_t* q, const float* weights, cons
   // score_chunk writes whole chunks (-inf past the position)
   if (sc.scores.size() < static_cast<size_t>(chunks * kKeyChunk)) sc.scores.resize(static_cast<size_t>(chunks * kKeyChunk));
   const int P = static_cast<int>(std::min<int64_t>(threads_for(block.work(), 1 << 15), chunks));
-  sc.hist.resize(static_cast<size_t>(P) * kHist1Buckets);
+  sc.hist.assign(static_cast<size_t>(P) * kHist1Buckets, 0);
   sc.hist4.resize(static_cast<size_t>(P) * 4 * kHist1Buckets);
   sc.bounds.resize(static_cast<size_t>(P) + 1);
   for (int p = 0; p <= P; p++) sc.bounds[p] = std::min(n, chunks * p / P * kKeyChunk);

@@ -29,69 +29,18 @@ namespace {
 
 constexpr uint32_t kNegZero = 0x80000000u;
 
-// keys + histogram, scalar; four interleaved histograms would not pay off for short ranges.
-int64_t keys_and_hist_scalar(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n) {
-  int64_t finite = 0;
+// keys + histogram, scalar: one histogram (clearing and folding four interleaved ones would not pay off for a
+// short range handed over once).
+void keys_and_hist_scalar(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n) {
   for (int64_t s = 0; s < n; s++) {
     const uint32_t key = score_key(scores[s]);
     keys[s] = key;
-    if (key != 0) {
-      finite++;
-      hist[key >> kHist1Shift]++;
-    }
+    if (key != 0) hist[key >> kHist1Shift]++;
   }
-  return finite;
 }
 
-#if GLANCE_X86
-// 8 keys at a time; the counts go to four interleaved histograms (scores of one row crowd into a few buckets, and
-// back-to-back increments of one counter would wait on each other), summed into hist at the end.
-// score_key of 8 scores (key 0 where *nonfinite has a lane set).
-GLANCE_AVX2 inline __m256i score_keys8(const float* scores, __m256i* nonfinite) {
-  const __m256i expMask = _mm256_set1_epi32(0x7f800000);
-  const __m256i signBit = _mm256_set1_epi32(static_cast<int>(kNegZero));
-  const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scores));
-  const __m256i bad = _mm256_cmpeq_epi32(_mm256_and_si256(u, expMask), expMask);
-  const __m256i negZero = _mm256_cmpeq_epi32(u, signBit);
-  __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), signBit));
-  key = _mm256_blendv_epi8(key, signBit, negZero);
-  *nonfinite = bad;
-  return _mm256_andnot_si256(bad, key);
-}
-
-GLANCE_AVX2 int64_t keys_and_hist_avx2(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n) {
-  alignas(64) uint32_t sub[4][kHist1Buckets];
-  std::memset(sub, 0, sizeof sub);
-  int64_t nonfinite = 0;
-  int64_t s = 0;
-  alignas(32) uint32_t b[8];
-  for (; s + 8 <= n; s += 8) {
-    __m256i bad;
-    const __m256i key = score_keys8(scores + s, &bad);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + s), key);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm256_srli_epi32(key, kHist1Shift));
-    nonfinite += __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(bad))));
-    sub[0][b[0]]++;
-    sub[1][b[1]]++;
-    sub[2][b[2]]++;
-    sub[3][b[3]]++;
-    sub[0][b[4]]++;
-    sub[1][b[5]]++;
-    sub[2][b[6]]++;
-    sub[3][b[7]]++;
-  }
-  sub[0][0] -= static_cast<uint32_t>(nonfinite);  // key 0 (non-finite) counted in bucket 0 above
-  for (int i = 0; i < kHist1Buckets; i += 8) {
-    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hist + i));
-    for (int j = 0; j < 4; j++) v = _mm256_add_epi32(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(sub[j] + i)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(hist + i), v);
-  }
-  return (s - nonfinite) + keys_and_hist_scalar(keys + s, hist, scores + s, n - s);
-}
-#endif
-
-// Non-finite scores have key 0 and finite ones never land in buckets 0-3 (the smallest finite key, of the most
-// negative float, is 0x00800000), so keys_and_hist4 counts every key and fold_hist4 leaves bucket 0 out.
+// The four-histogram form (topk_detail.h): every key is counted, non-finite ones (key 0) in bucket 0, where no
+// finite key lands (the smallest finite key, of the most negative float, is 0x00800000): fold_hist4 leaves it out.
 void keys_and_hist4_scalar(uint32_t* keys, uint32_t* hist4, const float* scores, int64_t n) {
   for (int64_t s = 0; s < n; s++) {
     const uint32_t key = score_key(scores[s]);
@@ -101,6 +50,19 @@ void keys_and_hist4_scalar(uint32_t* keys, uint32_t* hist4, const float* scores,
 }
 
 #if GLANCE_X86
+// score_key of 8 scores.
+GLANCE_AVX2 inline __m256i score_keys8(const float* scores) {
+  const __m256i expMask = _mm256_set1_epi32(0x7f800000);
+  const __m256i signBit = _mm256_set1_epi32(static_cast<int>(kNegZero));
+  const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scores));
+  const __m256i nonfinite = _mm256_cmpeq_epi32(_mm256_and_si256(u, expMask), expMask);
+  const __m256i negZero = _mm256_cmpeq_epi32(u, signBit);
+  __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), signBit));
+  key = _mm256_blendv_epi8(key, signBit, negZero);
+  return _mm256_andnot_si256(nonfinite, key);
+}
+
+// 8 keys at a time, lane i's count to histogram i % 4.
 GLANCE_AVX2 void keys_and_hist4_avx2(uint32_t* keys, uint32_t* hist4, const float* scores, int64_t n) {
   uint32_t* h0 = hist4;
   uint32_t* h1 = hist4 + kHist1Buckets;
@@ -108,9 +70,8 @@ GLANCE_AVX2 void keys_and_hist4_avx2(uint32_t* keys, uint32_t* hist4, const floa
   uint32_t* h3 = hist4 + 3 * kHist1Buckets;
   alignas(32) uint32_t b[8];
   int64_t s = 0;
-  for (; s + 8 <= n; s += 8) {  // non-finite scores count in bucket 0, which fold_hist4 leaves out
-    __m256i bad;
-    const __m256i key = score_keys8(scores + s, &bad);
+  for (; s + 8 <= n; s += 8) {
+    const __m256i key = score_keys8(scores + s);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(keys + s), key);
     _mm256_store_si256(reinterpret_cast<__m256i*>(b), _mm256_srli_epi32(key, kHist1Shift));
     h0[b[0]]++;
@@ -180,13 +141,6 @@ int64_t pick_bucket(const uint32_t* h, int buckets, int64_t& need) {
 
 }  // namespace
 
-int64_t keys_and_hist(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n) {
-#if GLANCE_X86
-  if (use_avx2() && n >= 1024) return keys_and_hist_avx2(keys, hist, scores, n);
-#endif
-  return keys_and_hist_scalar(keys, hist, scores, n);
-}
-
 void keys_and_hist4(uint32_t* keys, uint32_t* hist4, const float* scores, int64_t n) {
 #if GLANCE_X86
   if (use_avx2()) {
@@ -198,9 +152,19 @@ void keys_and_hist4(uint32_t* keys, uint32_t* hist4, const float* scores, int64_
 }
 
 void fold_hist4(uint32_t* hist, const uint32_t* hist4) {
-  hist[0] = 0;
   for (int i = 1; i < kHist1Buckets; i++)
-    hist[i] = hist4[i] + hist4[kHist1Buckets + i] + hist4[2 * kHist1Buckets + i] + hist4[3 * kHist1Buckets + i];
+    hist[i] += hist4[i] + hist4[kHist1Buckets + i] + hist4[2 * kHist1Buckets + i] + hist4[3 * kHist1Buckets + i];
+}
+
+void keys_and_hist(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n) {
+  if (n >= 1024) {  // a whole row or part: four interleaved histograms (the scores crowd into a few buckets)
+    alignas(64) uint32_t sub[4 * kHist1Buckets];
+    std::memset(sub, 0, sizeof sub);
+    keys_and_hist4(keys, sub, scores, n);
+    fold_hist4(hist, sub);
+    return;
+  }
+  keys_and_hist_scalar(keys, hist, scores, n);
 }
 
 void select_row(int32_t* idx, int64_t k, const uint32_t* keys, const int64_t* bounds, const uint32_t* hist, int P) {

@@ -24,13 +24,14 @@ inline uint32_t score_key(float f) {
 }
 
 // keys[i] = score_key(scores[i]) for i < n, and hist[keys[i] >> kHist1Shift] += 1 for every finite one (hist is
-// added to, not cleared). Returns how many were finite.
-int64_t keys_and_hist(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n);
+// added to, not cleared).
+void keys_and_hist(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n);
 
-// keys_and_hist for a producer that hands over a row in short chunks (the fused indexer: 48 scores at a time): the
-// counts go to four interleaved histograms hist4 [4][kHist1Buckets], added to across calls, so that back-to-back
-// increments of one bucket (a row's scores crowd into a few) do not wait on each other; fold_hist4 then writes their
-// sum to hist [kHist1Buckets] (finite keys only, as keys_and_hist counts).
+// The same in two steps, for a producer that hands over a row in short chunks (the fused indexer: 48 scores at a
+// time): the counts go to four interleaved histograms hist4 [4][kHist1Buckets] (cleared by the caller, added to
+// across calls), so that back-to-back increments of one bucket (a row's scores crowd into a few) do not wait on
+// each other; fold_hist4 then adds their finite keys' counts to hist [kHist1Buckets]. keys_and_hist uses the pair
+// for long ranges.
 void keys_and_hist4(uint32_t* keys, uint32_t* hist4, const float* scores, int64_t n);
 void fold_hist4(uint32_t* hist, const uint32_t* hist4);
 
