@@ -20,6 +20,7 @@ OUT=${OUT:-v04-out}; mkdir -p "$OUT"
 # v0.4: RUN_NAME=v04 SPM_RATE=0.5 DENSE_STEPS=1800 (PSM and SPM); v0.5: RUN_NAME=v05 (SPM only, as shipped);
 # v0.6: the defaults (the config's wider experts grow the v0.5 export, train.py grow_model)
 # v0.7: RUN_NAME=v07 MINI=0 DENSE_MIN=16 DENSE_LR=4e-4 (the v0.6 export trained on, same corpus and config)
+# v0.8: as v0.7 with RUN_NAME=v08 FIM_PER_PIECE=12 (three times the FIM middles per sequence: ~2 per sequence before)
 RUN_NAME=${RUN_NAME:-v06}
 R=training/runs/$RUN_NAME; mkdir -p $R
 DATA_HOME=${DATA_HOME:-/root/glance-data}
@@ -28,7 +29,7 @@ TOK=models/glance-tiny                      # the shipped tokenizer (the shards 
 NGPU=${NGPU:-$(nvidia-smi -L | wc -l)}
 D=$DATA_HOME/shards
 C="--config $CFG --data $D --tokenizer $TOK"
-FIM="--fim-rate 0.9 --fim-per-piece 4 --spm-rate ${SPM_RATE:-1.0}"
+FIM="--fim-rate 0.9 --fim-per-piece ${FIM_PER_PIECE:-4} --spm-rate ${SPM_RATE:-1.0}"
 RUN="python3 -m torch.distributed.run --standalone --nproc-per-node"
 DENSE_MIN=${DENSE_MIN:-10.0}
 
