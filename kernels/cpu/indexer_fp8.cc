@@ -454,6 +454,14 @@ void Fp8IndexerBlock::score_chunk(int64_t ch, float* out, int64_t ldo) const {
   }
 }
 
+void Fp8IndexerBlock::score_keys(int64_t s0, int64_t s1, float* out) const {
+  if (mode_ == Mode::Amx) {
+    amx_score_keys(out + s0, keys_ + s0 * D_, key_scales_ + s0, s1 - s0, amx_[0], D_);
+    return;
+  }
+  for (int64_t ch = s0 / kKeyChunk; ch * kKeyChunk < s1; ch++) score_chunk(ch, out, 0);
+}
+
 // out[t,s] = keyScales[s] * sum_h weights[t,h] * relu(e4m3(q[t,h]) . e4m3(keys[s])) for s <= positions[t], -inf
 // after (q: [T, Hi, D] e4m3; weights: [T, Hi]; keys: [S, D] e4m3; keyScales: [S]; out: [T, S]).
 void indexer_scores_fp8(float* out, const uint8_t* q, const float* weights, const uint8_t* keys,

@@ -57,8 +57,10 @@ struct DecodeTables {
 };
 const DecodeTables kTables;  // reads kE4M3Lut, which is constant-initialised (dequant.cc)
 
-// This thread's tiles for a head padding hp (configuration ids 1-16).
-void configure_tiles(int hp) {
+// This thread's tiles for a head padding hp and key width D (configuration ids 1-16, | 0x40 for D = 64). With D = 64
+// the query needs only tmm0-1, so tmm2-3 become A tiles too (amx_score_keys rotates three A tiles, so that loading
+// the next keys need not wait for the product that reads the previous ones).
+void configure_tiles(int hp, int64_t D) {
   TileConfig cfg;
   for (int t = 0; t < 7; t++) {  // B tiles tmm0-3 and C tiles tmm4-6: hp fp32 / bf16 pairs per row
     cfg.rows[t] = 16;
@@ -66,7 +68,8 @@ void configure_tiles(int hp) {
   }
   cfg.rows[7] = 16;  // A: 16 keys x 32 bf16
   cfg.colsb[7] = 64;
-  load_tile_config(cfg, static_cast<uint32_t>(hp));
+  if (D == 64) cfg.colsb[2] = cfg.colsb[3] = 64;
+  load_tile_config(cfg, static_cast<uint32_t>(hp) | (D == 64 ? 0x40u : 0u));
 }
 
 // C tile CT = 16 key rows (from `rows`, 2D bytes apart) x every B tile. A macro, not a template: GCC's tile
@@ -87,20 +90,32 @@ void configure_tiles(int hp) {
     }                                               \
   } while (0)
 
-// 16 keys' scores from their C rows ([16][hp] fp32, compact): sum_h w[h] relu(c[key][h]), in key order. Each stage
+// 16 keys' scores from their C rows ([16][HP] fp32, compact): sum_h w[h] relu(c[key][h]), in key order. Each stage
 // adds adjacent lanes of a pair of vectors (even + odd lanes of their concatenation), halving the heads per key.
-GLANCE_AMX inline __m512 head_sum(const float* c, int hp, __m512 wpat) {
+// HP is a template argument so that the stages unroll into registers (a runtime count kept v[] on the stack).
+template <int HP>
+GLANCE_AMX inline __m512 head_sum(const float* c, __m512 wpat) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  __m512 v[16];
+  __m512 v[HP];
   const __m512 zero = _mm512_setzero_ps();
-  for (int r = 0; r < hp; r++)  // relu; the masked form keeps GCC 12 from warning about max_ps's undefined passthrough
+  for (int r = 0; r < HP; r++)  // relu; the masked form keeps GCC 12 from warning about max_ps's undefined passthrough
     v[r] = _mm512_mul_ps(_mm512_mask_max_ps(zero, 0xFFFF, _mm512_load_ps(c + 16 * r), zero), wpat);
-  for (int n = hp; n > 1; n /= 2)
+  for (int n = HP; n > 1; n /= 2)
     for (int i = 0; i < n / 2; i++)
       v[i] = _mm512_add_ps(_mm512_permutex2var_ps(v[2 * i], even, v[2 * i + 1]),
                            _mm512_permutex2var_ps(v[2 * i], odd, v[2 * i + 1]));
   return v[0];
+}
+
+GLANCE_AMX inline __m512 head_sum(const float* c, int hp, __m512 wpat) {
+  switch (hp) {
+    case 1: return head_sum<1>(c, wpat);
+    case 2: return head_sum<2>(c, wpat);
+    case 4: return head_sum<4>(c, wpat);
+    case 8: return head_sum<8>(c, wpat);
+    default: return head_sum<16>(c, wpat);
+  }
 }
 
 }  // namespace
@@ -138,7 +153,7 @@ GLANCE_AMX void amx_decode_keys(uint16_t* rows, const uint8_t* keys, int64_t n, 
 
 GLANCE_AMX void amx_scores(float* out, const uint16_t* rows, int64_t n, const AmxQuery& aq, int64_t D,
                            const float* ks) {
-  configure_tiles(aq.hp);
+  configure_tiles(aq.hp, D);
   constexpr int64_t bstride = sizeof aq.b[0][0];  // a B row: hp pairs used of 16
   _tile_loadd(0, aq.b[0], bstride);
   _tile_loadd(1, aq.b[1], bstride);
@@ -167,12 +182,87 @@ GLANCE_AMX void amx_scores(float* out, const uint16_t* rows, int64_t n, const Am
   }
 }
 
+// 48 keys of D = 64 (rows [48][64] bf16) into C tiles 4-6, the A tiles rotating over tmm7, tmm2, tmm3.
+#define GLANCE_AMX_CHUNK64(rows)         \
+  do {                                   \
+    _tile_zero(4);                       \
+    _tile_zero(5);                       \
+    _tile_zero(6);                       \
+    _tile_loadd(7, (rows), 128);         \
+    _tile_loadd(2, (rows) + 32, 128);    \
+    _tile_dpbf16ps(4, 7, 0);             \
+    _tile_loadd(3, (rows) + 1024, 128);  \
+    _tile_dpbf16ps(4, 2, 1);             \
+    _tile_loadd(7, (rows) + 1056, 128);  \
+    _tile_dpbf16ps(5, 3, 0);             \
+    _tile_loadd(2, (rows) + 2048, 128);  \
+    _tile_dpbf16ps(5, 7, 1);             \
+    _tile_loadd(3, (rows) + 2080, 128);  \
+    _tile_dpbf16ps(6, 2, 0);             \
+    _tile_dpbf16ps(6, 3, 1);             \
+  } while (0)
+
+template <int HP>
+GLANCE_AMX void score_keys_body(float* out, const uint8_t* keys, const float* ks, int64_t n, const AmxQuery& aq,
+                                int64_t D) {
+  configure_tiles(HP, D);
+  constexpr int64_t bstride = sizeof aq.b[0][0];
+  _tile_loadd(0, aq.b[0], bstride);
+  _tile_loadd(1, aq.b[1], bstride);
+  if (D == 128) {
+    _tile_loadd(2, aq.b[2], bstride);
+    _tile_loadd(3, aq.b[3], bstride);
+  }
+  constexpr int64_t cstride = 4 * HP;
+  const __m512 wpat = _mm512_loadu_ps(aq.wpat);
+  alignas(64) uint16_t rows[kKeyChunk * 128];
+  alignas(64) float c[3][16 * 16];
+  for (int64_t j0 = 0; j0 < n; j0 += kKeyChunk) {
+    const int64_t m = std::min(kKeyChunk, n - j0);
+    amx_decode_keys(rows, keys + j0 * D, m, D);
+    if (m < kKeyChunk) std::fill(rows + m * D, rows + kKeyChunk * D, uint16_t{0});  // finite rows past the keys
+    if (D == 64) {
+      GLANCE_AMX_CHUNK64(rows);
+    } else {
+      GLANCE_AMX_GROUP_PRODUCT(4, rows, 128);
+      GLANCE_AMX_GROUP_PRODUCT(5, rows + 16 * 128, 128);
+      GLANCE_AMX_GROUP_PRODUCT(6, rows + 32 * 128, 128);
+    }
+    _tile_stored(4, c[0], cstride);
+    _tile_stored(5, c[1], cstride);
+    _tile_stored(6, c[2], cstride);
+    if (m == kKeyChunk) {
+      for (int64_t g = 0; g < 3; g++)
+        _mm512_storeu_ps(out + j0 + g * 16, _mm512_mul_ps(head_sum<HP>(c[g], wpat), _mm512_loadu_ps(ks + j0 + g * 16)));
+      continue;
+    }
+    for (int64_t g = 0; g * 16 < m; g++) {
+      const int64_t mg = std::min<int64_t>(16, m - g * 16);
+      const __mmask16 valid = static_cast<__mmask16>((1u << mg) - 1);
+      const __m512 scale = _mm512_maskz_loadu_ps(valid, ks + j0 + g * 16);
+      _mm512_mask_storeu_ps(out + j0 + g * 16, valid, _mm512_mul_ps(head_sum<HP>(c[g], wpat), scale));
+    }
+  }
+}
+
+GLANCE_AMX void amx_score_keys(float* out, const uint8_t* keys, const float* ks, int64_t n, const AmxQuery& aq,
+                               int64_t D) {
+  switch (aq.hp) {
+    case 1: return score_keys_body<1>(out, keys, ks, n, aq, D);
+    case 2: return score_keys_body<2>(out, keys, ks, n, aq, D);
+    case 4: return score_keys_body<4>(out, keys, ks, n, aq, D);
+    case 8: return score_keys_body<8>(out, keys, ks, n, aq, D);
+    default: return score_keys_body<16>(out, keys, ks, n, aq, D);
+  }
+}
+
 #else  // no AMX in this build
 
 bool amx_indexer_usable(int64_t, int64_t) { return false; }
 void amx_prepare_query(AmxQuery&, const uint8_t*, const float*, int64_t, int64_t) {}
 void amx_decode_keys(uint16_t*, const uint8_t*, int64_t, int64_t) {}
 void amx_scores(float*, const uint16_t*, int64_t, const AmxQuery&, int64_t, const float*) {}
+void amx_score_keys(float*, const uint8_t*, const float*, int64_t, const AmxQuery&, int64_t) {}
 
 #endif
 

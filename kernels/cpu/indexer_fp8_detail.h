@@ -30,6 +30,10 @@ void amx_decode_keys(uint16_t* rows, const uint8_t* keys, int64_t n, int64_t D);
 // out[j] = ks[j] * sum_h w[h] relu(q_h . key_j) for j < n <= kKeyChunk; rows has kKeyChunk finite rows.
 void amx_scores(float* out, const uint16_t* rows, int64_t n, const AmxQuery& aq, int64_t D, const float* ks);
 
+// out[j] = the same scores for keys [0, n) (any n) of one token, decoded and scored 48 at a time in one pass with the
+// tile configuration and the query's tiles loaded once: the decode step's hot loop (no per-chunk set-up).
+void amx_score_keys(float* out, const uint8_t* keys, const float* ks, int64_t n, const AmxQuery& aq, int64_t D);
+
 // Tokens [t0, t0 + TB) of an indexer_scores_fp8 call (TB <= kTokenBlock) with their queries converted once.
 class Fp8IndexerBlock {
  public:
@@ -45,6 +49,9 @@ class Fp8IndexerBlock {
   // The scores of key chunk ch for every token i of the block: out[i * ldo + s] for s in the chunk (indexer_scores_fp8's
   // values, -inf past the token's position). Thread-safe (thread-local scratch).
   void score_chunk(int64_t ch, float* out, int64_t ldo) const;
+  // A one-token block (TB == 1): the scores of keys [s0, s1) into out[s], s0 a chunk start, s1 <= need(). Scores
+  // the range in one pass where the mode allows (AMX), else chunk by chunk.
+  void score_keys(int64_t s0, int64_t s1, float* out) const;
 
  private:
   enum class Mode { Scalar, KeysInLanes, HeadsInLanes, Amx };

@@ -21,6 +21,7 @@ namespace {
 using topk_detail::kHist1Buckets;
 
 constexpr int64_t kPrefillRows = 64;  // queries scored before their selection (bounds the scratch to 64 x S floats)
+constexpr int64_t kSpan = 8 * kKeyChunk;  // keys scored before their histogram counts (1.5 KB of scores: still in L1)
 
 struct DecodeScratch {
   std::vector<float> scores;
@@ -61,10 +62,10 @@ void select_one_query(int32_t* idx, const uint8_t* q, const float* weights, cons
         for (int64_t p = b; p < e; p++) {
           uint32_t* h4 = hist4 + p * 4 * kHist1Buckets;
           std::fill(h4, h4 + 4 * kHist1Buckets, 0u);
-          for (int64_t s0 = bounds[p]; s0 < bounds[p + 1]; s0 += kKeyChunk) {
-            block.score_chunk(s0 / kKeyChunk, scores, n);
-            const int64_t m = std::min(kKeyChunk, bounds[p + 1] - s0);
-            topk_detail::keys_and_hist4(keyv + s0, h4, scores + s0, m);
+          for (int64_t s0 = bounds[p]; s0 < bounds[p + 1]; s0 += kSpan) {
+            const int64_t s1 = std::min(s0 + kSpan, bounds[p + 1]);
+            block.score_keys(s0, s1, scores);
+            topk_detail::keys_and_hist4(keyv + s0, h4, scores + s0, s1 - s0);
           }
           topk_detail::fold_hist4(hist + p * kHist1Buckets, h4);
         }

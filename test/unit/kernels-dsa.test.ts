@@ -135,6 +135,11 @@ test('indexerTopk equals indexerScoresFp8 then topk: decode shapes, both indexer
     { name: 'decode 16x128 (heads in lanes)', T: 1, S: 6000, Hi: 16, D: 128, k: 512, positions: [5999] },
     { name: 'decode 3x40 (odd sizes)', T: 1, S: 5001, Hi: 3, D: 40, k: 300, positions: [5000] },
     { name: 'decode tied scores', T: 1, S: 10_000, Hi: 4, D: 64, k: 2048, positions: [9999], tiedKeys: true },
+    // the AMX one-pass body for every head padding and both widths, ranges that end inside a 48-key chunk
+    { name: 'decode 1x64', T: 1, S: 7001, Hi: 1, D: 64, k: 700, positions: [7000] },
+    { name: 'decode 2x128', T: 1, S: 2000, Hi: 2, D: 128, k: 100, positions: [1998] },
+    { name: 'decode 5x128 (heads padded to 8)', T: 1, S: 4099, Hi: 5, D: 128, k: 1000, positions: [4098] },
+    { name: 'decode 8x64, fewer keys than a chunk', T: 1, S: 61, Hi: 8, D: 64, k: 16, positions: [40] },
   ];
   for (const c of cases) runIndexerCase(c, `indexerTopk ${c.name}`);
 });
