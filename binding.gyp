@@ -36,6 +36,7 @@
         "kernels/binding/cuda.cc",
         "kernels/binding/weight.cc",
         "kernels/cpu/bandwidth.cc",
+        "kernels/cpu/cache_memory.cc",
         "kernels/cpu/dequant.cc",
         "kernels/cpu/elementwise.cc",
         "kernels/cpu/hadamard.cc",

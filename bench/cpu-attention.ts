@@ -8,7 +8,8 @@
 // "cold": 8 layers' caches attended in turn after a 160 MiB read-only sweep; "L3": the same 8 layers again right
 // away (their rows were read one pass before, 10 MiB in all: out of L2, in the last-level cache); "warm": one
 // layer's rows again at once. Selections are random positions in ascending order (as the top-k emits them) or one
-// contiguous run; caches hold bf16 rows or FP8 rows (quantizeLatentFp8) of the same values.
+// contiguous run; caches hold bf16 rows or FP8 rows (quantizeLatentFp8) of the same values, in ordinary typed
+// arrays (4 KiB pages) or in the engine's cache memory (allocCacheBuffer: 2 MiB-aligned, huge pages advised).
 
 import { parseArgs } from 'node:util';
 
@@ -49,6 +50,8 @@ function main(): void {
   const rb = latentFp8RowBytes(L, R);
   const bf16: Uint16Array[] = [];
   const fp8: Uint8Array[] = [];
+  const bf16Huge: Uint16Array[] = [];
+  const fp8Huge: Uint8Array[] = [];
   for (let l = 0; l < LAYERS; l++) {
     const c = new Uint16Array(S * D);
     const c8 = new Uint8Array(S * rb);
@@ -59,6 +62,12 @@ function main(): void {
     }
     bf16.push(c);
     fp8.push(c8);
+    const h = new Uint16Array(native.allocCacheBuffer(c.byteLength));
+    const h8 = new Uint8Array(native.allocCacheBuffer(c8.byteLength));
+    h.set(c);
+    h8.set(c8);
+    bf16Huge.push(h);
+    fp8Huge.push(h8);
   }
   const randomSelection = () => {
     const picked = new Set<number>();
@@ -102,6 +111,8 @@ function main(): void {
     [`bf16 cache, ${k} random rows of ${S}`, bf16, random, S],
     [`bf16 cache, ${k} contiguous rows of ${S}`, bf16, contiguous, S],
     [`FP8 cache, ${k} random rows of ${S}`, fp8, random, S],
+    [`bf16 cache in huge pages, ${k} random rows of ${S}`, bf16Huge, random, S],
+    [`FP8 cache in huge pages, ${k} random rows of ${S}`, fp8Huge, random, S],
     ['bf16 cache, 1K dense (the ratio\'s 1K step)', bf16, dense, 1024],
   ];
   const b = native.backends().cpu;

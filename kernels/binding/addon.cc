@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "../cpu/cache_memory.h"
 #include "../cpu/kernels.h"
 #include "../cpu/mapped_file.h"
 #include "../cpu/simd.h"
@@ -83,6 +84,21 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
         delete size;
       },
       new size_t(m.size));
+}
+
+Napi::Value AllocCacheBuffer(const Napi::CallbackInfo& info) {
+  Args a(info, "allocCacheBuffer", 1);
+  const int64_t bytes = a.integer(0, "bytes", 0, int64_t{1} << 40);
+  Napi::Env env = info.Env();
+  if (bytes == 0) return Napi::ArrayBuffer::New(env, 0);
+  const CacheMemory m = alloc_cache_memory(static_cast<size_t>(bytes));
+  if (m.data == nullptr) return Napi::ArrayBuffer::New(env, static_cast<size_t>(bytes));  // V8's zeroed memory
+  return Napi::ArrayBuffer::New(
+      env, m.data, m.size, [](Napi::Env, void* data, size_t* mapped) {
+        free_cache_memory(data, *mapped);
+        delete mapped;
+      },
+      new size_t(m.mapped));
 }
 
 Napi::Value CreateWeight(const Napi::CallbackInfo& info) {
@@ -568,6 +584,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"setThreads", SetThreads},
       {"measureReadBandwidth", MeasureReadBandwidth},
       {"mapFile", MapFile},
+      {"allocCacheBuffer", AllocCacheBuffer},
       {"createWeight", CreateWeight},
       {"toFloat32", ToFloat32},
       {"matmul", Matmul},

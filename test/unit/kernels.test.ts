@@ -1117,6 +1117,45 @@ test('moeRoute: sigmoid noaux_tc with bias, softmax group_limited_greedy, greedy
   }
 });
 
+// ---- cache memory -----------------------------------------------------------------------------------------
+
+/** AnonHugePages of this process in KiB (Linux), or null where /proc does not say. */
+function anonHugePagesKiB(): number | null {
+  try {
+    const m = /AnonHugePages:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/smaps_rollup', 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+test('allocCacheBuffer: zeroed, writable memory of the size asked, from a byte to megabytes; sizes checked', (t) => {
+  for (const bytes of [0, 1, 4097, (2 << 20) - 1, 3 << 20, (4 << 20) + 12345]) {
+    const buf = native.allocCacheBuffer(bytes);
+    assert.ok(buf instanceof ArrayBuffer);
+    assert.equal(buf.byteLength, bytes, `${bytes} bytes`);
+    const view = new Uint8Array(buf);
+    assert.ok(view.every((b) => b === 0), `${bytes} bytes: zeroed`);
+    for (let i = 0; i < bytes; i += 997) view[i] = (i % 251) + 1;
+    if (bytes > 0) view[bytes - 1] = 7;
+    for (let i = 0; i < bytes - 1; i += 997) assert.equal(view[i], (i % 251) + 1, `${bytes} bytes: byte ${i} written`);
+    if (bytes > 0) assert.equal(view[bytes - 1], 7);
+  }
+  // typed arrays of every cache dtype over it, as the engine makes them
+  const f32 = new Float32Array(native.allocCacheBuffer(4 * 1000));
+  f32[999] = 1.5;
+  assert.equal(f32[999], 1.5);
+  const before = anonHugePagesKiB();
+  const big = new Uint8Array(native.allocCacheBuffer(8 << 20));
+  big.fill(1);
+  const after = anonHugePagesKiB();
+  // Whether the kernel hands out huge pages depends on its THP mode and free memory: reported, not asserted.
+  t.diagnostic(`AnonHugePages before / after touching an 8 MiB cache buffer: ${before ?? '?'} / ${after ?? '?'} KiB`);
+  assert.throws(() => native.allocCacheBuffer(-1), { name: 'RangeError', message: /allocCacheBuffer: bytes/ });
+  assert.throws(() => native.allocCacheBuffer(1.5), { message: /allocCacheBuffer: bytes/ });
+  assert.throws(() => native.allocCacheBuffer('8' as unknown as number), { name: 'TypeError', message: /allocCacheBuffer: bytes/ });
+});
+
 // ---- files -----------------------------------------------------------------------------------------------
 
 test('mapFile: maps bytes read-only, empty files, errors name the path', () => {

@@ -291,11 +291,16 @@ class ForwardPass {
     this.fp8RowBytes = latentFp8RowBytes(config.kvLoraRank, config.qkRopeHeadDim);
   }
 
+  /** Zeroed cache memory from the addon (huge pages for the scattered row gathers of sparse decode). */
+  private cacheBuffer(bytes: number): ArrayBuffer {
+    return this.native.allocCacheBuffer(bytes);
+  }
+
   private newLatentCache(capacity: number): Float32Array | Uint16Array | Uint8Array {
     switch (this.kvCacheDtype) {
-      case 'fp8': return new Uint8Array(capacity * this.fp8RowBytes);
-      case 'bf16': return new Uint16Array(capacity * this.latentDim);
-      default: return new Float32Array(capacity * this.latentDim);
+      case 'fp8': return new Uint8Array(this.cacheBuffer(capacity * this.fp8RowBytes));
+      case 'bf16': return new Uint16Array(this.cacheBuffer(capacity * this.latentDim * 2));
+      default: return new Float32Array(this.cacheBuffer(capacity * this.latentDim * 4));
     }
   }
 
@@ -305,9 +310,9 @@ class ForwardPass {
     const Di = this.config.indexer?.headDim ?? 0;
     return this.layers.map(() => ({
       kv: this.newLatentCache(capacity),
-      indexKeys: useIndexer && !fp8 ? new Float32Array(capacity * Di) : null,
-      indexKeysFp8: fp8 ? new Uint8Array(capacity * Di) : null,
-      indexKeyScales: fp8 ? new Float32Array(capacity) : null,
+      indexKeys: useIndexer && !fp8 ? new Float32Array(this.cacheBuffer(capacity * Di * 4)) : null,
+      indexKeysFp8: fp8 ? new Uint8Array(this.cacheBuffer(capacity * Di)) : null,
+      indexKeyScales: fp8 ? new Float32Array(this.cacheBuffer(capacity * 4)) : null,
     }));
   }
 

@@ -129,6 +129,11 @@ export interface NativeAddon {
    *  the JS heap, and is unmapped when collected. Throws an Error naming the path on failure. */
   mapFile(path: string): ArrayBuffer;
 
+  /** Zeroed memory of `bytes` for a KV or indexer cache, outside the JS heap: 2 MiB-aligned and advised for
+   *  transparent huge pages when it is 2 MiB or more (Linux; GLANCE_HUGE_PAGES=0 turns the advice off), released
+   *  when collected. Falls back to an ordinary ArrayBuffer where the mapping fails. */
+  allocCacheBuffer(bytes: number): ArrayBuffer;
+
   /** Registers a weight over `data` (a view into a mapped file; the addon keeps the buffer alive).
    *  data.byteLength must equal rows·cols·sizeof(dtype). For F8_E4M3, scaleInv is weight_scale_inv,
    *  [ceil(rows/128), ceil(cols/128)] fp32, and w[r][c] = e4m3(data[r·cols+c]) · scaleInv[r/128][c/128]. */
