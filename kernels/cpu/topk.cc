@@ -87,23 +87,31 @@ GLANCE_AVX2 void keys_and_hist4_avx2(uint32_t* keys, uint32_t* hist4, const floa
 }
 #endif
 
-// What one part of a row contributes once the level-1 threshold bucket b1 is known.
+// What one part of a row contributes once the level-1 threshold bucket b1 is known: above[0, n_above) and
+// cand[0, n_cand), both in position order (the vectors may be longer: the AVX-512 scan only grows them).
 struct PartScratch {
   std::vector<int32_t> above;  // positions with a key in a bucket above b1: all selected
   std::vector<uint64_t> cand;  // (key << 32 | position) of the non-zero keys in bucket b1
+  int64_t n_above = 0, n_cand = 0;
 };
 
 void scan_part_scalar(const uint32_t* keys, int64_t s0, int64_t s1, uint32_t b1, PartScratch& ps) {
+  ps.above.clear();
+  ps.cand.clear();
   for (int64_t s = s0; s < s1; s++) {
     const uint32_t key = keys[s];
     const uint32_t bk = key >> kHist1Shift;
     if (bk > b1) ps.above.push_back(static_cast<int32_t>(s));
     else if (bk == b1 && key != 0) ps.cand.push_back((static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(s));
   }
+  ps.n_above = static_cast<int64_t>(ps.above.size());
+  ps.n_cand = static_cast<int64_t>(ps.cand.size());
 }
 
 #if GLANCE_X86
 GLANCE_AVX2 void scan_part_avx2(const uint32_t* keys, int64_t s0, int64_t s1, uint32_t b1, PartScratch& ps) {
+  ps.above.clear();
+  ps.cand.clear();
   const __m256i lo = _mm256_set1_epi32(static_cast<int>(b1) - 1);  // buckets are 0..2047: signed compare is fine
   int64_t s = s0;
   for (; s + 8 <= s1; s += 8) {
@@ -117,7 +125,56 @@ GLANCE_AVX2 void scan_part_avx2(const uint32_t* keys, int64_t s0, int64_t s1, ui
       else if (key != 0) ps.cand.push_back((static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(i));
     }
   }
-  scan_part_scalar(keys, s, s1, b1, ps);
+  for (; s < s1; s++) {
+    const uint32_t key = keys[s];
+    const uint32_t bk = key >> kHist1Shift;
+    if (bk > b1) ps.above.push_back(static_cast<int32_t>(s));
+    else if (bk == b1 && key != 0) ps.cand.push_back((static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(s));
+  }
+  ps.n_above = static_cast<int64_t>(ps.above.size());
+  ps.n_cand = static_cast<int64_t>(ps.cand.size());
+}
+
+// The same without branches: 16 keys at a time, the positions above b1 and the (key, position) pairs of b1
+// compressed into place (one part of a 32K decode row has ~1K of them at unpredictable places; the AVX2 loop's
+// per-hit branches cost more than the scan).
+GLANCE_AVX512BF16 void scan_part_avx512(const uint32_t* keys, int64_t s0, int64_t s1, uint32_t b1, PartScratch& ps) {
+  const size_t cap = static_cast<size_t>(s1 - s0 + 16);  // whole-vector stores may write 16 past the count
+  if (ps.above.size() < cap) ps.above.resize(cap);       // grow only: no clearing per call
+  if (ps.cand.size() < cap) ps.cand.resize(cap);
+  int32_t* above = ps.above.data();
+  uint64_t* cand = ps.cand.data();
+  int64_t na = 0, nc = 0;
+  const __m512i vb1 = _mm512_set1_epi32(static_cast<int>(b1));
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i sixteen = _mm512_set1_epi32(16);
+  // (position, key) pairs as little-endian uint64 = key << 32 | position, in position order
+  const __m512i pair_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i pair_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  __m512i pos = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(s0)),
+                                 _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  int64_t s = s0;
+  for (; s + 16 <= s1; s += 16, pos = _mm512_add_epi32(pos, sixteen)) {
+    const __m512i key = _mm512_loadu_si512(keys + s);
+    const __m512i bk = _mm512_maskz_srli_epi32(0xFFFF, key, kHist1Shift);  // masked: GCC 12 warns on the plain form
+    const __mmask16 ma = _mm512_cmpgt_epu32_mask(bk, vb1);
+    const __mmask16 mc = _mm512_mask_cmpneq_epu32_mask(_mm512_cmpeq_epu32_mask(bk, vb1), key, zero);
+    _mm512_storeu_si512(above + na, _mm512_maskz_compress_epi32(ma, pos));
+    na += __builtin_popcount(ma);
+    const __mmask8 mlo = static_cast<__mmask8>(mc), mhi = static_cast<__mmask8>(mc >> 8);
+    _mm512_storeu_si512(cand + nc, _mm512_maskz_compress_epi64(mlo, _mm512_permutex2var_epi32(pos, pair_lo, key)));
+    nc += __builtin_popcount(mlo);
+    _mm512_storeu_si512(cand + nc, _mm512_maskz_compress_epi64(mhi, _mm512_permutex2var_epi32(pos, pair_hi, key)));
+    nc += __builtin_popcount(mhi);
+  }
+  for (; s < s1; s++) {
+    const uint32_t key = keys[s];
+    const uint32_t bk = key >> kHist1Shift;
+    if (bk > b1) above[na++] = static_cast<int32_t>(s);
+    else if (bk == b1 && key != 0) cand[nc++] = (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(s);
+  }
+  ps.n_above = na;
+  ps.n_cand = nc;
 }
 #endif
 
@@ -189,15 +246,17 @@ void select_row(int32_t* idx, int64_t k, const uint32_t* keys, const int64_t* bo
   static thread_local RowScratch tls;
   RowScratch& rs = tls;  // the workers below must see this thread's scratch, not their own thread_local
   if (static_cast<int>(rs.parts.size()) < P) rs.parts.resize(static_cast<size_t>(P));
-  const bool avx2 = use_avx2();
+  const bool avx2 = use_avx2(), avx512 = avx2 && use_avx512_bf16();
   parallel_for(
       P,
       [&](int64_t b, int64_t e) {
         for (int64_t p = b; p < e; p++) {
           PartScratch& ps = rs.parts[static_cast<size_t>(p)];
-          ps.above.clear();
-          ps.cand.clear();
 #if GLANCE_X86
+          if (avx512) {
+            scan_part_avx512(keys, bounds[p], bounds[p + 1], b1, ps);
+            continue;
+          }
           if (avx2) {
             scan_part_avx2(keys, bounds[p], bounds[p + 1], b1, ps);
             continue;
@@ -208,11 +267,13 @@ void select_row(int32_t* idx, int64_t k, const uint32_t* keys, const int64_t* bo
       },
       P);
   (void)avx2;
+  (void)avx512;
 
   // Levels 2 and 3 (11 and 10 bits) on the candidates of bucket b1: after them the threshold key is known, with
   // `need` = how many keys equal to it are taken (the lowest-positioned ones).
   rs.cand.clear();
-  for (int p = 0; p < P; p++) rs.cand.insert(rs.cand.end(), rs.parts[p].cand.begin(), rs.parts[p].cand.end());
+  for (int p = 0; p < P; p++)
+    rs.cand.insert(rs.cand.end(), rs.parts[p].cand.begin(), rs.parts[p].cand.begin() + rs.parts[p].n_cand);
   uint32_t threshold = b1 << kHist1Shift;
   const int shifts[2] = {10, 0};
   const int bits[2] = {11, 10};
@@ -235,14 +296,15 @@ void select_row(int32_t* idx, int64_t k, const uint32_t* keys, const int64_t* bo
   for (int p = 0; p < P; p++) {
     const PartScratch& ps = rs.parts[p];
     rs.picked.clear();
-    for (uint64_t e : ps.cand) {
+    for (int64_t c = 0; c < ps.n_cand; c++) {
+      const uint64_t e = ps.cand[static_cast<size_t>(c)];
       const uint32_t key = static_cast<uint32_t>(e >> 32);
       if (key > threshold || (key == threshold && ties++ < need)) rs.picked.push_back(static_cast<int32_t>(e));
     }
+    const size_t na = static_cast<size_t>(ps.n_above);
     size_t i = 0, j = 0;
-    while (i < ps.above.size() && j < rs.picked.size())
-      idx[out++] = ps.above[i] < rs.picked[j] ? ps.above[i++] : rs.picked[j++];
-    while (i < ps.above.size()) idx[out++] = ps.above[i++];
+    while (i < na && j < rs.picked.size()) idx[out++] = ps.above[i] < rs.picked[j] ? ps.above[i++] : rs.picked[j++];
+    while (i < na) idx[out++] = ps.above[i++];
     while (j < rs.picked.size()) idx[out++] = rs.picked[j++];
   }
   for (int64_t i = out; i < k; i++) idx[i] = -1;

@@ -1033,6 +1033,10 @@ test('topk: exact, ties to the lower index, -Infinity never selected, k > S padd
     { T: 3, S: 2500, k: 2048, kind: 'masked' }, // fewer than k finite in some rows
     { T: 1, S: 64, k: 64, kind: 'special' },
     { T: 5, S: 33, k: 7, kind: 'signed-zero' },
+    // one long row split over the threads (the decode step's shape): each part's scan, ties across parts
+    { T: 1, S: 20_001, k: 2048, kind: 'ties' },
+    { T: 1, S: 9001, k: 2048, kind: 'narrow' },
+    { T: 1, S: 12_345, k: 1000, kind: 'random' },
   ];
   for (const c of cases) {
     const scores = new Float32Array(c.T * c.S);
