@@ -124,7 +124,7 @@ namespace {
 constexpr int kGroup = 16;
 constexpr int kBlock = 16;  // rows per online-softmax step (a multiple of 8; 16 rows of 576 floats stay in L1)
 constexpr int64_t kSplitTarget = 16;  // split the rows when there are fewer (t, head-group) items than this
-constexpr int64_t kPrefetchAhead = 32;  // sparse, fp32 / AVX2 bodies: selected rows prefetched this far ahead
+constexpr int64_t kPrefetchAhead = 32;  // sparse, scalar body: selected rows prefetched this far ahead in a burst
 
 struct AttnArgs {
   const float* q;
@@ -143,7 +143,7 @@ inline void prefetch_rows(const char* kv, int64_t rowBytes, const int32_t* idx, 
   }
 }
 
-// Sparse, AVX-512-BF16 / AMX bodies: the next block's selected rows, prefetched a few lines at a time from inside the
+// Sparse, AVX2 / AVX-512-BF16 / AMX bodies: the next block's selected rows, prefetched a few lines at a time from inside the
 // block in hand (step() between its loads and tile products) rather than in one burst before it. A burst of a block's
 // ~160 lines waits on the core's ~16 fill buffers and stalls everything behind it, so misses and arithmetic took
 // turns; spread out, the fill buffers stay busy while the block computes. With the cache in huge pages this took
@@ -362,7 +362,7 @@ GLANCE_AVX2 inline float hmax256(__m256 v) {
 //  - the softmax over the block's rows with exp256, 8 rows per vector;
 //  - the accumulation 2 heads x 32 columns at a time (8 accumulators, each row vector feeding two heads).
 GLANCE_AVX2 void attend_block_avx2(const AttnArgs& A, const float* const* qg, int G, const float* const* rows,
-                                   int nb, HeadState* st) {
+                                   int nb, HeadState* st, RowPrefetch* pf) {
   alignas(32) float logits[kGroup * kBlock];
   float alpha[kGroup];
   const int64_t D = A.D, D8 = D / 8 * 8, L = A.L;
@@ -373,6 +373,7 @@ GLANCE_AVX2 void attend_block_avx2(const AttnArgs& A, const float* const* qg, in
     const float* q0 = qg[g];
     const float* q1 = two ? qg[g + 1] : q0;
     for (int j = 0; j < nb; j += 4) {
+      if (pf) pf->step(3);
       const float* r[4];
       for (int i = 0; i < 4; i++) r[i] = rows[j + i < nb ? j + i : nb - 1];
       __m256 acc[8];
@@ -433,6 +434,7 @@ GLANCE_AVX2 void attend_block_avx2(const AttnArgs& A, const float* const* qg, in
     const __m256 va0 = _mm256_set1_ps(alpha[g]), va1 = _mm256_set1_ps(alpha[g1]);
     int64_t c = 0;
     for (; c + 32 <= L; c += 32) {
+      if (pf) pf->step(4);
       __m256 x0[4], x1[4];
       for (int u = 0; u < 4; u++) {
         x0[u] = _mm256_mul_ps(_mm256_loadu_ps(acc0 + c + 8 * u), va0);
@@ -905,8 +907,19 @@ void mla_attention_impl(float* out, const float* q, const Rows& src, int64_t T, 
     }
 #endif
     int64_t j = j0;
+    RowPrefetch pf{kvBytes, rowBytes, idx};
+#if GLANCE_X86
+    RowPrefetch* next = idx && avx2 ? &pf : nullptr;  // the AVX2 body spreads the next block's prefetches
+#else
+    RowPrefetch* next = nullptr;
+#endif
     while (j < j1) {
-      if (idx) prefetch_rows(kvBytes, rowBytes, idx, std::min(j1, j + kPrefetchAhead), std::min(j1, j + kPrefetchAhead + kBlock));
+      if (next) {
+        pf.finish();
+        pf.window(std::min(j1, j + kBlock), std::min(j1, j + 2 * kBlock));
+      } else if (idx) {
+        prefetch_rows(kvBytes, rowBytes, idx, std::min(j1, j + kPrefetchAhead), std::min(j1, j + kPrefetchAhead + kBlock));
+      }
       int nb = 0;
       for (; j < j1 && nb < kBlock; j++) {
         const int64_t s = idx ? idx[j] : j;
@@ -918,7 +931,7 @@ void mla_attention_impl(float* out, const float* q, const Rows& src, int64_t T, 
       if (nb == 0) continue;
 #if GLANCE_X86
       if (avx2) {
-        attend_block_avx2(A, qg, nG, rows, nb, st);
+        attend_block_avx2(A, qg, nG, rows, nb, st, next);
         continue;
       }
 #endif
