@@ -95,17 +95,26 @@ struct PartScratch {
   int64_t n_above = 0, n_cand = 0;
 };
 
-void scan_part_scalar(const uint32_t* keys, int64_t s0, int64_t s1, uint32_t b1, PartScratch& ps) {
-  ps.above.clear();
-  ps.cand.clear();
+// Appends the positions of [s0, s1) above bucket b1 and the (key, position) pairs of its non-zero keys in b1.
+void scan_range(const uint32_t* keys, int64_t s0, int64_t s1, uint32_t b1, PartScratch& ps) {
   for (int64_t s = s0; s < s1; s++) {
     const uint32_t key = keys[s];
     const uint32_t bk = key >> kHist1Shift;
     if (bk > b1) ps.above.push_back(static_cast<int32_t>(s));
     else if (bk == b1 && key != 0) ps.cand.push_back((static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(s));
   }
+}
+
+void count_part(PartScratch& ps) {
   ps.n_above = static_cast<int64_t>(ps.above.size());
   ps.n_cand = static_cast<int64_t>(ps.cand.size());
+}
+
+void scan_part_scalar(const uint32_t* keys, int64_t s0, int64_t s1, uint32_t b1, PartScratch& ps) {
+  ps.above.clear();
+  ps.cand.clear();
+  scan_range(keys, s0, s1, b1, ps);
+  count_part(ps);
 }
 
 #if GLANCE_X86
@@ -125,14 +134,8 @@ GLANCE_AVX2 void scan_part_avx2(const uint32_t* keys, int64_t s0, int64_t s1, ui
       else if (key != 0) ps.cand.push_back((static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(i));
     }
   }
-  for (; s < s1; s++) {
-    const uint32_t key = keys[s];
-    const uint32_t bk = key >> kHist1Shift;
-    if (bk > b1) ps.above.push_back(static_cast<int32_t>(s));
-    else if (bk == b1 && key != 0) ps.cand.push_back((static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(s));
-  }
-  ps.n_above = static_cast<int64_t>(ps.above.size());
-  ps.n_cand = static_cast<int64_t>(ps.cand.size());
+  scan_range(keys, s, s1, b1, ps);
+  count_part(ps);
 }
 
 // The same without branches: 16 keys at a time, the positions above b1 and the (key, position) pairs of b1
