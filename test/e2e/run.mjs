@@ -550,7 +550,14 @@ async function main() {
           ended.push(finish); // it finished by itself first: ask again
           continue;
         }
-        await waitFor('the answer to stop', async () => (await next.getAttribute('data-finish')) === 'cancelled', 15_000, 50);
+        // the answer may still end by itself in the moment between the click and the cancellation reaching the
+        // sidecar: then it finishes with its own reason, and the next question is asked
+        await waitFor('the answer to end after Stop', async () => (await next.getAttribute('data-finish')) !== null, 15_000, 50);
+        const finish = await next.getAttribute('data-finish');
+        if (finish !== 'cancelled') {
+          ended.push(`${finish} as Stop was clicked`);
+          continue;
+        }
         stopMs = Date.now() - stopped;
       }
       if (stopMs < 0) throw new Error(`every answer ended by itself before Stop could be clicked (${ended.join(', ')})`);
