@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { latentFp8RowBytes } from '../sidecar/src/engine/model';
 import { loadNative } from '../sidecar/src/native/index';
 import { rand } from '../test/helpers/seeded-random';
+import { cacheSweep, median, positiveInt } from './micro';
 
 const LAYERS = 8;
 const H = 8;
@@ -32,15 +33,10 @@ function main(): void {
       threads: { type: 'string' },
     },
   });
-  const num = (name: string, v: string | undefined) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got ${v}`);
-    return n;
-  };
-  const S = num('keys', values.keys), k = num('k', values.k), reps = num('reps', values.reps);
+  const S = positiveInt('keys', values.keys), k = positiveInt('k', values.k), reps = positiveInt('reps', values.reps);
   if (k > S) throw new Error(`--k (${k}) must not exceed --keys (${S})`);
   const native = loadNative();
-  if (values.threads !== undefined) native.setThreads(num('threads', values.threads));
+  if (values.threads !== undefined) native.setThreads(positiveInt('threads', values.threads));
   const gauss = () => rand() + rand() + rand() + rand() - 2;
 
   // One block of random rows, repeated through each cache (the values do not matter, the bytes moved do).
@@ -79,13 +75,7 @@ function main(): void {
 
   const q = Float32Array.from({ length: H * D }, gauss);
   const out = new Float32Array(H * L);
-  const sweep = new Float32Array((160 << 20) / 4).fill(1);
-  const ones = new Float32Array(1 << 20).fill(1);
-  const sink = new Float32Array(1 << 20);
-  const evict = () => {
-    for (let o = 0; o < sweep.length; o += 1 << 20) native.rmsNorm(sink, sweep.subarray(o, o + (1 << 20)), 1, 1 << 20, ones, 1e-6);
-  };
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  const evict = cacheSweep(native, 160);
 
   type Cache = Uint16Array | Uint8Array;
   const time = (caches: Cache[], sel: (Int32Array | null)[], ctx: number): [number, number, number] => {
@@ -103,7 +93,7 @@ function main(): void {
       for (let l = 0; l < LAYERS; l++) pass(0);
       warm.push(Number(process.hrtime.bigint() - t) / 1e3 / LAYERS);
     }
-    return [med(cold), med(l3), med(warm)];
+    return [median(cold), median(l3), median(warm)];
   };
 
   const dense = Array.from({ length: LAYERS }, () => null);

@@ -11,6 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 
 import { loadNative } from '../sidecar/src/native/index';
+import { cacheSweep, median, positiveInt } from './micro';
 
 const LAYERS = 8;
 
@@ -34,11 +35,7 @@ function measure(S: number, Hi: number, D: number, k: number, reps: number): Fig
   const idx = new Int32Array(k);
   const out = new Float32Array(S);
   const positions = Int32Array.of(S - 1);
-  const sweep = new Float32Array((96 << 20) / 4);
-  const ones = new Float32Array(1 << 20).fill(1);
-  const evict = () => {
-    for (let o = 0; o < sweep.length; o += 1 << 20) native.rmsNorm(sweep.subarray(o, o + (1 << 20)), sweep.subarray(o, o + (1 << 20)), 1, 1 << 20, ones, 1e-6);
-  };
+  const evict = cacheSweep(native, 96);
   const time = (f: (keys: Uint8Array) => void): [number, number] => {
     const cold: number[] = [];
     const warm: number[] = [];
@@ -51,8 +48,7 @@ function measure(S: number, Hi: number, D: number, k: number, reps: number): Fig
       for (let i = 0; i < LAYERS; i++) f(keys[0]);
       warm.push(Number(process.hrtime.bigint() - t) / 1e3 / LAYERS);
     }
-    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-    return [med(cold), med(warm)];
+    return [median(cold), median(warm)];
   };
   const [topkCold, topkWarm] = time((kc) => native.indexerTopk(idx, q, weights, kc, scales, 1, S, Hi, D, positions, k));
   const [scoresCold, scoresWarm] = time((kc) => native.indexerScoresFp8(out, q, weights, kc, scales, 1, S, Hi, D, positions));
@@ -72,13 +68,8 @@ function main(): void {
       child: { type: 'boolean', default: false },
     },
   });
-  const num = (name: string, v: string | undefined) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got ${v}`);
-    return n;
-  };
-  const S = num('keys', values.keys), Hi = num('heads', values.heads), D = num('dim', values.dim);
-  const k = num('k', values.k), reps = num('reps', values.reps);
+  const S = positiveInt('keys', values.keys), Hi = positiveInt('heads', values.heads), D = positiveInt('dim', values.dim);
+  const k = positiveInt('k', values.k), reps = positiveInt('reps', values.reps);
   if (values.child) {
     process.stdout.write(JSON.stringify(measure(S, Hi, D, k, reps)));
     return;

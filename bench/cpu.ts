@@ -19,6 +19,7 @@ import { KV_CACHE_DTYPES, latentRowBytes, loadModel, type AttentionMode, type In
 import type { NativeAddon } from '../sidecar/src/native/contract';
 import type { ModelConfig } from '../sidecar/src/engine/types';
 import { cpuKernels, loadNative } from '../sidecar/src/native/index';
+import { median, positiveInt } from './micro';
 import { ensureRandomModel } from './random-model';
 
 interface CaseResult {
@@ -34,12 +35,6 @@ interface CaseResult {
 }
 
 const modelDir = path.resolve(__dirname, '..', '..', 'bench', 'out', 'ds32-50m');
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 /** Bytes a decode step must read: active weights plus the caches attention touches. */
 function decodeBytes(
@@ -148,18 +143,15 @@ async function main(): Promise<void> {
       repeat: { type: 'string', default: '1' },
     },
   });
-  const rounds = Number(values.repeat);
-  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--repeat must be a whole number of at least 1, got '${values.repeat}'`);
-  const decodeTokens = Number(values.decode);
+  const rounds = positiveInt('repeat', values.repeat);
+  const decodeTokens = positiveInt('decode', values.decode);
   const kvCacheArg = values['kv-cache'];
   if (kvCacheArg !== undefined && !(KV_CACHE_DTYPES as readonly string[]).includes(kvCacheArg)) {
     throw new Error(`--kv-cache must be fp32, bf16 or fp8, got '${kvCacheArg}'`);
   }
   const kvCache = kvCacheArg as KvCacheDtype | undefined;
   if (values.threads !== undefined) {
-    const threads = Number(values.threads);
-    if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads must be a whole number of at least 1, got '${values.threads}'`);
-    loadNative().setThreads(threads);
+    loadNative().setThreads(positiveInt('threads', values.threads));
   }
   if (values.child) {
     const [ctx, att] = values.child.split(':');

@@ -17,7 +17,6 @@ struct CacheMemory {
   void* data = nullptr;  // null on failure (the caller falls back to ordinary zeroed memory)
   size_t size = 0;       // bytes usable from data (the request)
   size_t mapped = 0;     // bytes mapped, for free_cache_memory
-  bool huge_pages_advised = false;
 };
 
 // bytes > 0. Never throws.

@@ -14,7 +14,7 @@
 // not care about order as long as both sides agree).
 //
 // Tiles: B in tmm0..tmm(D/32 - 1) (loaded per call: they depend on the token), C in tmm4..tmm6 (3 groups of 16
-// keys = one kKeyChunk), A in tmm7. The tile configuration is per thread (amx_tiles.h); it is loaded when a thread
+// keys = one kKeyChunk), A in tmm7 (D = 64: tmm7, tmm2 and tmm3 in turn). The tile configuration is per thread (amx_tiles.h); it is loaded when a thread
 // first needs it or when another layout was loaded since.
 #include <algorithm>
 #include <cstring>
@@ -58,7 +58,7 @@ struct DecodeTables {
 const DecodeTables kTables;  // reads kE4M3Lut, which is constant-initialised (dequant.cc)
 
 // This thread's tiles for a head padding hp and key width D (configuration ids 1-16, | 0x40 for D = 64). With D = 64
-// the query needs only tmm0-1, so tmm2-3 become A tiles too (amx_score_keys rotates three A tiles, so that loading
+// the query needs only tmm0-1, so tmm2-3 become A tiles too (score_body rotates three A tiles, so that loading
 // the next keys need not wait for the product that reads the previous ones).
 void configure_tiles(int hp, int64_t D) {
   TileConfig cfg;
@@ -72,22 +72,20 @@ void configure_tiles(int hp, int64_t D) {
   load_tile_config(cfg, static_cast<uint32_t>(hp) | (D == 64 ? 0x40u : 0u));
 }
 
-// C tile CT = 16 key rows (from `rows`, 2D bytes apart) x every B tile. A macro, not a template: GCC's tile
-// intrinsics paste their register operands into the assembly text, so they must be literal numbers.
-#define GLANCE_AMX_GROUP_PRODUCT(CT, rows, D)      \
-  do {                                              \
-    const int64_t stride_ = 2 * (D);                \
-    _tile_zero(CT);                                 \
-    _tile_loadd(7, (rows), stride_);                \
-    _tile_dpbf16ps(CT, 7, 0);                       \
-    _tile_loadd(7, (rows) + 32, stride_);           \
-    _tile_dpbf16ps(CT, 7, 1);                       \
-    if ((D) == 128) {                               \
-      _tile_loadd(7, (rows) + 64, stride_);         \
-      _tile_dpbf16ps(CT, 7, 2);                     \
-      _tile_loadd(7, (rows) + 96, stride_);         \
-      _tile_dpbf16ps(CT, 7, 3);                     \
-    }                                               \
+// C tile CT = 16 key rows of D = 128 (from `rows`, 256 bytes apart) x the four B tiles, through A tile tmm7 (D = 128
+// needs tmm0-3 for the query). A macro, not a template: GCC's tile intrinsics paste their register operands into the
+// assembly text, so they must be literal numbers.
+#define GLANCE_AMX_GROUP_PRODUCT128(CT, rows) \
+  do {                                         \
+    _tile_zero(CT);                            \
+    _tile_loadd(7, (rows), 256);               \
+    _tile_dpbf16ps(CT, 7, 0);                  \
+    _tile_loadd(7, (rows) + 32, 256);          \
+    _tile_dpbf16ps(CT, 7, 1);                  \
+    _tile_loadd(7, (rows) + 64, 256);          \
+    _tile_dpbf16ps(CT, 7, 2);                  \
+    _tile_loadd(7, (rows) + 96, 256);          \
+    _tile_dpbf16ps(CT, 7, 3);                  \
   } while (0)
 
 // 16 keys' scores from their C rows ([16][HP] fp32, compact): sum_h w[h] relu(c[key][h]), in key order. Each stage
@@ -106,16 +104,6 @@ GLANCE_AMX inline __m512 head_sum(const float* c, __m512 wpat) {
       v[i] = _mm512_add_ps(_mm512_permutex2var_ps(v[2 * i], even, v[2 * i + 1]),
                            _mm512_permutex2var_ps(v[2 * i], odd, v[2 * i + 1]));
   return v[0];
-}
-
-GLANCE_AMX inline __m512 head_sum(const float* c, int hp, __m512 wpat) {
-  switch (hp) {
-    case 1: return head_sum<1>(c, wpat);
-    case 2: return head_sum<2>(c, wpat);
-    case 4: return head_sum<4>(c, wpat);
-    case 8: return head_sum<8>(c, wpat);
-    default: return head_sum<16>(c, wpat);
-  }
 }
 
 }  // namespace
@@ -151,37 +139,6 @@ GLANCE_AMX void amx_decode_keys(uint16_t* rows, const uint8_t* keys, int64_t n, 
     }
 }
 
-GLANCE_AMX void amx_scores(float* out, const uint16_t* rows, int64_t n, const AmxQuery& aq, int64_t D,
-                           const float* ks) {
-  configure_tiles(aq.hp, D);
-  constexpr int64_t bstride = sizeof aq.b[0][0];  // a B row: hp pairs used of 16
-  _tile_loadd(0, aq.b[0], bstride);
-  _tile_loadd(1, aq.b[1], bstride);
-  if (D == 128) {
-    _tile_loadd(2, aq.b[2], bstride);
-    _tile_loadd(3, aq.b[3], bstride);
-  }
-  const int64_t cstride = 4 * aq.hp;  // C rows stored compactly: 16 keys x hp heads
-  alignas(64) float c[3][16 * 16];
-  GLANCE_AMX_GROUP_PRODUCT(4, rows, D);
-  _tile_stored(4, c[0], cstride);
-  if (n > 16) {
-    GLANCE_AMX_GROUP_PRODUCT(5, rows + 16 * D, D);
-    _tile_stored(5, c[1], cstride);
-  }
-  if (n > 32) {
-    GLANCE_AMX_GROUP_PRODUCT(6, rows + 32 * D, D);
-    _tile_stored(6, c[2], cstride);
-  }
-  const __m512 wpat = _mm512_loadu_ps(aq.wpat);
-  for (int64_t g = 0; g * 16 < n; g++) {
-    const int64_t m = std::min<int64_t>(16, n - g * 16);
-    const __mmask16 valid = static_cast<__mmask16>((1u << m) - 1);
-    const __m512 scale = _mm512_maskz_loadu_ps(valid, ks + g * 16);  // key scales past n are never read
-    _mm512_mask_storeu_ps(out + g * 16, valid, _mm512_mul_ps(head_sum(c[g], aq.hp, wpat), scale));
-  }
-}
-
 // 48 keys of D = 64 (rows [48][64] bf16) into C tiles 4-6, the A tiles rotating over tmm7, tmm2, tmm3.
 #define GLANCE_AMX_CHUNK64(rows)         \
   do {                                   \
@@ -202,58 +159,79 @@ GLANCE_AMX void amx_scores(float* out, const uint16_t* rows, int64_t n, const Am
     _tile_dpbf16ps(6, 3, 1);             \
   } while (0)
 
+namespace {
+
+// out[j] for j < n (n any) from decoded rows (n <= kKeyChunk, kKeyChunk finite rows) or, when keys is not null,
+// from the e4m3 keys decoded 48 at a time here: the tile configuration and the query's B tiles are loaded once for
+// the whole range (a decode step scores each thread's part of the keys in one call).
 template <int HP>
-GLANCE_AMX void score_keys_body(float* out, const uint8_t* keys, const float* ks, int64_t n, const AmxQuery& aq,
-                                int64_t D) {
+GLANCE_AMX void score_body(float* out, const uint16_t* decoded, const uint8_t* keys, const float* ks, int64_t n,
+                           const AmxQuery& aq, int64_t D) {
   configure_tiles(HP, D);
-  constexpr int64_t bstride = sizeof aq.b[0][0];
+  constexpr int64_t bstride = sizeof aq.b[0][0];  // a B row: HP pairs used of 16
   _tile_loadd(0, aq.b[0], bstride);
   _tile_loadd(1, aq.b[1], bstride);
   if (D == 128) {
     _tile_loadd(2, aq.b[2], bstride);
     _tile_loadd(3, aq.b[3], bstride);
   }
-  constexpr int64_t cstride = 4 * HP;
+  constexpr int64_t cstride = 4 * HP;  // C rows stored compactly: 16 keys x HP heads
   const __m512 wpat = _mm512_loadu_ps(aq.wpat);
-  alignas(64) uint16_t rows[kKeyChunk * 128];
+  alignas(64) uint16_t buf[kKeyChunk * 128];
   alignas(64) float c[3][16 * 16];
   for (int64_t j0 = 0; j0 < n; j0 += kKeyChunk) {
     const int64_t m = std::min(kKeyChunk, n - j0);
-    amx_decode_keys(rows, keys + j0 * D, m, D);
-    if (m < kKeyChunk) std::fill(rows + m * D, rows + kKeyChunk * D, uint16_t{0});  // finite rows past the keys
+    const uint16_t* rows = decoded;
+    if (keys != nullptr) {
+      amx_decode_keys(buf, keys + j0 * D, m, D);
+      if (m < kKeyChunk) std::fill(buf + m * D, buf + kKeyChunk * D, uint16_t{0});  // finite rows past the keys
+      rows = buf;
+    }
     if (D == 64) {
       GLANCE_AMX_CHUNK64(rows);
     } else {
-      GLANCE_AMX_GROUP_PRODUCT(4, rows, 128);
-      GLANCE_AMX_GROUP_PRODUCT(5, rows + 16 * 128, 128);
-      GLANCE_AMX_GROUP_PRODUCT(6, rows + 32 * 128, 128);
+      GLANCE_AMX_GROUP_PRODUCT128(4, rows);
+      GLANCE_AMX_GROUP_PRODUCT128(5, rows + 16 * 128);
+      GLANCE_AMX_GROUP_PRODUCT128(6, rows + 32 * 128);
     }
     _tile_stored(4, c[0], cstride);
     _tile_stored(5, c[1], cstride);
     _tile_stored(6, c[2], cstride);
-    if (m == kKeyChunk) {
-      for (int64_t g = 0; g < 3; g++)
-        _mm512_storeu_ps(out + j0 + g * 16, _mm512_mul_ps(head_sum<HP>(c[g], wpat), _mm512_loadu_ps(ks + j0 + g * 16)));
-      continue;
-    }
     for (int64_t g = 0; g * 16 < m; g++) {
       const int64_t mg = std::min<int64_t>(16, m - g * 16);
-      const __mmask16 valid = static_cast<__mmask16>((1u << mg) - 1);
-      const __m512 scale = _mm512_maskz_loadu_ps(valid, ks + j0 + g * 16);
-      _mm512_mask_storeu_ps(out + j0 + g * 16, valid, _mm512_mul_ps(head_sum<HP>(c[g], wpat), scale));
+      const float* kg = ks + j0 + g * 16;
+      float* og = out + j0 + g * 16;
+      if (mg == 16) {
+        _mm512_storeu_ps(og, _mm512_mul_ps(head_sum<HP>(c[g], wpat), _mm512_loadu_ps(kg)));
+      } else {  // key scales past n are never read
+        const __mmask16 valid = static_cast<__mmask16>((1u << mg) - 1);
+        _mm512_mask_storeu_ps(og, valid, _mm512_mul_ps(head_sum<HP>(c[g], wpat), _mm512_maskz_loadu_ps(valid, kg)));
+      }
     }
   }
 }
 
+GLANCE_AMX void score_dispatch(float* out, const uint16_t* decoded, const uint8_t* keys, const float* ks, int64_t n,
+                               const AmxQuery& aq, int64_t D) {
+  switch (aq.hp) {
+    case 1: return score_body<1>(out, decoded, keys, ks, n, aq, D);
+    case 2: return score_body<2>(out, decoded, keys, ks, n, aq, D);
+    case 4: return score_body<4>(out, decoded, keys, ks, n, aq, D);
+    case 8: return score_body<8>(out, decoded, keys, ks, n, aq, D);
+    default: return score_body<16>(out, decoded, keys, ks, n, aq, D);
+  }
+}
+
+}  // namespace
+
+GLANCE_AMX void amx_scores(float* out, const uint16_t* rows, int64_t n, const AmxQuery& aq, int64_t D,
+                           const float* ks) {
+  score_dispatch(out, rows, nullptr, ks, n, aq, D);
+}
+
 GLANCE_AMX void amx_score_keys(float* out, const uint8_t* keys, const float* ks, int64_t n, const AmxQuery& aq,
                                int64_t D) {
-  switch (aq.hp) {
-    case 1: return score_keys_body<1>(out, keys, ks, n, aq, D);
-    case 2: return score_keys_body<2>(out, keys, ks, n, aq, D);
-    case 4: return score_keys_body<4>(out, keys, ks, n, aq, D);
-    case 8: return score_keys_body<8>(out, keys, ks, n, aq, D);
-    default: return score_keys_body<16>(out, keys, ks, n, aq, D);
-  }
+  score_dispatch(out, nullptr, keys, ks, n, aq, D);
 }
 
 #else  // no AMX in this build

@@ -155,7 +155,11 @@ struct RowPrefetch {
   const int32_t* idx;
   int64_t j = 0, end = 0, b = 0;  // the next line: byte b of selected row j, rows [j, end) to go
 
-  void window(int64_t j0, int64_t j1) { j = j0, end = j1, b = 0; }
+  // Whatever is left of the last window, then the rows of the block after the one that starts at row j0 (of j1).
+  void next_block(int64_t j0, int64_t j1) {
+    finish();
+    j = std::min(j1, j0 + kBlock), end = std::min(j1, j0 + 2 * kBlock), b = 0;
+  }
   // Up to n more lines.
   void step(int n) {
     while (n > 0 && j < end) {
@@ -789,10 +793,7 @@ void bf16dot_rows(const AttnArgs& A, const Rows& src, const int32_t* idx, int64_
   RowPrefetch pf{kvBytes, rowBytes, idx};
   RowPrefetch* next = idx ? &pf : nullptr;
   while (j < j1) {
-    if (next) {  // whatever the last block left of its window, then the block after this one
-      pf.finish();
-      pf.window(std::min(j1, j + kBlock), std::min(j1, j + 2 * kBlock));
-    }
+    if (next) next->next_block(j, j1);
     int nb = 0;
     for (; j < j1 && nb < kBlock; j++) {
       const int64_t s = idx ? idx[j] : j;
@@ -897,7 +898,9 @@ void mla_attention_impl(float* out, const float* q, const Rows& src, int64_t T, 
     float* wbuf = Rows::kNarrow ? scratch(widened, static_cast<size_t>(kBlock * D)) : nullptr;
     const char* kvBytes = src.bytes();
     const int64_t rowBytes = src.row_bytes();
-    if (idx) prefetch_rows(kvBytes, rowBytes, idx, j0, std::min(j1, j0 + kPrefetchAhead));
+    // the first rows at once; the bodies that spread their prefetching (RowPrefetch) take it from the second block on
+    const bool spread = avx2 || bf16dot;
+    if (idx) prefetch_rows(kvBytes, rowBytes, idx, j0, std::min(j1, j0 + (spread ? kBlock : kPrefetchAhead)));
 #if GLANCE_X86
     if constexpr (Rows::kNarrow) {
       if (bf16dot) {
@@ -915,8 +918,7 @@ void mla_attention_impl(float* out, const float* q, const Rows& src, int64_t T, 
 #endif
     while (j < j1) {
       if (next) {
-        pf.finish();
-        pf.window(std::min(j1, j + kBlock), std::min(j1, j + 2 * kBlock));
+        next->next_block(j, j1);
       } else if (idx) {
         prefetch_rows(kvBytes, rowBytes, idx, std::min(j1, j + kPrefetchAhead), std::min(j1, j + kPrefetchAhead + kBlock));
       }

@@ -156,9 +156,10 @@ GLANCE_AVX512BF16 void scan_part_avx512(const uint32_t* keys, int64_t s0, int64_
   const __m512i pair_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   __m512i pos = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(s0)),
                                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-  int64_t s = s0;
-  for (; s + 16 <= s1; s += 16, pos = _mm512_add_epi32(pos, sixteen)) {
-    const __m512i key = _mm512_loadu_si512(keys + s);
+  for (int64_t s = s0; s < s1; s += 16, pos = _mm512_add_epi32(pos, sixteen)) {
+    // the last vector reads only the keys left (a masked-off lane is key 0: never above b1, never a candidate)
+    const __mmask16 live = s1 - s >= 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << (s1 - s)) - 1u);
+    const __m512i key = _mm512_maskz_loadu_epi32(live, keys + s);
     const __m512i bk = _mm512_maskz_srli_epi32(0xFFFF, key, kHist1Shift);  // masked: GCC 12 warns on the plain form
     const __mmask16 ma = _mm512_cmpgt_epu32_mask(bk, vb1);
     const __mmask16 mc = _mm512_mask_cmpneq_epu32_mask(_mm512_cmpeq_epu32_mask(bk, vb1), key, zero);
@@ -169,12 +170,6 @@ GLANCE_AVX512BF16 void scan_part_avx512(const uint32_t* keys, int64_t s0, int64_
     nc += __builtin_popcount(mlo);
     _mm512_storeu_si512(cand + nc, _mm512_maskz_compress_epi64(mhi, _mm512_permutex2var_epi32(pos, pair_hi, key)));
     nc += __builtin_popcount(mhi);
-  }
-  for (; s < s1; s++) {
-    const uint32_t key = keys[s];
-    const uint32_t bk = key >> kHist1Shift;
-    if (bk > b1) above[na++] = static_cast<int32_t>(s);
-    else if (bk == b1 && key != 0) cand[nc++] = (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(s);
   }
   ps.n_above = na;
   ps.n_cand = nc;

@@ -27,7 +27,7 @@ inline uint32_t score_key(float f) {
 // added to, not cleared).
 void keys_and_hist(uint32_t* keys, uint32_t* hist, const float* scores, int64_t n);
 
-// The same in two steps, for a producer that hands over a row in short chunks (the fused indexer: 48 scores at a
+// The same in two steps, for a producer that hands over a row in short chunks (the fused indexer: 384 scores at a
 // time): the counts go to four interleaved histograms hist4 [4][kHist1Buckets] (cleared by the caller, added to
 // across calls), so that back-to-back increments of one bucket (a row's scores crowd into a few) do not wait on
 // each other; fold_hist4 then adds their finite keys' counts to hist [kHist1Buckets]. keys_and_hist uses the pair

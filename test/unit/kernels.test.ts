@@ -1145,7 +1145,7 @@ test('allocCacheBuffer: zeroed, writable memory of the size asked, from a byte t
     for (let i = 0; i < bytes - 1; i += 997) assert.equal(view[i], (i % 251) + 1, `${bytes} bytes: byte ${i} written`);
     if (bytes > 0) assert.equal(view[bytes - 1], 7);
   }
-  // typed arrays of every cache dtype over it, as the engine makes them
+  // a Float32Array over it, as the engine makes the fp32 caches (a byte length of whole elements)
   const f32 = new Float32Array(native.allocCacheBuffer(4 * 1000));
   f32[999] = 1.5;
   assert.equal(f32[999], 1.5);
