@@ -16,8 +16,11 @@ The checkpoint is loaded by dequantising it into the PyTorch model (glance_model
     * next-line: prompt = the file up to the end of the previous line (without its newline); the model must
       write "\\n" + the line; prediction = the generated text between the first and second newline.
     each with the current file only and with the repository in context (the package's other files in layout order
-    before it, FORMAT.md, truncated from the front so that prompt + --max-new fits --ctx). Exact match compares the
-    lines with leading/trailing whitespace stripped (`em`); `em_raw` compares them verbatim.
+    before it, FORMAT.md, truncated from the front so that prompt + --max-new fits --ctx). SPM FIM and next-line
+    also run with the repository as the sidecar lays it out (`*_layout`, sidecar/src/context/layout.ts): whole
+    files only, the least relevant cut first (relevance: imported by the file, same folder, shared path depth,
+    small files), the kept ones in path order. Exact match compares the lines with leading/trailing whitespace
+    stripped (`em`); `em_raw` compares them verbatim.
 (c) --ref-out (default: next to --out, else ./reference_logits.json): for 3 fixed id sequences (a TypeScript prompt,
     a FIM prompt, and 320 tokens of held-out text, longer than index_topk so the top-k really selects), the logits
     computed in fp32 on the CPU from the exported weights, dense and sparse: the last position's full logits
@@ -34,6 +37,8 @@ import base64
 import json
 import math
 import os
+import posixpath
+import re
 import sys
 import time
 
@@ -288,6 +293,73 @@ def heldout_ts_files(held: gd.Corpus, tok) -> list[dict]:
     return files
 
 
+# The sidecar's repository layout (sidecar/src/context/layout.ts), so that "repository in context" is also measured
+# the way the product builds it: the same import pattern, relevance score and cut order (no edit recency here).
+IMPORT_RE = re.compile(r"""(?:import|export)[^'"`;]*?from\s*['"]([^'"]+)['"]|require\(\s*['"]([^'"]+)['"]\s*\)"""
+                       r"""|import\(\s*['"]([^'"]+)['"]\s*\)""")
+SOURCE_EXT_RE = re.compile(r"\.(d\.ts|tsx?|jsx?|mjs|cjs|mts|cts)$")
+
+
+def _dirname(p: str) -> str:
+    return posixpath.dirname(p) or "."       # as node's path.posix.dirname
+
+
+def imported_paths(path: str, text: str) -> set[str]:
+    out = set()
+    d = _dirname(path)
+    for m in IMPORT_RE.finditer(text):
+        spec = m.group(1) or m.group(2) or m.group(3)
+        if not spec or not spec.startswith("."):
+            continue
+        resolved = posixpath.normpath(posixpath.join(d, spec))
+        out.add(SOURCE_EXT_RE.sub("", resolved))
+        out.add(f"{resolved}/index")
+    return out
+
+
+def _common_depth(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a.split("/"), b.split("/")):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def sidecar_layout(pkg_files: list[dict], active_path: str, active_text: str, room: int) -> list[int]:
+    """Token ids of the other files as the sidecar lays them out within `room` tokens (whole files)."""
+    imports = imported_paths(active_path, active_text)
+    active_dir = _dirname(active_path)
+
+    def score(f):
+        d = _dirname(f["path"])
+        return (100 * (SOURCE_EXT_RE.sub("", f["path"]) in imports) + 40 * (d == active_dir)
+                + 5 * _common_depth(d, active_dir) - math.log10(1 + len(f["text"])))
+
+    others = [f for f in pkg_files if f["path"] != active_path]
+    total = sum(len(f["ids"]) for f in others)
+    drop = set()
+    for f in sorted(others, key=score):                 # stable, as Array.prototype.sort
+        if total <= room:
+            break
+        drop.add(f["path"])
+        total -= len(f["ids"])
+    kept = sorted((f for f in others if f["path"] not in drop), key=lambda f: f["path"])
+    return [t for f in kept for t in f["ids"]]
+
+
+def package_files(held: gd.Corpus, tok, doc: int) -> list[dict]:
+    """Every file block of a held-out package: path, text and its token ids (`<|file_sep|>path\\n` + text)."""
+    _, blocks = gd.doc_files(held, doc)
+    out = []
+    for blk in blocks:
+        text = tok.decode(blk[1:].tolist(), skip_special_tokens=False)
+        nl = text.find("\n")
+        out.append(dict(path=text[:nl] if nl >= 0 else text, text=text[nl + 1:] if nl >= 0 else "",
+                        ids=blk.tolist()))
+    return out
+
+
 def sample_cases(files: list[dict], n: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     seen, cases = set(), []
@@ -304,8 +376,9 @@ def sample_cases(files: list[dict], n: int, seed: int) -> list[dict]:
     return cases
 
 
-def build_prompts(held: gd.Corpus, fm: gd.FimMaker, f: dict, li: int, budget: int) -> dict:
-    """Token prompts for one case: fim_file, fim_repo, next_file, next_repo."""
+def build_prompts(held: gd.Corpus, fm: gd.FimMaker, f: dict, li: int, budget: int, pkg_files: list[dict]) -> dict:
+    """Token prompts for one case: fim_file, fim_repo, spm_file, spm_repo, spm_layout, next_file, next_repo,
+    next_layout."""
     content, start = f["content"], int(f["starts"][li])
     line = f["lines"][li]
     prefix, suffix = content[:start], content[start + len(line):]
@@ -334,24 +407,32 @@ def build_prompts(held: gd.Corpus, fm: gd.FimMaker, f: dict, li: int, budget: in
         c = ctx[len(ctx) - r:] if 0 < r < len(ctx) else (ctx if r > 0 else [])
         return hdr + c + block, len(c)
 
+    def with_layout(block):
+        c = sidecar_layout(pkg_files, f["path"], content, budget - len(hdr) - len(block))
+        return hdr + c + block, len(c)
+
     fim_repo, fim_ctx = with_repo(fim_block)
     spm_repo, _ = with_repo(spm_block)
     next_repo, next_ctx = with_repo(next_block)
+    spm_layout, layout_ctx = with_layout(spm_block)
+    next_layout, _ = with_layout(next_block)
     return dict(fim_file=hdr + fim_block, fim_repo=fim_repo, spm_file=hdr + spm_block, spm_repo=spm_repo,
-                next_file=hdr + next_block, next_repo=next_repo,
-                target=line, ctx_tokens=dict(fim=fim_ctx, next=next_ctx), repo_ctx_available=len(ctx))
+                spm_layout=spm_layout, next_file=hdr + next_block, next_repo=next_repo, next_layout=next_layout,
+                target=line, ctx_tokens=dict(fim=fim_ctx, next=next_ctx, layout=layout_ctx),
+                repo_ctx_available=len(ctx))
 
 
 def run_tasks(model, tok, held, files, cases, ctx_len, max_new, sparse, deadline=None) -> dict:
     fm = gd.FimMaker(tok)
     comp = Completer(model, tok, sparse, max_new)
     budget = ctx_len - max_new
-    keys = ("fim_file", "fim_repo", "spm_file", "spm_repo", "next_file", "next_repo")
+    keys = ("fim_file", "fim_repo", "spm_file", "spm_repo", "spm_layout", "next_file", "next_repo", "next_layout")
     hits = {k: 0 for k in keys}
     hits_raw = {k: 0 for k in keys}
     gen_tokens = 0
     examples = []
-    ctx_used = []
+    ctx_used, layout_used = [], []
+    pkg_cache: dict[int, list[dict]] = {}
     t0 = time.time()
     done = 0
     for ci, c in enumerate(cases):
@@ -360,11 +441,14 @@ def run_tasks(model, tok, held, files, cases, ctx_len, max_new, sparse, deadline
             break
         done = ci + 1
         f = files[c["file"]]
-        pr = build_prompts(held, fm, f, c["line"], budget)
+        if f["doc"] not in pkg_cache:
+            pkg_cache[f["doc"]] = package_files(held, tok, f["doc"])
+        pr = build_prompts(held, fm, f, c["line"], budget, pkg_cache[f["doc"]])
         tgt = pr["target"]
         ex = dict(package=f["name"], path=f["path"], line=c["line"] + 1, target=tgt,
                   repo_ctx_tokens=pr["ctx_tokens"])
         ctx_used.append(pr["ctx_tokens"]["fim"])
+        layout_used.append(pr["ctx_tokens"]["layout"])
         for k in keys:
             pred, raw, n = comp.greedy(pr[k], "next" if k.startswith("next") else "line")
             gen_tokens += n
@@ -379,7 +463,8 @@ def run_tasks(model, tok, held, files, cases, ctx_len, max_new, sparse, deadline
                 f"{k} {hits[k] / (ci + 1):.3f}" for k in keys) + f" ({time.time() - t0:.0f}s)")
     n = max(1, done)
     return summarise_tasks(dict(hits=hits, hits_raw=hits_raw, cases=done, cases_planned=len(cases),
-                                ctx_sum=float(np.sum(ctx_used)) if ctx_used else 0.0, generated_tokens=gen_tokens,
+                                ctx_sum=float(np.sum(ctx_used)) if ctx_used else 0.0,
+                                layout_sum=float(np.sum(layout_used)) if layout_used else 0.0, generated_tokens=gen_tokens,
                                 seconds=time.time() - t0, examples=examples))
 
 
@@ -392,6 +477,10 @@ def summarise_tasks(raw: dict) -> dict:
     res["fim_repo_gain"] = res["fim_repo_em"] - res["fim_file_em"]
     if "spm_file" in raw["hits"]:
         res["spm_repo_gain"] = res["spm_repo_em"] - res["spm_file_em"]
+    if "spm_layout" in raw["hits"]:
+        res["spm_layout_gain"] = res["spm_layout_em"] - res["spm_file_em"]
+        res["next_layout_gain"] = res["next_layout_em"] - res["next_file_em"]
+        res["mean_layout_ctx_tokens"] = raw.get("layout_sum", 0.0) / n
     res["next_repo_gain"] = res["next_repo_em"] - res["next_file_em"]
     res["mean_repo_ctx_tokens"] = raw["ctx_sum"] / n
     return res
@@ -402,7 +491,8 @@ def merge_tasks(parts: list[dict]) -> dict:
     raw = dict(hits={k: sum(p["hits"][k] for p in parts) for k in keys},
                hits_raw={k: sum(p["hits_raw"][k] for p in parts) for k in keys},
                cases=sum(p["cases"] for p in parts), cases_planned=sum(p["cases_planned"] for p in parts),
-               ctx_sum=sum(p["ctx_sum"] for p in parts), generated_tokens=sum(p["generated_tokens"] for p in parts),
+               ctx_sum=sum(p["ctx_sum"] for p in parts), layout_sum=sum(p.get("layout_sum", 0.0) for p in parts),
+               generated_tokens=sum(p["generated_tokens"] for p in parts),
                seconds=max(p["seconds"] for p in parts), workers=len(parts),
                examples=[e for p in parts for e in p["examples"]][:40])
     return summarise_tasks(raw)
@@ -578,13 +668,18 @@ def main(argv=None):
                  (f"FIM single-line EM in SPM order, file only / repo context ({mode})",
                   f"{100 * r.get('spm_file_em', float('nan')):.1f}% / {100 * r.get('spm_repo_em', float('nan')):.1f}% "
                   f"({100 * r.get('spm_repo_gain', float('nan')):+.1f} pt)"),
+                 (f"SPM FIM EM, repository as the sidecar lays it out ({mode})",
+                  f"{100 * r['spm_layout_em']:.1f}% ({100 * r['spm_layout_gain']:+.1f} pt over file only)"),
                  (f"next-line EM, file only ({mode})", f"{100 * r['next_file_em']:.1f}%"),
                  (f"next-line EM, repo context ({mode})", f"{100 * r['next_repo_em']:.1f}%"),
                  (f"next-line repo-context gain ({mode})", f"{100 * r['next_repo_gain']:+.1f} pt"),
+                 (f"next-line EM, repository as the sidecar lays it out ({mode})",
+                  f"{100 * r['next_layout_em']:.1f}% ({100 * r['next_layout_gain']:+.1f} pt over file only)"),
                  (f"verbatim EM fim file/repo, next file/repo ({mode})",
                   " / ".join(f"{100 * r[k]:.1f}%" for k in ("fim_file_em_raw", "fim_repo_em_raw",
                                                              "next_file_em_raw", "next_repo_em_raw"))),
-                 (f"cases, mean repo-context tokens ({mode})", f"{r['cases']}, {r['mean_repo_ctx_tokens']:.0f}")]
+                 (f"cases, mean repo-context tokens: tail / sidecar layout ({mode})",
+                  f"{r['cases']}, {r['mean_repo_ctx_tokens']:.0f} / {r['mean_layout_ctx_tokens']:.0f}")]
     cc = results["cache_check"]
     rows.append(("KV-cache decoder check (dense logits, layer-0 index scores)", "ok" if cc["ok"] else "FAILED"))
     rows.append(("KV-cache decode vs full forward, max |dlogit| dense / sparse (ties may differ)",
