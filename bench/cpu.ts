@@ -3,7 +3,8 @@
 // decode roofline (bytes that must be read per token / bandwidth) printed beside our figures.
 //
 //   npm run bench:cpu [-- --contexts 1024,8192,32768 --decode 16 --attention sparse,dense --profile --threads N
-//                        --kv-cache fp32|bf16|fp8 (default: the checkpoint's precision, bf16 here) --repeat N]
+//                        --kv-cache fp32|bf16|fp8 (default: the checkpoint's precision, bf16 here) --repeat N
+//                        --weights bf16|fp8 (default bf16; fp8 = DeepSeek's block format, as its checkpoints ship)]
 //
 // Each (context, attention) case runs in its own child process so that its peak RSS is its own. --repeat N runs the
 // whole set N times in turn (rounds), so that cases compared with each other are measured minutes apart, and adds
@@ -20,7 +21,7 @@ import type { NativeAddon } from '../sidecar/src/native/contract';
 import type { ModelConfig } from '../sidecar/src/engine/types';
 import { cpuKernels, loadNative } from '../sidecar/src/native/index';
 import { median, positiveInt } from './micro';
-import { ensureRandomModel } from './random-model';
+import { ensureRandomModel, type BenchWeights } from './random-model';
 
 interface CaseResult {
   context: number;
@@ -34,17 +35,23 @@ interface CaseResult {
   profile?: Record<string, { ms: number; calls: number }>;
 }
 
-const modelDir = path.resolve(__dirname, '..', '..', 'bench', 'out', 'ds32-50m');
+const BENCH_WEIGHTS: readonly BenchWeights[] = ['bf16', 'fp8'];
 
-/** Bytes a decode step must read: active weights plus the caches attention touches. */
+function modelDirFor(weights: BenchWeights): string {
+  return path.resolve(__dirname, '..', '..', 'bench', 'out', weights === 'bf16' ? 'ds32-50m' : 'ds32-50m-fp8');
+}
+
+/** Bytes a decode step must read: active weights plus the caches attention touches. The embedding row, the LM head
+ *  and the routers are bf16 in both precisions; FP8 matrices read a byte per weight and a 4-byte scale per block. */
 function decodeBytes(
-  cfg: ModelConfig, bytesPerParam: number, context: number, attention: AttentionMode, indexer: IndexerPrecision, latentBytes: number,
+  cfg: ModelConfig, weights: BenchWeights, context: number, attention: AttentionMode, indexer: IndexerPrecision, latentBytes: number,
 ): number {
   const D = cfg.hiddenSize;
   const H = cfg.numHeads;
   const qHead = cfg.qkNopeHeadDim + cfg.qkRopeHeadDim;
   const latent = cfg.kvLoraRank + cfg.qkRopeHeadDim;
-  let params = D /* embedding row */ + cfg.vocabSize * D /* lm head */;
+  let bf16Bytes = 2 * (D /* embedding row */ + cfg.vocabSize * D /* lm head */);
+  let params = 0;
   let cacheBytes = 0;
   for (let l = 0; l < cfg.numLayers; l++) {
     const q = cfg.qLoraRank ? cfg.qLoraRank * D + H * qHead * cfg.qLoraRank : H * qHead * D;
@@ -60,11 +67,11 @@ function decodeBytes(
     }
     if (cfg.mlpLayerTypes[l] === 'dense') params += 3 * D * cfg.intermediateSize;
     else {
-      params += cfg.nRoutedExperts * D;
+      bf16Bytes += 2 * cfg.nRoutedExperts * D;   // the router
       params += 3 * D * cfg.moeIntermediateSize * (cfg.numExpertsPerTok + cfg.nSharedExperts);
     }
   }
-  return params * bytesPerParam + cacheBytes;
+  return bf16Bytes + params * (weights === 'fp8' ? 1 + 4 / (128 * 128) : 2) + cacheBytes;
 }
 
 /** The addon with a timer around every op (for --profile); `timing.on` switches the accounting. */
@@ -91,10 +98,10 @@ function timedNative(timing: { on: boolean; ops: Map<string, { ms: number; calls
 
 async function runCase(
   context: number, attention: AttentionMode, indexer: IndexerPrecision, decodeTokens: number, profile: boolean,
-  kvCache: KvCacheDtype | undefined,
+  kvCache: KvCacheDtype | undefined, weights: BenchWeights,
 ): Promise<CaseResult> {
   const timing = { on: false, ops: new Map<string, { ms: number; calls: number }>() };
-  const model = await loadModel(modelDir, { attention, indexerPrecision: indexer, kvCache, native: profile ? timedNative(timing) : undefined });
+  const model = await loadModel(modelDirFor(weights), { attention, indexerPrecision: indexer, kvCache, native: profile ? timedNative(timing) : undefined });
   const cfg = model.config;
   const seq = model.createSequence(context + decodeTokens + 1);
   const ids = new Int32Array(context);
@@ -140,6 +147,7 @@ async function main(): Promise<void> {
       profile: { type: 'boolean', default: false },
       threads: { type: 'string' },
       'kv-cache': { type: 'string' },
+      weights: { type: 'string', default: 'bf16' },
       repeat: { type: 'string', default: '1' },
     },
   });
@@ -150,26 +158,31 @@ async function main(): Promise<void> {
     throw new Error(`--kv-cache must be fp32, bf16 or fp8, got '${kvCacheArg}'`);
   }
   const kvCache = kvCacheArg as KvCacheDtype | undefined;
+  if (!(BENCH_WEIGHTS as readonly string[]).includes(values.weights!)) {
+    throw new Error(`--weights must be bf16 or fp8, got '${values.weights}'`);
+  }
+  const weights = values.weights as BenchWeights;
   if (values.threads !== undefined) {
     loadNative().setThreads(positiveInt('threads', values.threads));
   }
   if (values.child) {
     const [ctx, att] = values.child.split(':');
     const r = await runCase(
-      Number(ctx), att as AttentionMode, values.indexer as IndexerPrecision, decodeTokens, values.profile!, kvCache,
+      Number(ctx), att as AttentionMode, values.indexer as IndexerPrecision, decodeTokens, values.profile!, kvCache, weights,
     );
     process.stdout.write(JSON.stringify(r) + '\n');
     return;
   }
-  ensureRandomModel(modelDir);
+  if (weights === 'fp8') console.log(`(writing the FP8 copy of the random model once, into ${modelDirFor(weights)})`);
+  ensureRandomModel(modelDirFor(weights), undefined, weights);
   const native = loadNative();
   const bandwidth = native.measureReadBandwidth(256);
-  const model = await loadModel(modelDir, { attention: 'sparse', kvCache });
+  const model = await loadModel(modelDirFor(weights), { attention: 'sparse', kvCache });
   const cfg = model.config;
   const info = native.backends();
   console.log(`# Glance CPU benchmark — ${new Date().toISOString().slice(0, 10)}`);
   console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} threads, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; addon: ${cpuKernels(info.cpu)}, ${info.cpu.threads} threads`);
-  console.log(`model: random deepseek_v32, ${(model.weights.totalParams / 1e6).toFixed(1)}M params, bf16 weights (${bench50mDescription(cfg)})`);
+  console.log(`model: random deepseek_v32, ${(model.weights.totalParams / 1e6).toFixed(1)}M params, ${weights === 'fp8' ? 'FP8 weights (e4m3, 128×128 blocks; embedding and LM head bf16)' : 'bf16 weights'} (${bench50mDescription(cfg)})`);
   console.log(
     `measured read bandwidth: ${bandwidth.toFixed(1)} GB/s (reference for the roofline); indexer key cache: ${values.indexer}; ` +
       `latent cache: ${model.kvCacheDtype}`,
@@ -188,6 +201,7 @@ async function main(): Promise<void> {
           ...(values.profile ? ['--profile'] : []),
           ...(values.threads ? ['--threads', values.threads] : []),
           ...(kvCache ? ['--kv-cache', kvCache] : []),
+          '--weights', weights,
         ], {
           encoding: 'utf8',
           stdio: ['ignore', 'pipe', 'inherit'],
@@ -197,7 +211,7 @@ async function main(): Promise<void> {
         const r = JSON.parse(child.stdout.trim().split('\n').pop()!) as CaseResult;
         byRound[round].push(r);
         if (round === 0) results.push(r);
-        const roof = (bandwidth * 1e9) / decodeBytes(cfg, 2, ctx, att, values.indexer as IndexerPrecision, latentRowBytes(model.kvCacheDtype, cfg.kvLoraRank, cfg.qkRopeHeadDim));
+        const roof = (bandwidth * 1e9) / decodeBytes(cfg, weights, ctx, att, values.indexer as IndexerPrecision, latentRowBytes(model.kvCacheDtype, cfg.kvLoraRank, cfg.qkRopeHeadDim));
         console.log(
           `| ${ctx} | ${att} | ${r.prefillTokensPerSecond.toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.decodeMsPerToken.toFixed(2)} | ` +
             `${roof.toFixed(1)} | ${((100 * r.decodeTokensPerSecond) / roof).toFixed(0)}% | ${r.peakRssMiB.toFixed(0)} | ${r.cacheMiB.toFixed(0)} |`,

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { writeSafetensors, type TensorSpec } from '../test/helpers/safetensors-writer';
+import { encodeValues, quantizeFp8Blockwise, writeSafetensors, type TensorSpec } from '../test/helpers/safetensors-writer';
 
 /** ~57M parameters: the issue's "~50M deepseek_v32 config" for the CPU benchmark. */
 export const BENCH_50M_CONFIG = {
@@ -113,8 +113,22 @@ function gaussian(n: number, std: number, seed: number): Float32Array {
   return out;
 }
 
-/** Writes config.json + model.safetensors (bf16) into dir unless they are already there. */
-export function ensureRandomModel(dir: string, config: Cfg = BENCH_50M_CONFIG): string {
+/** Weight precision of the random checkpoint: all bf16, or DeepSeek's FP8 format (e4m3 matrices with a
+ *  `weight_scale_inv` per 128×128 block; the embedding, the LM head and the router stay bf16, as in DeepSeek-V3.2's
+ *  own checkpoints). */
+export type BenchWeights = 'bf16' | 'fp8';
+
+/** DeepSeek's FP8 block format, as its checkpoints' config.json declares it. */
+const FP8_QUANTIZATION_CONFIG = { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', weight_block_size: [128, 128] };
+
+/** Whether a tensor is one of the matrices DeepSeek's checkpoints store in FP8. */
+export function isFp8Matrix(name: string, shape: readonly number[]): boolean {
+  return shape.length === 2 && !name.includes('embed_tokens') && !name.startsWith('lm_head') &&
+    !name.includes('weights_proj') && !name.endsWith('mlp.gate.weight');
+}
+
+/** Writes config.json + model.safetensors (bf16 or FP8 weights) into dir unless they are already there. */
+export function ensureRandomModel(dir: string, config: Cfg = BENCH_50M_CONFIG, weights: BenchWeights = 'bf16'): string {
   const marker = path.join(dir, 'model.safetensors');
   if (fs.existsSync(marker) && fs.existsSync(path.join(dir, 'config.json'))) return dir;
   fs.mkdirSync(dir, { recursive: true });
@@ -126,9 +140,16 @@ export function ensureRandomModel(dir: string, config: Cfg = BENCH_50M_CONFIG): 
     if (name.endsWith('norm.weight') || name.endsWith('layernorm.weight')) values = new Float32Array(n).fill(1);
     else if (name.endsWith('.bias')) values = new Float32Array(n);
     else values = gaussian(n, shape.length === 2 ? 1 / Math.sqrt(shape[1]) : 0.02, seed++);
+    if (weights === 'fp8' && isFp8Matrix(name, shape)) {
+      const q = quantizeFp8Blockwise(values, shape[0]!, shape[1]!);
+      tensors.push({ name, dtype: 'F8_E4M3', shape, data: q.data });
+      tensors.push({ name: `${name}_scale_inv`, dtype: 'F32', shape: q.scaleShape, data: encodeValues(q.scaleInv, 'F32') });
+      continue;
+    }
     tensors.push({ name, dtype: name.includes('weights_proj') || name.includes('e_score') ? 'F32' : 'BF16', shape, values });
   }
   writeSafetensors(marker, tensors);
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  const written = weights === 'fp8' ? { ...config, quantization_config: FP8_QUANTIZATION_CONFIG } : config;
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(written, null, 2));
   return dir;
 }

@@ -4,7 +4,7 @@
 //  - GEMV (T <= 8, decode): memory-bandwidth bound. Rows of W are split across threads in groups of 4; each
 //    weight row is read exactly once and dequantised in registers (bf16: 16-bit shift; f16: F16C; e4m3: bit
 //    move into f16 + F16C, 32 bytes per step with NaN codes checked once per block, block scale x 2^8 applied
-//    once per 128 columns, rows software-prefetched) and FMA'd against all T rows of x, which stay in L1/L2.
+//    once per 128 columns, rows software-prefetched by a distance that depends on the row length) and FMA'd against all T rows of x, which stay in L1/L2.
 //    Several rows x tokens accumulate in independent registers to hide the FMA latency.
 //  - GEMM (T > 8, prefill): compute bound. Each thread owns panels of kNC weight rows; a panel's kKC-column
 //    slice is dequantised once into a thread-local fp32 buffer in micro-panel order [16 rows][kKC] -> [kKC][16]
@@ -87,20 +87,28 @@ GLANCE_AVX2 inline void wload16(const uint8_t* row, int64_t c, __m256& lo, __m25
   }
 }
 
-// Bytes ahead of each weight-row stream that the GEMV prefetches (all dtypes).
-constexpr int64_t kGemvStreamPrefetch = 768;
+// Bytes ahead of each weight-row stream that the GEMV prefetches. The R rows of a tile are contiguous, so rows of
+// at most 1 KB make one stream with the next tile's rows: 2 KB ahead covers a whole next tile. Longer rows are R
+// streams of their own, and R x 512 (e4m3) or R x 768 bytes in flight serve them best. Measured at T = 1, 2 cores,
+// the matrices coming from DRAM (GB/s, old distance -> this one): e4m3 rows of 512 B 7.9 -> 16.2, of 1 KB
+// 10.4 -> 16.2, bf16 rows of 1 KB 17.2 -> 22.1; 2 KB ahead of longer rows was slower (e4m3 rows of 2 KB 13.1 -> 11.4,
+// of 7 KB 17.8 -> 16.0; bf16 rows of 4 KB 24.2 -> 21.8). Prefetches never fault: running past a weight's end is
+// harmless.
+inline int64_t gemv_prefetch_ahead(int64_t row_bytes, bool e4m3) {
+  return row_bytes <= 1024 ? 2048 : (e4m3 ? 512 : 768);
+}
 
 // acc[i][t] += sum over columns [c, ce) of W[row i][col] * x[t][col]  (FP8: without the block scale; NaN codes
 // stay NaN).
 template <DType D, int T, int R>
 GLANCE_AVX2 inline void gemv_span(__m256 (&acc)[R][T], float (&tail)[R][T], const uint8_t* const* rows,
-                                  const float* x, int64_t ldx, int64_t c, int64_t ce) {
+                                  const float* x, int64_t ldx, int64_t c, int64_t ce, int64_t ahead) {
   constexpr int64_t kBytes = D == DType::F32 ? 4 : D == DType::F8_E4M3 ? 1 : 2;
   for (; c + 16 <= ce; c += 16) {
     for (int i = 0; i < R; i++) {
       // Software prefetch ahead of each row stream: small matrices (a few hundred KB, most of a decode step)
       // come from DRAM with too few misses in flight for the hardware prefetchers alone.
-      if ((c * kBytes) % 64 == 0) prefetch_far(rows[i] + c * kBytes + kGemvStreamPrefetch);
+      if ((c * kBytes) % 64 == 0) prefetch_far(rows[i] + c * kBytes + ahead);
       __m256 lo, hi;
       wload16<D>(rows[i], c, lo, hi);
       for (int t = 0; t < T; t++) {
@@ -123,23 +131,16 @@ GLANCE_AVX2 inline void gemv_span(__m256 (&acc)[R][T], float (&tail)[R][T], cons
   }
 }
 
-// How far ahead (bytes) the FP8 GEMV prefetches each weight row it streams. The hardware prefetchers alone
-// leave the decode and the memory traffic poorly overlapped (measured at T = 1, 256 MiB, 2 cores: ~62% -> ~75% of
-// measureReadBandwidth(256) with this and the 32-byte decode; 256 to 768 bytes all help, 512 best).
-// Past a row's end this is the start of the next row (the rows of a tile are contiguous), i.e. the next tile;
-// prefetches never fault, so running past the weight's last byte is harmless.
-constexpr int64_t kGemvPrefetch = 512;
-
 // The FP8 span of one 128-column block, fast: 32 columns per step decoded with decode32_e4m3_f16_nonan (NaN codes
 // come out finite) while e4m3_nan_track watches for NaN codes; the rest as gemv_span. Returns false if the span
 // held a NaN code: acc / tail are then wrong and the caller recomputes the block with gemv_span.
 template <int T, int R>
 GLANCE_AVX2 inline bool gemv_span_fp8(__m256 (&acc)[R][T], float (&tail)[R][T], const uint8_t* const* rows,
-                                      const float* x, int64_t ldx, int64_t c, int64_t ce) {
+                                      const float* x, int64_t ldx, int64_t c, int64_t ce, int64_t ahead) {
   __m256i nan = _mm256_setzero_si256();
   for (; c + 32 <= ce; c += 32) {
     for (int i = 0; i < R; i++) {
-      prefetch_far(rows[i] + c + kGemvPrefetch);
+      prefetch_far(rows[i] + c + ahead);
       const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[i] + c));
       nan = e4m3_nan_track(nan, b);
       __m256 v0, v1, v2, v3;
@@ -153,7 +154,7 @@ GLANCE_AVX2 inline bool gemv_span_fp8(__m256 (&acc)[R][T], float (&tail)[R][T], 
       }
     }
   }
-  gemv_span<DType::F8_E4M3, T, R>(acc, tail, rows, x, ldx, c, ce);
+  gemv_span<DType::F8_E4M3, T, R>(acc, tail, rows, x, ldx, c, ce, ahead);
   return !e4m3_nan_seen(nan);
 }
 
@@ -166,6 +167,7 @@ GLANCE_AVX2 void gemv_tile(float* out, int64_t ldo, const float* x, int64_t ldx,
                            int64_t k0, int64_t K, bool accumulate) {
   const uint8_t* rows[R];
   for (int i = 0; i < R; i++) rows[i] = w.row(r + i);
+  const int64_t ahead = gemv_prefetch_ahead(w.cols * static_cast<int64_t>(dtype_size(D)), D == DType::F8_E4M3);
   __m256 acc[R][T];
   float tail[R][T];
   for (int i = 0; i < R; i++)
@@ -176,7 +178,7 @@ GLANCE_AVX2 void gemv_tile(float* out, int64_t ldo, const float* x, int64_t ldx,
   float* o[T];
   for (int t = 0; t < T; t++) o[t] = out + t * ldo;
   if constexpr (D != DType::F8_E4M3) {
-    gemv_span<D, T, R>(acc, tail, rows, x, ldx, k0, K);
+    gemv_span<D, T, R>(acc, tail, rows, x, ldx, k0, K, ahead);
     for (int i = 0; i < R; i++)
       for (int t = 0; t < T; t++) o[t][i] = (accumulate ? o[t][i] : 0.0f) + (hsum256(acc[i][t]) + tail[i][t]);
   } else {
@@ -194,13 +196,13 @@ GLANCE_AVX2 void gemv_tile(float* out, int64_t ldo, const float* x, int64_t ldx,
           tail[i][t] = 0.0f;
         }
       const int64_t ce = std::min(K, cb + kFp8Block);
-      if (!gemv_span_fp8<T, R>(acc, tail, rows, x, ldx, cb, ce)) {  // a NaN code: again, NaN-preserving
+      if (!gemv_span_fp8<T, R>(acc, tail, rows, x, ldx, cb, ce, ahead)) {  // a NaN code: again, NaN-preserving
         for (int i = 0; i < R; i++)
           for (int t = 0; t < T; t++) {
             acc[i][t] = _mm256_setzero_ps();
             tail[i][t] = 0.0f;
           }
-        gemv_span<D, T, R>(acc, tail, rows, x, ldx, cb, ce);
+        gemv_span<D, T, R>(acc, tail, rows, x, ldx, cb, ce, ahead);
       }
       for (int i = 0; i < R; i++) {
         const float s = w.block_scale(r + i, cb);

@@ -226,7 +226,7 @@ test('FP8 e4m3: every byte decodes like the reference, NaN codes stay NaN in eve
     for (let c = 0; c < cols; c++) ref[r * cols + c] = e4m3ToNumber(bytes[r * cols + c]) * scale[c >> 7];
   }
   assertExact(native.toFloat32(w), ref, 'toFloat32 all e4m3 codes');
-  for (const T of [1, 9]) {
+  for (const T of [1, 3, 9]) {
     const x = new Float32Array(T * cols).fill(1);
     const out = poisoned(T * rows);
     native.matmul(out, x, T, w);
@@ -245,8 +245,10 @@ const MATMUL_SHAPES: [number, number, number][] = [
   [1, 37, 29],
   [1, 130, 300],
   [2, 64, 128],
+  [2, 129, 161],
   [3, 17, 257],
   [4, 9, 8],
+  [4, 11, 96],
   [5, 33, 130],
   [7, 6, 15],
   [8, 100, 200],
