@@ -21,6 +21,7 @@ OUT=${OUT:-v04-out}; mkdir -p "$OUT"
 # v0.6: the defaults (the config's wider experts grow the v0.5 export, train.py grow_model)
 # v0.7: RUN_NAME=v07 MINI=0 DENSE_MIN=16 DENSE_LR=4e-4 (the v0.6 export trained on, same corpus and config)
 # v0.8: as v0.7 with RUN_NAME=v08 FIM_PER_PIECE=12 (three times the FIM middles per sequence: ~2 per sequence before)
+# v0.9: as v0.8 with RUN_NAME=v09 on the v0.9 corpus (eight upload parts, stashed two per call)
 RUN_NAME=${RUN_NAME:-v06}
 R=training/runs/$RUN_NAME; mkdir -p $R
 DATA_HOME=${DATA_HOME:-/root/glance-data}
@@ -93,7 +94,7 @@ finish)
   progress $R/dense.log 8
   say indexer warm-up on $NGPU GPUs
   $RUN $NGPU training/train.py --stage indexer $C --out $R/indexer --resume $R/dense/ckpt.pt \
-      --max-minutes ${INDEXER_MIN:-1.2} --eval-every 1000 > $R/indexer.log 2>&1
+      --max-minutes ${INDEXER_MIN:-2.0} --eval-every 1000 > $R/indexer.log 2>&1
   progress $R/indexer.log 3
   say sparse on $NGPU GPUs
   $RUN $NGPU training/train.py --stage sparse $C $FIM --out $R/sparse --resume $R/indexer/ckpt.pt \
