@@ -17,9 +17,10 @@ The checkpoint is loaded by dequantising it into the PyTorch model (glance_model
       write "\\n" + the line; prediction = the generated text between the first and second newline.
     each with the current file only and with the repository in context (the package's other files in layout order
     before it, FORMAT.md, truncated from the front so that prompt + --max-new fits --ctx). SPM FIM and next-line
-    also run with the repository as the sidecar lays it out (`*_layout`, sidecar/src/context/layout.ts): whole
-    files only, the least relevant cut first (relevance: imported by the file, same folder, shared path depth,
-    small files), the kept ones in path order. Exact match compares the lines with leading/trailing whitespace
+    also run with the repository as the sidecar lays it out (`*_layout`, sidecar_layout.py mirroring
+    sidecar/src/context/layout.ts): whole files only, the least relevant cut first (relevance: identifiers shared
+    with the visible text of the file, its imports, same folder, shared path depth, small files), the kept ones in
+    path order. Exact match compares the lines with leading/trailing whitespace
     stripped (`em`); `em_raw` compares them verbatim.
 (c) --ref-out (default: next to --out, else ./reference_logits.json): for 3 fixed id sequences (a TypeScript prompt,
     a FIM prompt, and 320 tokens of held-out text, longer than index_topk so the top-k really selects), the logits
@@ -37,8 +38,6 @@ import base64
 import json
 import math
 import os
-import posixpath
-import re
 import sys
 import time
 
@@ -51,6 +50,7 @@ import torch.nn.functional as F  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import glance_data as gd  # noqa: E402
+import sidecar_layout as sl  # noqa: E402
 from glance_model.model import (_index_chunk, count_parameters, load_hf, rope_half,  # noqa: E402
                                 rope_interleaved)
 
@@ -293,59 +293,10 @@ def heldout_ts_files(held: gd.Corpus, tok) -> list[dict]:
     return files
 
 
-# The sidecar's repository layout (sidecar/src/context/layout.ts), so that "repository in context" is also measured
-# the way the product builds it: the same import pattern, relevance score and cut order (no edit recency here).
-IMPORT_RE = re.compile(r"""(?:import|export)[^'"`;]*?from\s*['"]([^'"]+)['"]|require\(\s*['"]([^'"]+)['"]\s*\)"""
-                       r"""|import\(\s*['"]([^'"]+)['"]\s*\)""")
-SOURCE_EXT_RE = re.compile(r"\.(d\.ts|tsx?|jsx?|mjs|cjs|mts|cts)$")
-
-
-def _dirname(p: str) -> str:
-    return posixpath.dirname(p) or "."       # as node's path.posix.dirname
-
-
-def imported_paths(path: str, text: str) -> set[str]:
-    out = set()
-    d = _dirname(path)
-    for m in IMPORT_RE.finditer(text):
-        spec = m.group(1) or m.group(2) or m.group(3)
-        if not spec or not spec.startswith("."):
-            continue
-        resolved = posixpath.normpath(posixpath.join(d, spec))
-        out.add(SOURCE_EXT_RE.sub("", resolved))
-        out.add(f"{resolved}/index")
-    return out
-
-
-def _common_depth(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a.split("/"), b.split("/")):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def sidecar_layout(pkg_files: list[dict], active_path: str, active_text: str, room: int) -> list[int]:
+def sidecar_layout(pkg_files: list[dict], active_path: str, visible_text: str, room: int) -> list[int]:
     """Token ids of the other files as the sidecar lays them out within `room` tokens (whole files)."""
-    imports = imported_paths(active_path, active_text)
-    active_dir = _dirname(active_path)
-
-    def score(f):
-        d = _dirname(f["path"])
-        return (100 * (SOURCE_EXT_RE.sub("", f["path"]) in imports) + 40 * (d == active_dir)
-                + 5 * _common_depth(d, active_dir) - math.log10(1 + len(f["text"])))
-
     others = [f for f in pkg_files if f["path"] != active_path]
-    total = sum(len(f["ids"]) for f in others)
-    drop = set()
-    for f in sorted(others, key=score):                 # stable, as Array.prototype.sort
-        if total <= room:
-            break
-        drop.add(f["path"])
-        total -= len(f["ids"])
-    kept = sorted((f for f in others if f["path"] not in drop), key=lambda f: f["path"])
-    return [t for f in kept for t in f["ids"]]
+    return [t for f in sl.layout_order(others, active_path, visible_text, room) for t in f["ids"]]
 
 
 def package_files(held: gd.Corpus, tok, doc: int) -> list[dict]:
@@ -407,15 +358,15 @@ def build_prompts(held: gd.Corpus, fm: gd.FimMaker, f: dict, li: int, budget: in
         c = ctx[len(ctx) - r:] if 0 < r < len(ctx) else (ctx if r > 0 else [])
         return hdr + c + block, len(c)
 
-    def with_layout(block):
-        c = sidecar_layout(pkg_files, f["path"], content, budget - len(hdr) - len(block))
+    def with_layout(block, visible):   # visible: what the editor holds of the file (never the line to predict)
+        c = sidecar_layout(pkg_files, f["path"], visible, budget - len(hdr) - len(block))
         return hdr + c + block, len(c)
 
     fim_repo, fim_ctx = with_repo(fim_block)
     spm_repo, _ = with_repo(spm_block)
     next_repo, next_ctx = with_repo(next_block)
-    spm_layout, layout_ctx = with_layout(spm_block)
-    next_layout, _ = with_layout(next_block)
+    spm_layout, layout_ctx = with_layout(spm_block, prefix + suffix)
+    next_layout, _ = with_layout(next_block, content[:start])
     return dict(fim_file=hdr + fim_block, fim_repo=fim_repo, spm_file=hdr + spm_block, spm_repo=spm_repo,
                 spm_layout=spm_layout, next_file=hdr + next_block, next_repo=next_repo, next_layout=next_layout,
                 target=line, ctx_tokens=dict(fim=fim_ctx, next=next_ctx, layout=layout_ctx),

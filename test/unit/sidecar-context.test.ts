@@ -8,7 +8,10 @@ import { pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 
 import { CompletionBoundary, finishCompletion } from '../../sidecar/src/completion/boundary';
-import { importedPaths, layoutRepository, specialIds, TokenCache } from '../../sidecar/src/context/layout';
+import { identifierSet, importedPaths, jaccard, layoutRepository, specialIds, TokenCache } from '../../sidecar/src/context/layout';
+import { RepositoryContext } from '../../sidecar/src/context/repository';
+import type { EngineHost } from '../../sidecar/src/scheduler/engine-host';
+import { Log } from '../../sidecar/src/server/log';
 import { completionPrompt, offsetAt } from '../../sidecar/src/context/prompts';
 import { loadTokenizer } from '../../sidecar/src/engine/tokenizer';
 import { skipReason } from '../../sidecar/src/workspace/filters';
@@ -87,6 +90,63 @@ test('layout: over budget, the least relevant files are cut and the imports of t
   assert.ok(l.files.some((f) => f.path === 'src/lib/util.ts'), 'the imported file stays');
   assert.ok(l.cut.length >= 2);
   assert.deepEqual([...importedPaths(files[0])].sort(), ['src/lib/util', 'src/lib/util/index']);
+});
+
+test('layout: over budget, files that share identifiers with the active document are kept before unrelated ones', () => {
+  const cache = new TokenCache(tok, special);
+  const filler = (word: string) => Array.from({ length: 60 }, (_, i) => `export const ${word}${i} = ${i};`).join('\n') + '\n';
+  const files = [
+    file('src/app.ts', 'const order = createOrder(customerId, basketTotal);\nshipOrder(order, warehouseCode);\n'),
+    file('lib/orders.ts', 'export function createOrder(customerId: string, basketTotal: number) {}\n' +
+      'export function shipOrder(order: unknown, warehouseCode: string) {}\n' + filler('orderPart')),
+    file('lib/colors.ts', filler('colorTone')),
+    file('lib/sizes.ts', filler('sizeStep')),
+    file('lib/units.ts', filler('unitName')),
+  ];
+  const need = layoutRepository(cache, 'demo', files, 'file:///r/src/app.ts', 1_000_000).ids.length;
+  const l = layoutRepository(cache, 'demo', files, 'file:///r/src/app.ts', Math.floor(need / 2));
+  assert.ok(l.files.some((f) => f.path === 'lib/orders.ts'), `the similar file stays (kept: ${l.files.map((f) => f.path).join(', ')})`);
+  assert.ok(l.cut.length >= 2);
+  assert.deepEqual([...identifierSet('const a = fooBar(x1, "if"); if (y) return this.z;')].sort(), ['fooBar', 'x1']);
+  assert.equal(jaccard(new Set(['a', 'b']), new Set(['b', 'c'])), 1 / 3);
+  assert.equal(jaccard(new Set(), new Set()), 0);
+});
+
+test('layout: typing in the active document does not move files across the cut; a much longer document renews its snapshot', () => {
+  const cache = new TokenCache(tok, special);
+  const body = (w: string) => Array.from({ length: 40 }, (_, i) => `export const ${w}${i} = ${i};`).join('\n') + '\n';
+  const others = [file('lib/alpha.ts', body('alpha')), file('lib/beta.ts', body('beta')), file('lib/gamma.ts', body('gamma'))];
+  const active = (text: string) => file('src/app.ts', text);
+  // 40 identifiers of its own and two of alpha.ts: alpha.ts is the most similar file, by a little.
+  const start = Array.from({ length: 40 }, (_, i) => `const local${i} = ${i};`).join('\n') + '\nuse(alpha1, alpha2);\n';
+  const all = [active(start), ...others];
+  const need = layoutRepository(cache, 'demo', all, 'file:///r/src/app.ts', 1_000_000).ids.length;
+  const budget = Math.floor(need * 0.45);
+  const first = layoutRepository(cache, 'demo', all, 'file:///r/src/app.ts', budget);
+  assert.deepEqual(first.files.map((f) => f.path), ['lib/alpha.ts']);
+  // Three identifiers of gamma.ts typed (gamma.ts would now rank first): still the snapshot's ranking, the same prefix.
+  const typed = layoutRepository(cache, 'demo', [active(start + 'use(gamma1, gamma2, gamma3);\n'), ...others], 'file:///r/src/app.ts', budget);
+  assert.deepEqual(Array.from(typed.ids), Array.from(first.ids));
+  // Many new identifiers (more than a quarter of the snapshot's): a new snapshot, and the ranking follows it.
+  const many = start + Array.from({ length: 20 }, (_, i) => `use(gamma${i});`).join('\n') + '\n';
+  const renewed = layoutRepository(cache, 'demo', [active(many), ...others], 'file:///r/src/app.ts', budget);
+  assert.deepEqual(renewed.files.map((f) => f.path), ['lib/gamma.ts']);
+});
+
+test('repository context: the per-file cache drops the versions of files no workspace has any more', () => {
+  const engine = { setBackground() {}, stats: { targetTokens: 0, cachedTokens: 0 }, prefixReuse: false } as unknown as EngineHost;
+  const ctx = new RepositoryContext(tok, special, 1_000_000, engine, new Log('error', () => {}));
+  const root = pathToFileURL(path.join(os.tmpdir(), 'glance-prune-test')).href;
+  const ws = ctx.acquire([{ uri: root, name: 'demo' }]);
+  const uri = `${root}/src/a.ts`;
+  for (let v = 0; v < 600; v++) {
+    const text = `export const a = ${v};\n`;
+    assert.equal(ws.putFile(uri, sha256(text), text).accepted, true);
+    ctx.layout(ws);
+  }
+  assert.ok(ctx.cache.size < 600, `the cache holds ${ctx.cache.size} entries for one file edited 600 times`);
+  const last = ctx.layout(ws);
+  assert.equal(tok.decode(Array.from(last.ids.slice(last.files[0]!.start))).includes('export const a = 599;'), true);
 });
 
 test('completion prompt: everything before the cursor is identical between keystrokes (prefix reuse)', () => {

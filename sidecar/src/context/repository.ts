@@ -20,6 +20,8 @@ export class RepositoryContext {
   private timer: NodeJS.Timeout | null = null;
   /** the ids last given to the engine as its background target */
   private target: Int32Array | null = null;
+  /** the per-file cache size above which the next layout prunes it */
+  private pruneAt = 256;
 
   constructor(
     readonly tokenizer: Tokenizer,
@@ -71,7 +73,18 @@ export class RepositoryContext {
     const layout = layoutRepository(this.cache, ws.name, ws.listFiles(), ws.activeUri, this.budgetTokens);
     this.layouts.set(ws, { version: ws.version, layout });
     this.log.debug('repository layout', { workspace: ws.name, tokens: layout.ids.length, files: layout.files.length, cut: layout.cut.length, ms: Date.now() - t0 });
+    this.pruneCache();
     return layout;
+  }
+
+  /** Edited files leave their old versions in the per-file cache: each time it has doubled since the last pruning,
+   *  keep only the entries of files some workspace still has. */
+  private pruneCache(): void {
+    if (this.cache.size <= this.pruneAt) return;
+    const live = new Set<string>();
+    for (const { ws } of this.workspaces.values()) for (const f of ws.listFiles()) live.add(TokenCache.key(f.path, f.hash));
+    this.cache.retain(live);
+    this.pruneAt = 2 * this.cache.size + 256;
   }
 
   /** This workspace is the one in use: keep its layout computed in the background. */
