@@ -3,6 +3,7 @@
 packages (runs here, no GPU, no torch):
 
     python3 training/context_recall.py [--heldout training/data/heldout.jsonl.xz] [--cases 300] [--weights 0,5000]
+        [--write-cases FILE]   (the packages and sampled lines, for bench/completion-eval.ts: our engine, real model)
 
 For held-out TypeScript lines sampled as eval.py samples them (a file uniformly, then a line with >= 4 non-blank
 characters incl. a letter or digit; fixed seed), the identifiers of the line that the rest of its file lacks are the
@@ -40,6 +41,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ctx", type=int, default=8192, help="prompt tokens")
     ap.add_argument("--weights", default=f"0,{sl.SIMILARITY_WEIGHT:g}", help="similarity weights to compare")
+    ap.add_argument("--write-cases", default=None, metavar="FILE",
+                    help="also write the packages and the sampled lines as JSON for bench/completion-eval.ts")
     a = ap.parse_args(argv)
     if not os.path.exists(a.heldout):
         raise SystemExit(f"{a.heldout}: no such file (the held-out packages as JSON lines, training/corpus)")
@@ -57,12 +60,20 @@ def main(argv=None):
             if cands:
                 files.append((pi, fi, lines, cands))
     rng = np.random.default_rng(a.seed)
+    sampled = []
+    for _ in range(a.cases):
+        pi, fi, lines, cands = files[int(rng.integers(len(files)))]
+        sampled.append((pi, fi, lines, int(cands[int(rng.integers(len(cands)))])))
+    if a.write_cases:
+        with open(a.write_cases, "w") as fh:
+            json.dump(dict(packages=[dict(name=p["name"], files=[dict(path=f["path"], text=f["text"]) for f in p["files"]])
+                                     for p in packages],
+                           cases=[[pi, fi, li] for pi, fi, _, li in sampled]), fh)
+        print(f"wrote {len(sampled)} cases over {len(packages)} packages to {a.write_cases}")
     names = ["tail"] + [f"layout, weight {w:g}" for w in weights]
     recall = {k: [] for k in names}
     tokens = {k: [] for k in names}
-    for _ in range(a.cases):
-        pi, fi, lines, cands = files[int(rng.integers(len(files)))]
-        li = int(cands[int(rng.integers(len(cands)))])
+    for pi, fi, lines, li in sampled:
         pkg, f = packages[pi], packages[pi]["files"][fi]
         visible = "\n".join(lines[:li] + lines[li + 1:])
         novel = sl.identifier_set(lines[li]) - sl.identifier_set(visible, limit=None)
